@@ -1,0 +1,313 @@
+//! The collector side of the protocol for a whole fleet (feature `alloc`).
+//!
+//! Authenticates each datagram against the keyring, filters replays per key and epoch,
+//! routes it to the [`Receiver`] of its `(device, stream, epoch)` (created on first sight, up
+//! to `max_streams`), and schedules the ACKs and NAKs of all receivers. Still sans-IO: the
+//! caller passes datagrams and `now` in, and takes sealed datagrams out with the device they
+//! are for.
+
+use crate::ids::StreamKey;
+use crate::receiver::{Control, DedupState, Receiver, ReceiverConfig};
+use crate::wire::{
+    Body, ControlRef, DataFrame, Direction, DropReason, Event, HeartbeatRepr, MacKey, RejectCounts, Header, Reject,
+    ReplayGuard, Sealer, open, seal_control,
+};
+use crate::{DeviceId, Epoch, Instant, KeyId, Seq, SeqRange};
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::vec::Vec;
+use core::time::Duration;
+
+/// Out-of-order ranges per receiver.
+pub const RECEIVER_RANGES: usize = 32;
+const REPLAY_EPOCHS: usize = 4;
+const REPLAY_VALUES: usize = 256;
+
+/// Looks up pre-shared keys by the id in a frame header.
+pub trait Keyring {
+    fn key(&self, key_id: KeyId) -> Option<(DeviceId, &MacKey)>;
+}
+
+impl Keyring for BTreeMap<KeyId, (DeviceId, MacKey)> {
+    fn key(&self, key_id: KeyId) -> Option<(DeviceId, &MacKey)> {
+        self.get(&key_id).map(|(device, key)| (*device, key))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct EndpointConfig {
+    pub max_datagram_bytes: usize,
+    /// Bound on receivers held at once; a frame for another stream is rejected
+    /// (`too_many_streams`) and the device retransmits later.
+    pub max_streams: usize,
+    pub receiver: ReceiverConfig,
+    /// Frames delayed more than this behind newer ones from the same key are replays.
+    pub replay_window: Duration,
+    /// The collector's own boot epoch, in the header of every ACK and NAK.
+    pub epoch: Epoch,
+    /// Seeds every receiver's NAK jitter.
+    pub seed: u64,
+}
+
+impl EndpointConfig {
+    pub fn new(epoch: Epoch, seed: u64) -> EndpointConfig {
+        EndpointConfig {
+            max_datagram_bytes: 1_472,
+            max_streams: 100_000,
+            receiver: ReceiverConfig::default(),
+            replay_window: Duration::from_secs(10),
+            epoch,
+            seed,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    pub datagrams_accepted: u64,
+    pub rejects: RejectCounts,
+    pub events_new: u64,
+    pub events_duplicate: u64,
+    pub tombstoned: u64,
+    pub unrecoverable: u64,
+    pub acks_sent: u64,
+    pub naks_sent: u64,
+}
+
+/// What an accepted datagram brought.
+#[derive(Clone, Debug)]
+pub struct Received<'a> {
+    pub stream: StreamKey,
+    pub header: Header,
+    pub delivery: Delivery<'a>,
+}
+
+#[derive(Clone, Debug)]
+pub enum Delivery<'a> {
+    /// `new` lists the pieces of the frame's range seen for the first time: deliver exactly
+    /// the events in them (see [`Received::new_events`]).
+    Events { frame: DataFrame<'a>, new: Vec<SeqRange> },
+    Tombstone { new: Vec<SeqRange>, reason: DropReason },
+    Heartbeat { heartbeat: HeartbeatRepr, unrecoverable: Vec<SeqRange> },
+}
+
+impl<'a> Received<'a> {
+    /// The events to deliver: those of the frame not delivered before, with their seqs.
+    pub fn new_events(&self) -> impl Iterator<Item = (Seq, Event<'a>)> + '_ {
+        let (frame, new) = match &self.delivery {
+            Delivery::Events { frame, new } => (Some(frame), new.as_slice()),
+            _ => (None, &[][..]),
+        };
+        frame.into_iter().flat_map(|f| f.events()).filter(move |(seq, _)| new.iter().any(|r| r.contains(*seq)))
+    }
+}
+
+/// A sealed ACK or NAK for `device`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    pub device: DeviceId,
+    pub len: usize,
+}
+
+#[derive(Debug)]
+struct Slot {
+    receiver: Receiver<RECEIVER_RANGES>,
+    key_id: KeyId,
+    deadline: Option<Instant>,
+}
+
+#[derive(Debug)]
+pub struct Endpoint<K: Keyring> {
+    config: EndpointConfig,
+    keyring: K,
+    slots: BTreeMap<StreamKey, Slot>,
+    replay: BTreeMap<KeyId, ReplayGuard<REPLAY_EPOCHS, REPLAY_VALUES>>,
+    sealers: BTreeMap<KeyId, Sealer>,
+    timers: BTreeSet<(Instant, StreamKey)>,
+    /// Receivers whose admitted state is ahead of their durable state.
+    dirty: BTreeSet<StreamKey>,
+    stats: EndpointStats,
+}
+
+impl<K: Keyring> Endpoint<K> {
+    pub fn new(config: EndpointConfig, keyring: K) -> Self {
+        Endpoint {
+            config,
+            keyring,
+            slots: BTreeMap::new(),
+            replay: BTreeMap::new(),
+            sealers: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            dirty: BTreeSet::new(),
+            stats: EndpointStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> EndpointStats {
+        self.stats
+    }
+
+    pub fn stream_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn receiver(&self, stream: &StreamKey) -> Option<&Receiver<RECEIVER_RANGES>> {
+        self.slots.get(stream).map(|slot| &slot.receiver)
+    }
+
+    /// Re-creates a receiver from its committed state (after a collector restart).
+    pub fn restore(&mut self, stream: StreamKey, key_id: KeyId, state: DedupState<RECEIVER_RANGES>) {
+        let seed = self.receiver_seed(&stream);
+        let receiver = Receiver::restore(self.config.receiver.clone(), stream.stream, stream.epoch, seed, state);
+        self.slots.insert(stream, Slot { receiver, key_id, deadline: None });
+    }
+
+    fn receiver_seed(&self, stream: &StreamKey) -> u64 {
+        let mut rng = crate::SplitMix64::new(self.config.seed ^ stream.device.rotate_left(17) ^ stream.epoch.rotate_left(41) ^ u64::from(stream.stream));
+        rng.next_u64()
+    }
+
+    /// Handles one datagram from a device. Rejections are counted and change nothing else.
+    pub fn handle_datagram<'a>(&mut self, now: Instant, datagram: &'a [u8]) -> Result<Received<'a>, Reject> {
+        let result = self.accept(now, datagram);
+        match &result {
+            Ok(_) => self.stats.datagrams_accepted += 1,
+            Err(reason) => self.stats.rejects.record(*reason),
+        }
+        result
+    }
+
+    fn accept<'a>(&mut self, now: Instant, datagram: &'a [u8]) -> Result<Received<'a>, Reject> {
+        let keyring = &self.keyring;
+        let opened = open(datagram, Direction::FromDevice, self.config.max_datagram_bytes, |id| keyring.key(id).map(|(_, k)| k))?;
+        let header = opened.header;
+        let (device, _) = self.keyring.key(header.key_id).ok_or(Reject::UnknownKey)?;
+        let sent_at = header.sent_at.as_micros();
+        if let Some(guard) = self.replay.get(&header.key_id) {
+            guard.check(header.epoch, sent_at)?;
+        }
+        let (stream_id, epoch) = match &opened.body {
+            Body::Data(frame) => (frame.stream, frame.epoch),
+            Body::Tombstone(t) => (t.stream, t.epoch),
+            Body::Heartbeat(h) => (h.stream, h.epoch),
+            // `open` with `FromDevice` never returns collector frames.
+            Body::Ack(_) | Body::Nak(_) => return Err(Reject::UnexpectedKind),
+        };
+        let stream = StreamKey { device, stream: stream_id, epoch };
+        if !self.slots.contains_key(&stream) {
+            if self.slots.len() >= self.config.max_streams {
+                return Err(Reject::TooManyStreams);
+            }
+            let seed = self.receiver_seed(&stream);
+            let receiver = Receiver::new(self.config.receiver.clone(), stream_id, epoch, seed);
+            self.slots.insert(stream, Slot { receiver, key_id: header.key_id, deadline: None });
+        }
+        let slot = self.slots.get_mut(&stream).ok_or(Reject::TooManyStreams)?;
+        slot.key_id = header.key_id;
+        let receiver = &mut slot.receiver;
+        let before = receiver.stats();
+        let delivery = match opened.body {
+            Body::Data(frame) => {
+                let mut new = Vec::new();
+                receiver.handle_data(now, header.sent_at, frame.range(), |r| new.push(r))?;
+                Delivery::Events { frame, new }
+            }
+            Body::Tombstone(tombstone) => {
+                let mut new = Vec::new();
+                receiver.handle_tombstone(now, header.sent_at, tombstone.range, |r| new.push(r))?;
+                Delivery::Tombstone { new, reason: tombstone.reason }
+            }
+            Body::Heartbeat(heartbeat) => {
+                let mut unrecoverable = Vec::new();
+                receiver.handle_heartbeat(now, header.sent_at, &heartbeat, |r| unrecoverable.push(r));
+                Delivery::Heartbeat { heartbeat, unrecoverable }
+            }
+            Body::Ack(_) | Body::Nak(_) => return Err(Reject::UnexpectedKind),
+        };
+        let after = receiver.stats();
+        self.stats.events_new += after.events_new - before.events_new;
+        self.stats.events_duplicate += after.events_duplicate - before.events_duplicate;
+        self.stats.tombstoned += after.tombstoned - before.tombstoned;
+        self.stats.unrecoverable += after.unrecoverable - before.unrecoverable;
+        if receiver.state() != receiver.durable_state() {
+            self.dirty.insert(stream);
+        }
+        self.replay
+            .entry(header.key_id)
+            .or_insert_with(|| ReplayGuard::new(u64::try_from(self.config.replay_window.as_micros()).unwrap_or(u64::MAX)))
+            .accept(header.epoch, sent_at);
+        self.reschedule(stream);
+        Ok(Received { stream, header, delivery })
+    }
+
+    /// Snapshots of every receiver with admitted but uncommitted state. Commit each with the
+    /// events it covers, then call [`Self::handle_durable`] with the same snapshot.
+    pub fn uncommitted(&self) -> Vec<(StreamKey, DedupState<RECEIVER_RANGES>)> {
+        self.dirty
+            .iter()
+            .filter_map(|key| self.slots.get(key).map(|slot| (*key, slot.receiver.state().clone())))
+            .collect()
+    }
+
+    /// The snapshot `state` of `stream` is committed: ACKs may now cover it.
+    pub fn handle_durable(&mut self, now: Instant, stream: StreamKey, state: &DedupState<RECEIVER_RANGES>) {
+        if let Some(slot) = self.slots.get_mut(&stream) {
+            slot.receiver.handle_durable(now, state);
+            if slot.receiver.state() == slot.receiver.durable_state() {
+                self.dirty.remove(&stream);
+            }
+            self.reschedule(stream);
+        }
+    }
+
+    /// For callers without a separate commit step (tests, the simulator's in-memory log):
+    /// everything admitted is durable now.
+    pub fn commit_all(&mut self, now: Instant) {
+        for (stream, state) in self.uncommitted() {
+            self.handle_durable(now, stream, &state);
+        }
+    }
+
+    fn reschedule(&mut self, stream: StreamKey) {
+        let Some(slot) = self.slots.get_mut(&stream) else { return };
+        if let Some(old) = slot.deadline.take() {
+            self.timers.remove(&(old, stream));
+        }
+        slot.deadline = slot.receiver.poll_timeout();
+        if let Some(new) = slot.deadline {
+            self.timers.insert((new, stream));
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|(at, _)| *at)
+    }
+
+    /// Writes the next due ACK or NAK into `buf`; call until `None`.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        while let Some(&(at, stream)) = self.timers.first() {
+            if at > now {
+                return None;
+            }
+            let control = self.slots.get_mut(&stream).and_then(|slot| slot.receiver.poll_transmit(now));
+            self.reschedule(stream);
+            let Some(control) = control else { continue };
+            let slot = self.slots.get(&stream)?;
+            let key_id = slot.key_id;
+            let Some((device, key)) = self.keyring.key(key_id) else { continue };
+            let epoch = self.config.epoch;
+            let sealer = self.sealers.entry(key_id).or_insert_with(|| Sealer::new(key_id, key.clone(), epoch));
+            let frame = match &control {
+                Control::Ack(ack) => ControlRef::Ack(ack),
+                Control::Nak(nak) => ControlRef::Nak(nak),
+            };
+            // A buffer too small for an ACK is the caller's bug; the receiver will ask again.
+            let Ok(len) = seal_control(sealer, now, frame, buf) else { continue };
+            match control {
+                Control::Ack(_) => self.stats.acks_sent += 1,
+                Control::Nak(_) => self.stats.naks_sent += 1,
+            }
+            return Some(Transmit { device, len });
+        }
+        None
+    }
+}
