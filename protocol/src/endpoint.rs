@@ -208,17 +208,17 @@ impl<K: Keyring> Endpoint<K> {
         let delivery = match opened.body {
             Body::Data(frame) => {
                 let mut new = Vec::new();
-                receiver.handle_data(now, header.sent_at, frame.range(), |r| new.push(r))?;
+                receiver.handle_data(now, &header, frame.range(), |r| new.push(r))?;
                 Delivery::Events { frame, new }
             }
             Body::Tombstone(tombstone) => {
                 let mut new = Vec::new();
-                receiver.handle_tombstone(now, header.sent_at, tombstone.range, |r| new.push(r))?;
+                receiver.handle_tombstone(now, &header, tombstone.range, |r| new.push(r))?;
                 Delivery::Tombstone { new, reason: tombstone.reason }
             }
             Body::Heartbeat(heartbeat) => {
                 let mut unrecoverable = Vec::new();
-                receiver.handle_heartbeat(now, header.sent_at, &heartbeat, |r| unrecoverable.push(r));
+                receiver.handle_heartbeat(now, &header, &heartbeat, |r| unrecoverable.push(r));
                 Delivery::Heartbeat { heartbeat, unrecoverable }
             }
             Body::Ack(_) | Body::Nak(_) => return Err(Reject::UnexpectedKind),

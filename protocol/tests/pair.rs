@@ -48,7 +48,7 @@ fn every_event_is_delivered_once_and_freed_by_acks() {
             collector_guard.accept(opened.header.epoch, opened.header.sent_at.as_micros());
             match opened.body {
                 Body::Ack(ack) => sender.handle_ack(now, &opened.header, &ack, &mut backlog).unwrap(),
-                Body::Nak(nak) => sender.handle_nak(now, &nak),
+                Body::Nak(nak) => sender.handle_nak(now, &nak, &backlog),
                 other => panic!("unexpected {other:?}"),
             }
         }

@@ -18,7 +18,7 @@ mod stats;
 pub use dedup::DedupState;
 pub use stats::ReceiverStats;
 
-use crate::wire::{AckRepr, HeartbeatRepr, MAX_NAK_RANGES, MAX_SACK_RANGES, NakRepr, Reject};
+use crate::wire::{AckRepr, Header, HeartbeatRepr, MAX_NAK_RANGES, MAX_SACK_RANGES, NakRepr, Reject};
 use crate::{Epoch, Instant, SeqRange, SplitMix64, StreamId};
 use core::time::Duration;
 
@@ -78,11 +78,18 @@ pub struct Receiver<const N: usize = 32> {
     rng: SplitMix64,
     rtt: Duration,
     ack_needed: bool,
+    /// A gap was filled or data arrived out of order: the sender may be about to declare
+    /// frames lost, so the next ACK goes out as soon as the state is durable (QUIC does the
+    /// same, RFC 9000 section 13.2.1).
+    ack_urgent: bool,
     newly_durable: u64,
     first_unacked_at: Option<Instant>,
     last_ack_at: Option<Instant>,
-    /// Device send time and our receive time of the latest frame, echoed in ACKs.
-    last_frame: Option<(Instant, Instant)>,
+    /// The newest frame seen: sender boot epoch, device send time and our receive time.
+    /// ACKs echo it. "Newest" by send time, not by arrival, so an ACK never credits a
+    /// retransmission that the receiver has not seen (the sender relies on that to avoid
+    /// taking an ACK of the original for an ACK of the retransmission).
+    newest_frame: Option<(Epoch, Instant, Instant)>,
     nak_at: Option<Instant>,
     nak_repeats: u32,
     stats: ReceiverStats,
@@ -105,10 +112,11 @@ impl<const N: usize> Receiver<N> {
             durable: state,
             rng: SplitMix64::new(seed),
             ack_needed: false,
+            ack_urgent: false,
             newly_durable: 0,
             first_unacked_at: None,
             last_ack_at: None,
-            last_frame: None,
+            newest_frame: None,
             nak_at: None,
             nak_repeats: 0,
             stats: ReceiverStats::default(),
@@ -132,9 +140,9 @@ impl<const N: usize> Receiver<N> {
     /// Admits a batch of events: calls `on_new` for each piece of `range` not seen before
     /// (deliver exactly those events). Fails, changing nothing, when the out-of-order set
     /// would overflow; the sender will retransmit.
-    pub fn handle_data(&mut self, now: Instant, sent_at: Instant, range: SeqRange, on_new: impl FnMut(SeqRange)) -> Result<u64, Reject> {
+    pub fn handle_data(&mut self, now: Instant, header: &Header, range: SeqRange, on_new: impl FnMut(SeqRange)) -> Result<u64, Reject> {
         let new = self.admit(now, range, on_new)?;
-        self.last_frame = Some((sent_at, now));
+        self.note_frame(now, header);
         self.stats.events_new += new;
         self.stats.events_duplicate += range.len() - new;
         if new < range.len() {
@@ -147,9 +155,9 @@ impl<const N: usize> Receiver<N> {
 
     /// Admits a tombstone: `on_new` gets the pieces of `range` not seen before, which are
     /// now accounted for as dropped on purpose by the device.
-    pub fn handle_tombstone(&mut self, now: Instant, sent_at: Instant, range: SeqRange, on_new: impl FnMut(SeqRange)) -> Result<u64, Reject> {
+    pub fn handle_tombstone(&mut self, now: Instant, header: &Header, range: SeqRange, on_new: impl FnMut(SeqRange)) -> Result<u64, Reject> {
         let new = self.admit(now, range, on_new)?;
-        self.last_frame = Some((sent_at, now));
+        self.note_frame(now, header);
         self.stats.tombstoned += new;
         if new < range.len() {
             self.ack_needed = true;
@@ -161,8 +169,8 @@ impl<const N: usize> Receiver<N> {
     /// Learns the device's held range and clock sample. Sequence numbers below what the
     /// device still holds that never arrived can never arrive: `on_unrecoverable` gets them,
     /// and they are accounted for like a tombstone.
-    pub fn handle_heartbeat(&mut self, now: Instant, sent_at: Instant, heartbeat: &HeartbeatRepr, on_unrecoverable: impl FnMut(SeqRange)) {
-        self.last_frame = Some((sent_at, now));
+    pub fn handle_heartbeat(&mut self, now: Instant, header: &Header, heartbeat: &HeartbeatRepr, on_unrecoverable: impl FnMut(SeqRange)) {
+        self.note_frame(now, header);
         if let Some(round_trip) = heartbeat.ack_timing.and_then(|t| t.round_trip_micros()) {
             let sample = Duration::from_micros(round_trip);
             self.rtt = (self.rtt * 7 + sample) / 8;
@@ -184,6 +192,16 @@ impl<const N: usize> Receiver<N> {
         }
     }
 
+    fn note_frame(&mut self, now: Instant, header: &Header) {
+        let newer = match self.newest_frame {
+            None => true,
+            Some((epoch, sent_at, _)) => header.epoch > epoch || (header.epoch == epoch && header.sent_at > sent_at),
+        };
+        if newer {
+            self.newest_frame = Some((header.epoch, header.sent_at, now));
+        }
+    }
+
     /// Records that `state` (a value returned by [`Self::state`] earlier) is committed.
     pub fn handle_durable(&mut self, now: Instant, state: &DedupState<N>) {
         let before = self.durable.seq_count();
@@ -202,6 +220,7 @@ impl<const N: usize> Receiver<N> {
             self.stats.reorder_window_full += 1;
             return Err(Reject::ReorderWindowFull);
         }
+        let out_of_order = range.start != self.received.end() || self.received.end() < self.known_end;
         let mut new = 0;
         self.received.for_each_missing(range, |piece| {
             new += piece.len();
@@ -211,6 +230,7 @@ impl<const N: usize> Receiver<N> {
         self.known_end = self.known_end.max(range.end);
         if new > 0 {
             self.nak_repeats = 0;
+            self.ack_urgent |= out_of_order;
         }
         if self.has_gaps() {
             self.schedule_nak(now);
@@ -242,7 +262,7 @@ impl<const N: usize> Receiver<N> {
         if !self.ack_needed {
             return None;
         }
-        let by_count = self.newly_durable >= self.config.ack_every_events;
+        let by_count = self.newly_durable >= self.config.ack_every_events || (self.ack_urgent && self.newly_durable > 0);
         let due = if by_count { Instant::ZERO } else { self.first_unacked_at? + self.config.ack_delay_max };
         let allowed = self.last_ack_at.map_or(Instant::ZERO, |at| at + self.config.ack_interval_min);
         Some(due.max(allowed))
@@ -275,11 +295,13 @@ impl<const N: usize> Receiver<N> {
 
     fn build_ack(&mut self, now: Instant) -> AckRepr {
         self.ack_needed = false;
+        // Still urgent if what made it urgent is not durable yet.
+        self.ack_urgent = self.received != self.durable && self.ack_urgent && self.newly_durable == 0;
         self.newly_durable = 0;
         self.first_unacked_at = None;
         self.last_ack_at = Some(now);
         self.stats.acks_sent += 1;
-        let (echo_sent_at, received_at) = self.last_frame.unwrap_or((Instant::ZERO, now));
+        let (echo_sent_at, received_at) = self.newest_frame.map_or((Instant::ZERO, now), |(_, sent_at, at)| (sent_at, at));
         AckRepr {
             stream: self.stream,
             epoch: self.epoch,

@@ -18,6 +18,9 @@ pub struct SenderConfig {
     /// The longest the receiver may hold an ACK (its `ack_delay_max`); added to the timeout
     /// so a delayed ACK is not taken for a loss.
     pub peer_ack_delay_max: Duration,
+    /// Added to the 9/8-RTT time threshold of loss detection: the receiver's commit latency
+    /// and network reordering that an RTT sample does not show.
+    pub reorder_slack: Duration,
     /// Heartbeats carry the held range and clock samples; one goes out at least this often.
     pub heartbeat_interval: Duration,
     /// Pace for replaying the backlog after an outage or a restart, in events per second;
@@ -40,6 +43,7 @@ impl SenderConfig {
             min_rto: Duration::from_millis(20),
             max_rto: Duration::from_secs(30),
             peer_ack_delay_max: Duration::from_millis(25),
+            reorder_slack: Duration::from_millis(10),
             heartbeat_interval: Duration::from_secs(1),
             backlog_events_per_second: 5_000,
             backlog_burst_events: 256,

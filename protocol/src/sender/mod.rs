@@ -258,7 +258,13 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
             let entry = self.in_flight[index];
             if entry.epoch == epoch && is_acked(entry.range) {
                 echo_matched |= entry.sent_at == ack.echo_sent_at;
-                largest_newly_acked = largest_newly_acked.max(Some(entry.number));
+                // Only a frame the receiver had seen when it built the ACK proves that later
+                // frames overtook earlier ones; a retransmission of an already received range
+                // is "acked" by any ACK and proves nothing (the ACK echoes the newest send
+                // time it saw).
+                if entry.sent_at <= ack.echo_sent_at {
+                    largest_newly_acked = largest_newly_acked.max(Some(entry.number));
+                }
                 self.remove_in_flight(index);
             } else {
                 index += 1;
@@ -288,10 +294,7 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
             });
         }
 
-        if self.is_unreachable() {
-            self.recover_from_outage(backlog.head());
-        }
-        self.timeouts_in_a_row = 0;
+        self.note_reachable(backlog.head());
         if let Some(number) = largest_newly_acked {
             let largest = match self.largest_acked {
                 Some((e, n)) if e == epoch => n.max(number),
@@ -301,6 +304,14 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
         }
         self.detect_losses(now);
         Ok(())
+    }
+
+    /// Any authenticated frame from the collector proves it is reachable again.
+    fn note_reachable(&mut self, head: Position) {
+        if self.is_unreachable() {
+            self.recover_from_outage(head);
+        }
+        self.timeouts_in_a_row = 0;
     }
 
     /// The collector answered after an outage: whatever was never sent becomes backlog, so
@@ -318,8 +329,11 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
     }
 
     /// Retransmits NAKed ranges that were sent at least one RTT ago.
-    pub fn handle_nak(&mut self, now: Instant, nak: &NakRepr) {
+    pub fn handle_nak<B: Backlog>(&mut self, now: Instant, nak: &NakRepr, backlog: &B) {
         self.stats.naks_received += 1;
+        // Recover first, so that what the NAK frees in the window goes to live events and
+        // retransmissions, not to the events that piled up during the outage.
+        self.note_reachable(backlog.head());
         let linger = self.rtt.smoothed().max(Duration::from_millis(1));
         for missing in nak.missing.iter() {
             let mut index = 0;
@@ -383,7 +397,7 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
     fn detect_losses(&mut self, now: Instant) {
         self.loss_time = None;
         let Some((epoch, largest)) = self.largest_acked else { return };
-        let loss_delay = (self.rtt.smoothed().max(self.rtt.latest()) * 9 / 8).max(Duration::from_millis(1));
+        let loss_delay = self.rtt.smoothed().max(self.rtt.latest()) * 9 / 8 + self.config.reorder_slack.max(Duration::from_millis(1));
         let mut index = 0;
         while index < self.in_flight.len() {
             let entry = self.in_flight[index];
@@ -520,6 +534,7 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
             match self.transmit_range(now, position, until, backlog, sealer, buf)? {
                 Some((transmit, end)) => {
                     self.backlog_cursor = end;
+                    self.stats.backlog_events_sent += transmit.events;
                     self.pacer.consume(u32::try_from(transmit.events).unwrap_or(u32::MAX));
                     return Ok(Some(transmit));
                 }

@@ -7,6 +7,9 @@ pub struct SenderStats {
     pub events_sent: u64,
     /// Events sent again after a NAK, a loss inference or a timeout.
     pub events_retransmitted: u64,
+    /// First transmissions from the paced backlog region (the rest of `events_sent` minus
+    /// retransmissions went out live).
+    pub backlog_events_sent: u64,
     pub tombstone_frames_sent: u64,
     pub heartbeats_sent: u64,
     pub acks_received: u64,

@@ -2,20 +2,34 @@
 //!
 //! ```text
 //! body    = head event+
-//! head    = stream (varint u32) epoch_back (varint u64) first_seq (varint u64)
-//! event   = time (varint u64) wall payload
+//! head    = stream (varint u32) epoch_back (varint u64) first_seq (varint u64)   (postcard)
+//! event   = flags (1 byte) time (varint u64) [wall (zigzag i64)] name (str) value [tags]
+//! flags   = bit 0-2 kind: 0 counter, 1 gauge, 2 gauge delta, 3 timer, 4 histogram, 5 set, 6 opaque
+//!           bit 3-5 wall: 0 absent, 1 same as previous, 2 shift (delta follows),
+//!                         3 unsynchronized (offset follows), 4 synchronized (offset follows)
+//!           bit 6   tags follow;  bit 7 reserved, 0
+//! value   = f64 little-endian | member (str, for sets) | bytes (for opaque)
+//! tags    = count (varint, 1..=16) (key str, value str)*
+//!         | 0   (the same tags as the last explicit list in this batch)
+//! str     = varint length, UTF-8 bytes
 //! ```
 //! - `epoch_back`: the events' epoch is `header.epoch - epoch_back` (0 for live data; more
 //!   when a rebooted device replays an older boot's backlog).
 //! - `time`: the first event's device monotonic µs; every later one is the delta from the
 //!   event before it (so a batch never goes back in time; the writer starts a new frame
 //!   instead). The sequence number of the i-th event is `first_seq + i`: it costs nothing.
-//! - `wall`: an enum whose common case (`Same`: same wall - mono offset as the previous event)
-//!   is one byte; `Shift` carries a small delta; the full offset appears once per batch.
+//! - `wall` is stored as the offset `wall - mono`; an event whose offset and quality equal
+//!   the previous event's costs nothing beyond its flags.
+//! - Tags usually repeat from event to event (`host=gw-17` on every metric): a repeated list
+//!   costs one byte.
 //! - There is no event count: the events run to the tag. The decoder validates all of them
 //!   before it hands the frame out, so iterating a [`DataFrame`] cannot fail.
+//!
+//! Varints, strings and floats are encoded as postcard encodes them; the one-byte flags
+//! replace serde's enum and option tags, which would cost three bytes per event.
 
-use super::event::{Event, Payload};
+use super::codec::{Overflow, Reader, Writer};
+use super::event::{Event, MAX_TAGS, Member, Opaque, Payload, Sample, Tag, Tags};
 use super::{EncodeError, Header, MAC_BYTES, Reject};
 use crate::{ClockQuality, Epoch, Instant, Seq, SeqRange, StreamId, WallTime};
 use serde::{Deserialize, Serialize};
@@ -27,33 +41,28 @@ struct DataHead {
     first_seq: Seq,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-enum WallWire {
-    Absent,
-    Same,
-    Shift(i64),
-    Unsynchronized(i64),
-    Synchronized(i64),
-}
-
-#[derive(Serialize)]
-struct EventOut<'e, 'a> {
-    time: u64,
-    wall: WallWire,
-    payload: &'e Payload<'a>,
-}
-
-#[derive(Deserialize)]
-struct EventIn<'a> {
-    time: u64,
-    wall: WallWire,
-    #[serde(borrow)]
-    payload: Payload<'a>,
-}
-
 /// `wall - mono`, with wrapping arithmetic so that every pair round-trips exactly.
 fn wall_offset(mono: Instant, wall: WallTime) -> i64 {
     (wall.unix_micros as u64).wrapping_sub(mono.as_micros()) as i64
+}
+
+const WALL_ABSENT: u8 = 0;
+const WALL_SAME: u8 = 1;
+const WALL_SHIFT: u8 = 2;
+const WALL_UNSYNCHRONIZED: u8 = 3;
+const WALL_SYNCHRONIZED: u8 = 4;
+const HAS_TAGS: u8 = 1 << 6;
+
+fn kind_code(payload: &Payload<'_>) -> u8 {
+    match payload {
+        Payload::Counter(_) => 0,
+        Payload::Gauge(_) => 1,
+        Payload::GaugeDelta(_) => 2,
+        Payload::Timer(_) => 3,
+        Payload::Histogram(_) => 4,
+        Payload::Set(_) => 5,
+        Payload::Opaque(_) => 6,
+    }
 }
 
 /// Per-batch state shared by the encoder and the decoder.
@@ -64,47 +73,139 @@ struct Chain {
 }
 
 impl Chain {
-    fn encode_wall(&self, mono: Instant, wall: Option<WallTime>) -> WallWire {
-        let Some(wall) = wall else { return WallWire::Absent };
+    /// The wall mode and the value that follows it, if any.
+    fn encode_wall(&self, mono: Instant, wall: Option<WallTime>) -> (u8, Option<i64>) {
+        let Some(wall) = wall else { return (WALL_ABSENT, None) };
         let offset = wall_offset(mono, wall);
         match self.wall {
             Some((previous, quality)) if quality == wall.quality => {
-                if previous == offset {
-                    WallWire::Same
-                } else {
-                    WallWire::Shift(offset.wrapping_sub(previous))
-                }
+                if previous == offset { (WALL_SAME, None) } else { (WALL_SHIFT, Some(offset.wrapping_sub(previous))) }
             }
             _ => match wall.quality {
-                ClockQuality::Unsynchronized => WallWire::Unsynchronized(offset),
-                ClockQuality::Synchronized => WallWire::Synchronized(offset),
+                ClockQuality::Unsynchronized => (WALL_UNSYNCHRONIZED, Some(offset)),
+                ClockQuality::Synchronized => (WALL_SYNCHRONIZED, Some(offset)),
             },
         }
     }
 
-    /// Applies one event's encoded time and wall fields; `None` when they are inconsistent.
-    fn decode(&mut self, time: u64, wall: WallWire) -> Option<(Instant, Option<WallTime>)> {
+    /// Writes the event; returns where its tag list starts in `out`, if it has one.
+    fn write(&mut self, event: &Event<'_>, out: &mut Writer<'_>) -> Result<Option<usize>, Overflow> {
+        let mono = event.mono.as_micros();
+        let time = match self.mono {
+            None => mono,
+            // The writer checked that time does not go backwards.
+            Some(previous) => mono - previous,
+        };
+        let (wall_mode, wall_value) = self.encode_wall(event.mono, event.wall);
+        let tags = event.payload.tags();
+        let mut flags = kind_code(&event.payload) | wall_mode << 3;
+        if !tags.is_empty() {
+            flags |= HAS_TAGS;
+        }
+        out.byte(flags)?;
+        out.varint(time)?;
+        if let Some(value) = wall_value {
+            out.zigzag(value)?;
+        }
+        out.bytes(event.payload.name().as_bytes())?;
+        match &event.payload {
+            Payload::Counter(s) | Payload::Gauge(s) | Payload::GaugeDelta(s) | Payload::Timer(s) | Payload::Histogram(s) => {
+                out.f64(s.value)?
+            }
+            Payload::Set(m) => out.bytes(m.member.as_bytes())?,
+            Payload::Opaque(o) => out.bytes(o.bytes)?,
+        }
+        let tags_at = (!tags.is_empty()).then_some(out.len());
+        if !tags.is_empty() {
+            // Last field of the event, so the writer can replace it with a repeat marker.
+            out.varint(tags.len() as u64)?;
+            for tag in tags {
+                out.bytes(tag.key.as_bytes())?;
+                out.bytes(tag.value.as_bytes())?;
+            }
+        }
+        self.mono = Some(mono);
+        self.wall = event.wall.map(|w| (wall_offset(event.mono, w), w.quality));
+        Ok(tags_at)
+    }
+
+    /// Decodes one event; `None` on any malformation (including non-canonical flags).
+    fn read<'a>(&mut self, input: &mut Reader<'a>, last_tags: &mut Tags<'a>) -> Option<Event<'a>> {
+        let flags = input.byte()?;
+        let kind = flags & 0b111;
+        let wall_mode = (flags >> 3) & 0b111;
+        let has_tags = flags & HAS_TAGS != 0;
+        if flags & 0x80 != 0 {
+            return None;
+        }
+        let time = input.varint()?;
         let mono = match self.mono {
             None => time,
             Some(previous) => previous.checked_add(time)?,
         };
-        self.mono = Some(mono);
-        self.wall = match wall {
-            WallWire::Absent => None,
-            WallWire::Same => Some(self.wall?),
-            WallWire::Shift(delta) => {
+        let wall = match wall_mode {
+            WALL_ABSENT => None,
+            WALL_SAME => Some(self.wall?),
+            WALL_SHIFT => {
                 let (offset, quality) = self.wall?;
-                Some((offset.wrapping_add(delta), quality))
+                Some((offset.wrapping_add(input.zigzag()?), quality))
             }
-            WallWire::Unsynchronized(offset) => Some((offset, ClockQuality::Unsynchronized)),
-            WallWire::Synchronized(offset) => Some((offset, ClockQuality::Synchronized)),
+            WALL_UNSYNCHRONIZED => Some((input.zigzag()?, ClockQuality::Unsynchronized)),
+            WALL_SYNCHRONIZED => Some((input.zigzag()?, ClockQuality::Synchronized)),
+            _ => return None,
         };
-        let wall = self.wall.map(|(offset, quality)| WallTime {
-            unix_micros: mono.wrapping_add(offset as u64) as i64,
-            quality,
-        });
-        Some((Instant::from_micros(mono), wall))
+        let name = input.str()?;
+        let mut tags = Tags::new();
+        let payload = match kind {
+            0..=4 => {
+                let value = input.f64()?;
+                if has_tags {
+                    read_tags(input, &mut tags, last_tags)?;
+                }
+                let sample = Sample { name, value, tags };
+                match kind {
+                    0 => Payload::Counter(sample),
+                    1 => Payload::Gauge(sample),
+                    2 => Payload::GaugeDelta(sample),
+                    3 => Payload::Timer(sample),
+                    _ => Payload::Histogram(sample),
+                }
+            }
+            5 => {
+                let member = input.str()?;
+                if has_tags {
+                    read_tags(input, &mut tags, last_tags)?;
+                }
+                Payload::Set(Member { name, member, tags })
+            }
+            6 if !has_tags => Payload::Opaque(Opaque { name, bytes: input.bytes()? }),
+            _ => return None,
+        };
+        self.mono = Some(mono);
+        self.wall = wall;
+        let wall = wall.map(|(offset, quality)| WallTime { unix_micros: mono.wrapping_add(offset as u64) as i64, quality });
+        Some(Event { mono: Instant::from_micros(mono), wall, payload })
     }
+}
+
+fn read_tags<'a>(input: &mut Reader<'a>, tags: &mut Tags<'a>, last_tags: &mut Tags<'a>) -> Option<()> {
+    let count = input.varint()?;
+    if count == 0 {
+        if last_tags.is_empty() {
+            return None;
+        }
+        tags.clone_from(last_tags);
+        return Some(());
+    }
+    if count > MAX_TAGS as u64 {
+        return None;
+    }
+    for _ in 0..count {
+        let tag = Tag { key: input.str()?, value: input.str()? };
+        tags.push(tag).ok()?;
+    }
+    last_tags.clone_from(tags);
+    Some(())
 }
 
 /// Why an event was not added to a batch. The batch is unchanged either way.
@@ -127,6 +228,8 @@ pub struct DataWriter<'b> {
     count: u32,
     max_events: u32,
     chain: Chain,
+    /// Where the last explicitly written tag list sits in `buf`.
+    last_tags: Option<(usize, usize)>,
 }
 
 impl<'b> DataWriter<'b> {
@@ -150,7 +253,7 @@ impl<'b> DataWriter<'b> {
         let head_len = postcard::to_slice(&head, &mut buf[header_len..body_limit])
             .map_err(|_| EncodeError::BufferTooSmall)?
             .len();
-        Ok(DataWriter { buf, len: header_len + head_len, first_seq, count: 0, max_events, chain: Chain::default() })
+        Ok(DataWriter { buf, len: header_len + head_len, first_seq, count: 0, max_events, chain: Chain::default(), last_tags: None })
     }
 
     /// Appends the event with sequence number `first_seq + count()`.
@@ -158,19 +261,32 @@ impl<'b> DataWriter<'b> {
         if self.count >= self.max_events {
             return Err(PushError::Full);
         }
-        let mono = event.mono.as_micros();
-        let time = match self.chain.mono {
-            None => mono,
-            Some(previous) => mono.checked_sub(previous).ok_or(PushError::BackInTime)?,
-        };
-        let wall = self.chain.encode_wall(event.mono, event.wall);
+        if self.chain.mono.is_some_and(|previous| event.mono.as_micros() < previous) {
+            return Err(PushError::BackInTime);
+        }
         let body_limit = self.buf.len() - MAC_BYTES;
-        let out = EventOut { time, wall, payload: &event.payload };
-        let written = postcard::to_slice(&out, &mut self.buf[self.len..body_limit]).map_err(|_| PushError::Full)?.len();
-        self.len += written;
+        let mut out = Writer::new(&mut self.buf[self.len..body_limit]);
+        let mut chain = self.chain;
+        let tags_at = chain.write(event, &mut out).map_err(|_| PushError::Full)?;
+        let end = self.len + out.len();
+        if let Some(relative) = tags_at {
+            let start = self.len + relative;
+            match self.last_tags {
+                Some((last_start, last_end)) if self.buf[last_start..last_end] == self.buf[start..end] => {
+                    // Same list as before: one byte instead of the list.
+                    self.buf[start] = 0;
+                    self.len = start + 1;
+                }
+                _ => {
+                    self.last_tags = Some((start, end));
+                    self.len = end;
+                }
+            }
+        } else {
+            self.len = end;
+        }
         self.count += 1;
-        self.chain.mono = Some(mono);
-        self.chain.wall = event.wall.map(|w| (wall_offset(event.mono, w), w.quality));
+        self.chain = chain;
         Ok(())
     }
 
@@ -215,12 +331,11 @@ impl<'a> DataFrame<'a> {
         let epoch = header.epoch.checked_sub(head.epoch_back).ok_or(Reject::Malformed)?;
         let mut count = 0u32;
         let mut chain = Chain::default();
-        let mut rest = events;
-        while !rest.is_empty() {
-            let (event, tail) = postcard::take_from_bytes::<EventIn<'a>>(rest).map_err(|_| Reject::Malformed)?;
-            chain.decode(event.time, event.wall).ok_or(Reject::Malformed)?;
+        let mut input = Reader::new(events);
+        let mut last_tags = Tags::new();
+        while !input.is_empty() {
+            chain.read(&mut input, &mut last_tags).ok_or(Reject::Malformed)?;
             count = count.checked_add(1).ok_or(Reject::Malformed)?;
-            rest = tail;
         }
         if count == 0 || head.first_seq.checked_add(u64::from(count)).is_none() {
             return Err(Reject::Malformed);
@@ -234,31 +349,30 @@ impl<'a> DataFrame<'a> {
 
     /// The events with their sequence numbers, in order.
     pub fn events(&self) -> EventIter<'a> {
-        EventIter { rest: self.events, seq: self.first_seq, chain: Chain::default() }
+        EventIter { input: Reader::new(self.events), seq: self.first_seq, chain: Chain::default(), last_tags: Tags::new() }
     }
 }
 
 /// Iterates a validated batch. Yields `(seq, event)`.
 #[derive(Clone, Debug)]
 pub struct EventIter<'a> {
-    rest: &'a [u8],
+    input: Reader<'a>,
     seq: Seq,
     chain: Chain,
+    last_tags: Tags<'a>,
 }
 
 impl<'a> Iterator for EventIter<'a> {
     type Item = (Seq, Event<'a>);
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.rest.is_empty() {
+        if self.input.is_empty() {
             return None;
         }
         // Validated in `DataFrame::decode`; a failure here would end the iteration, not panic.
-        let (event, tail) = postcard::take_from_bytes::<EventIn<'a>>(self.rest).ok()?;
-        let (mono, wall) = self.chain.decode(event.time, event.wall)?;
-        self.rest = tail;
+        let event = self.chain.read(&mut self.input, &mut self.last_tags)?;
         let seq = self.seq;
         self.seq += 1;
-        Some((seq, Event { mono, wall, payload: event.payload }))
+        Some((seq, event))
     }
 }

@@ -1,7 +1,6 @@
 //! Events: what a device measured, and when by its own clock.
 
 use crate::{Instant, WallTime};
-use serde::{Deserialize, Serialize};
 
 /// Longest metric name or opaque-payload name accepted from an input.
 pub const MAX_NAME_BYTES: usize = 200;
@@ -13,7 +12,7 @@ pub const MAX_TAGS: usize = 16;
 /// `key=value` pairs attached to a metric, in the order the input gave them.
 pub type Tags<'a> = heapless::Vec<Tag<'a>, MAX_TAGS>;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Tag<'a> {
     pub key: &'a str,
     pub value: &'a str,
@@ -31,48 +30,39 @@ pub struct Event<'a> {
 }
 
 /// What was measured. The variant is the metric kind.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Payload<'a> {
     /// A count to be summed (StatsD `c`).
-    #[serde(borrow)]
     Counter(Sample<'a>),
     /// An absolute level (StatsD `g`).
-    #[serde(borrow)]
     Gauge(Sample<'a>),
     /// A relative change to a gauge (StatsD `g` with a leading sign).
-    #[serde(borrow)]
     GaugeDelta(Sample<'a>),
     /// A duration sample in milliseconds (StatsD `ms`).
-    #[serde(borrow)]
     Timer(Sample<'a>),
     /// A distribution sample (StatsD `h`).
-    #[serde(borrow)]
     Histogram(Sample<'a>),
     /// A member of a set whose distinct members are counted (StatsD `s`).
-    #[serde(borrow)]
     Set(Member<'a>),
     /// Application bytes the protocol does not interpret.
-    #[serde(borrow)]
     Opaque(Opaque<'a>),
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Sample<'a> {
     pub name: &'a str,
     pub value: f64,
-    #[serde(borrow)]
     pub tags: Tags<'a>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Member<'a> {
     pub name: &'a str,
     pub member: &'a str,
-    #[serde(borrow)]
     pub tags: Tags<'a>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Opaque<'a> {
     pub name: &'a str,
     pub bytes: &'a [u8],
@@ -93,8 +83,8 @@ pub enum InvalidEvent {
     NonFiniteValue,
 }
 
-impl Payload<'_> {
-    pub fn name(&self) -> &str {
+impl<'a> Payload<'a> {
+    pub fn name(&self) -> &'a str {
         match self {
             Payload::Counter(s) | Payload::Gauge(s) | Payload::GaugeDelta(s) | Payload::Timer(s) | Payload::Histogram(s) => s.name,
             Payload::Set(m) => m.name,
@@ -102,7 +92,7 @@ impl Payload<'_> {
         }
     }
 
-    pub fn tags(&self) -> &[Tag<'_>] {
+    pub fn tags(&self) -> &[Tag<'a>] {
         match self {
             Payload::Counter(s) | Payload::Gauge(s) | Payload::GaugeDelta(s) | Payload::Timer(s) | Payload::Histogram(s) => &s.tags,
             Payload::Set(m) => &m.tags,

@@ -16,11 +16,13 @@
 //! window, so no unauthenticated or malformed byte ever changes receiver state.
 
 mod auth;
+mod codec;
 mod control;
 mod data;
 mod event;
 mod frame;
 mod header;
+pub mod overhead;
 mod replay;
 
 pub use auth::{MAC_BYTES, MacKey, Sealer};

@@ -1,0 +1,128 @@
+//! What a simulation run does: devices, their clocks and links, the faults, the bounds.
+
+use crate::clock::SimClock;
+use crate::link::{LinkConfig, LossModel};
+use driftlog_protocol::SplitMix64;
+use driftlog_protocol::sender::DropPolicy;
+
+#[derive(Clone, Debug)]
+pub struct DeviceScenario {
+    /// Events this device generates.
+    pub events: u64,
+    /// Mean true time between events; each gap is jittered by ±50 %.
+    pub interval_micros: u64,
+    pub start_at: u64,
+    pub clock: SimClock,
+    pub uplink: LinkConfig,
+    pub downlink: LinkConfig,
+    pub backlog_capacity_events: usize,
+    pub drop_policy: DropPolicy,
+    /// True times at which the device reboots (new epoch; its buffer survives).
+    pub reboots: Vec<u64>,
+    pub backlog_events_per_second: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub seed: u64,
+    pub devices: Vec<DeviceScenario>,
+    /// Group-commit interval of the simulated collector log.
+    pub commit_interval_micros: u64,
+    /// After the last event and the last partition, how long the system may take to deliver
+    /// and acknowledge everything once the links are calm.
+    pub drain_limit_micros: u64,
+}
+
+/// True time 0 of the simulation is this Unix time (2026-01-01T00:00:00Z), so device wall
+/// clocks read plausible dates.
+pub const SIMULATION_EPOCH_UNIX_MICROS: i64 = 1_767_225_600_000_000;
+
+impl Scenario {
+    /// `devices` identical devices on identical links, no clock or capacity faults.
+    pub fn uniform(seed: u64, devices: usize, events_per_device: u64, events_per_second: u64, link: LinkConfig) -> Scenario {
+        let interval_micros = 1_000_000 / events_per_second.max(1);
+        let devices = (0..devices)
+            .map(|index| DeviceScenario {
+                events: events_per_device,
+                interval_micros,
+                start_at: 1_000 * index as u64,
+                clock: SimClock::new(0, 0.0, SIMULATION_EPOCH_UNIX_MICROS),
+                uplink: link.clone(),
+                downlink: link.clone(),
+                backlog_capacity_events: 1_000_000,
+                drop_policy: DropPolicy::DropOldest,
+                reboots: Vec::new(),
+                backlog_events_per_second: 0,
+            })
+            .collect();
+        Scenario { seed, devices, commit_interval_micros: 2_000, drain_limit_micros: 120_000_000 }
+    }
+
+    /// A randomised fault mix derived entirely from `seed`: loss (iid or bursty), duplication,
+    /// reordering, asymmetric delay, partitions that heal, skewed and drifting clocks, small
+    /// buffers that overflow into tombstones, and reboots.
+    pub fn random(seed: u64) -> Scenario {
+        let mut rng = SplitMix64::new(seed ^ 0x5EED_CAFE);
+        let device_count = 1 + rng.below_inclusive(4) as usize;
+        let devices = (0..device_count)
+            .map(|_| {
+                let events = 200 + rng.below_inclusive(1_800);
+                let interval_micros = 500 + rng.below_inclusive(20_000);
+                let span = events * interval_micros;
+                let random_link = |rng: &mut SplitMix64| {
+                    let loss = match rng.below_inclusive(3) {
+                        0 => LossModel::None,
+                        1 | 2 => LossModel::Iid { probability: rng.unit_f64() * 0.5 },
+                        _ => LossModel::GilbertElliott {
+                            good_to_bad: 0.01 + rng.unit_f64() * 0.05,
+                            bad_to_good: 0.1 + rng.unit_f64() * 0.4,
+                            loss_good: rng.unit_f64() * 0.02,
+                            loss_bad: 0.5 + rng.unit_f64() * 0.5,
+                        },
+                    };
+                    let mut partitions = Vec::new();
+                    if rng.below_inclusive(2) == 0 {
+                        let start = rng.below_inclusive(span);
+                        partitions.push((start, start + rng.below_inclusive(5_000_000)));
+                    }
+                    LinkConfig {
+                        delay_micros: 100 + rng.below_inclusive(80_000),
+                        jitter_micros: rng.below_inclusive(30_000),
+                        loss,
+                        duplicate_probability: rng.unit_f64() * 0.1,
+                        partitions,
+                    }
+                };
+                let uplink = random_link(&mut rng);
+                let downlink = random_link(&mut rng);
+                let small_buffer = rng.below_inclusive(3) == 0;
+                let reboots = if rng.below_inclusive(3) == 0 { vec![rng.below_inclusive(span)] } else { Vec::new() };
+                DeviceScenario {
+                    events,
+                    interval_micros,
+                    start_at: rng.below_inclusive(100_000),
+                    clock: SimClock::new(
+                        0,
+                        rng.unit_f64() * 200.0 - 100.0,
+                        SIMULATION_EPOCH_UNIX_MICROS + rng.below_inclusive(7_200_000_000) as i64 - 3_600_000_000,
+                    ),
+                    uplink,
+                    downlink,
+                    backlog_capacity_events: if small_buffer { 20 + rng.below_inclusive(200) as usize } else { 100_000 },
+                    drop_policy: if rng.below_inclusive(1) == 0 { DropPolicy::DropOldest } else { DropPolicy::DropNewest },
+                    reboots,
+                    backlog_events_per_second: [0, 500, 5_000][rng.below_inclusive(2) as usize],
+                }
+            })
+            .collect();
+        Scenario { seed, devices, commit_interval_micros: 1_000 + rng.below_inclusive(10_000), drain_limit_micros: 600_000_000 }
+    }
+
+    /// Base round trip of device `index` (delays plus mean jitter both ways), µs.
+    pub fn round_trip_micros(&self, index: usize) -> u64 {
+        let device = &self.devices[index];
+        device.uplink.delay_micros
+            + device.downlink.delay_micros
+            + (device.uplink.jitter_micros + device.downlink.jitter_micros) / 2
+    }
+}
