@@ -9,7 +9,7 @@
 use crate::ids::StreamKey;
 use crate::receiver::{Control, DedupState, Receiver, ReceiverConfig};
 use crate::wire::{
-    Body, ControlRef, DataFrame, Direction, DropReason, Event, HeartbeatRepr, MacKey, RejectCounts, Header, Reject,
+    Body, ControlRef, DataFrame, Direction, DropReason, Event, Header, HeartbeatRepr, MacKey, Reject, RejectCounts,
     ReplayGuard, Sealer, open, seal_control,
 };
 use crate::{DeviceId, Epoch, Instant, KeyId, Seq, SeqRange};
@@ -85,9 +85,18 @@ pub struct Received<'a> {
 pub enum Delivery<'a> {
     /// `new` lists the pieces of the frame's range seen for the first time: deliver exactly
     /// the events in them (see [`Received::new_events`]).
-    Events { frame: DataFrame<'a>, new: Vec<SeqRange> },
-    Tombstone { new: Vec<SeqRange>, reason: DropReason },
-    Heartbeat { heartbeat: HeartbeatRepr, unrecoverable: Vec<SeqRange> },
+    Events {
+        frame: DataFrame<'a>,
+        new: Vec<SeqRange>,
+    },
+    Tombstone {
+        new: Vec<SeqRange>,
+        reason: DropReason,
+    },
+    Heartbeat {
+        heartbeat: HeartbeatRepr,
+        unrecoverable: Vec<SeqRange>,
+    },
 }
 
 impl<'a> Received<'a> {
@@ -162,7 +171,9 @@ impl<K: Keyring> Endpoint<K> {
     }
 
     fn receiver_seed(&self, stream: &StreamKey) -> u64 {
-        let mut rng = crate::SplitMix64::new(self.config.seed ^ stream.device.rotate_left(17) ^ stream.epoch.rotate_left(41) ^ u64::from(stream.stream));
+        let mut rng = crate::SplitMix64::new(
+            self.config.seed ^ stream.device.rotate_left(17) ^ stream.epoch.rotate_left(41) ^ u64::from(stream.stream),
+        );
         rng.next_u64()
     }
 
@@ -178,7 +189,9 @@ impl<K: Keyring> Endpoint<K> {
 
     fn accept<'a>(&mut self, now: Instant, datagram: &'a [u8]) -> Result<Received<'a>, Reject> {
         let keyring = &self.keyring;
-        let opened = open(datagram, Direction::FromDevice, self.config.max_datagram_bytes, |id| keyring.key(id).map(|(_, k)| k))?;
+        let opened = open(datagram, Direction::FromDevice, self.config.max_datagram_bytes, |id| {
+            keyring.key(id).map(|(_, k)| k)
+        })?;
         let header = opened.header;
         let (device, _) = self.keyring.key(header.key_id).ok_or(Reject::UnknownKey)?;
         let sent_at = header.sent_at.as_micros();
@@ -233,7 +246,9 @@ impl<K: Keyring> Endpoint<K> {
         }
         self.replay
             .entry(header.key_id)
-            .or_insert_with(|| ReplayGuard::new(u64::try_from(self.config.replay_window.as_micros()).unwrap_or(u64::MAX)))
+            .or_insert_with(|| {
+                ReplayGuard::new(u64::try_from(self.config.replay_window.as_micros()).unwrap_or(u64::MAX))
+            })
             .accept(header.epoch, sent_at);
         self.reschedule(stream);
         Ok(Received { stream, header, delivery })

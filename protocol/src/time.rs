@@ -9,9 +9,7 @@ use serde::{Deserialize, Serialize};
 /// On a device the origin is boot (so an `Instant` is "monotonic ticks since boot" in
 /// microseconds); on the collector it is the process's own monotonic origin. Instants from
 /// different clocks must never be compared: the collector's skew estimator maps between them.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Instant(u64);
 

@@ -56,7 +56,14 @@ fn each_bad_datagram_is_rejected_by_reason_without_state_change() {
         bytes
     };
     let ack_from_device = {
-        let ack = AckRepr { stream: 1, epoch: 1, cumulative: 3, sack: Default::default(), echo_sent_at: Instant::ZERO, received_at: Instant::ZERO };
+        let ack = AckRepr {
+            stream: 1,
+            epoch: 1,
+            cumulative: 3,
+            sack: Default::default(),
+            echo_sent_at: Instant::ZERO,
+            received_at: Instant::ZERO,
+        };
         let mut sealer = Sealer::new(KEY_ID, common::key(), 1);
         let mut buf = [0u8; 128];
         let len = seal_control(&mut sealer, Instant::from_micros(1_100), ControlRef::Ack(&ack), &mut buf).unwrap();
@@ -80,7 +87,11 @@ fn each_bad_datagram_is_rejected_by_reason_without_state_change() {
         ("malformed body", seal_raw(FrameKind::Data, 1, 2_000, &[0x01, 0x00, 0x00, 0xFF]), Reject::Malformed),
         ("empty batch", seal_raw(FrameKind::Data, 1, 2_100, &[0x01, 0x00, 0x00]), Reject::Malformed),
         ("epoch_back beyond epoch", seal_raw(FrameKind::Data, 1, 2_200, &[0x01, 0x05, 0x00]), Reject::Malformed),
-        ("trailing bytes after a tombstone", seal_raw(FrameKind::Tombstone, 1, 2_300, &[1, 0, 0, 1, 0, 0xAA]), Reject::Malformed),
+        (
+            "trailing bytes after a tombstone",
+            seal_raw(FrameKind::Tombstone, 1, 2_300, &[1, 0, 0, 1, 0, 0xAA]),
+            Reject::Malformed,
+        ),
     ];
     for (name, bytes, reason) in &cases {
         assert_eq!(endpoint.handle_datagram(now, bytes).err(), Some(*reason), "{name}");

@@ -7,7 +7,8 @@ use common::{KEY_ID, key, seal_raw};
 use driftlog_protocol::wire::{Direction, FrameKind, open};
 use proptest::prelude::*;
 
-const KINDS: [FrameKind; 5] = [FrameKind::Data, FrameKind::Heartbeat, FrameKind::Tombstone, FrameKind::Ack, FrameKind::Nak];
+const KINDS: [FrameKind; 5] =
+    [FrameKind::Data, FrameKind::Heartbeat, FrameKind::Tombstone, FrameKind::Ack, FrameKind::Nak];
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(4096))]

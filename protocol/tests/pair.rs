@@ -43,7 +43,8 @@ fn every_event_is_delivered_once_and_freed_by_acks() {
         now = now + Duration::from_millis(5);
         while let Some(out) = endpoint.poll_transmit(now, &mut ack_buf) {
             assert_eq!(out.device, DEVICE);
-            let opened = open(&ack_buf[..out.len], Direction::FromCollector, 1500, |id| (id == KEY_ID).then_some(&key)).unwrap();
+            let opened =
+                open(&ack_buf[..out.len], Direction::FromCollector, 1500, |id| (id == KEY_ID).then_some(&key)).unwrap();
             collector_guard.check(opened.header.epoch, opened.header.sent_at.as_micros()).unwrap();
             collector_guard.accept(opened.header.epoch, opened.header.sent_at.as_micros());
             match opened.body {
@@ -57,7 +58,8 @@ fn every_event_is_delivered_once_and_freed_by_acks() {
     now = now + Duration::from_millis(50);
     endpoint.commit_all(now);
     while let Some(out) = endpoint.poll_transmit(now, &mut ack_buf) {
-        let opened = open(&ack_buf[..out.len], Direction::FromCollector, 1500, |id| (id == KEY_ID).then_some(&key)).unwrap();
+        let opened =
+            open(&ack_buf[..out.len], Direction::FromCollector, 1500, |id| (id == KEY_ID).then_some(&key)).unwrap();
         if let Body::Ack(ack) = opened.body {
             sender.handle_ack(now, &opened.header, &ack, &mut backlog).unwrap();
         }

@@ -4,8 +4,8 @@ mod common;
 
 use common::{KEY_ID, key};
 use driftlog_protocol::wire::{
-    AckRepr, AckTiming, Body, ControlRef, DataWriter, Direction, DropReason, Event, FrameKind, HeartbeatRepr, MAC_BYTES, MacKey, Member,
-    NakRepr, Opaque, Payload, Sample, Sealer, Tag, Tags, TombstoneRepr, open, seal_control,
+    AckRepr, AckTiming, Body, ControlRef, DataWriter, Direction, DropReason, Event, FrameKind, HeartbeatRepr,
+    MAC_BYTES, MacKey, Member, NakRepr, Opaque, Payload, Sample, Sealer, Tag, Tags, TombstoneRepr, open, seal_control,
 };
 use driftlog_protocol::{ClockQuality, Instant, SeqRange, WallTime};
 use proptest::prelude::*;
@@ -30,13 +30,33 @@ struct OwnedCase {
 }
 
 fn case() -> impl Strategy<Value = OwnedCase> {
-    (0u64..5_000_000, proptest::option::of((any::<i64>(), any::<bool>())), 0u8..7, name(), any::<f64>(), "[ -~]{0,30}", tags())
-        .prop_map(|(mono_step, wall, kind, name, value, text, tags)| OwnedCase { mono_step, wall, kind, name, value, text, tags })
+    (
+        0u64..5_000_000,
+        proptest::option::of((any::<i64>(), any::<bool>())),
+        0u8..7,
+        name(),
+        any::<f64>(),
+        "[ -~]{0,30}",
+        tags(),
+    )
+        .prop_map(|(mono_step, wall, kind, name, value, text, tags)| OwnedCase {
+            mono_step,
+            wall,
+            kind,
+            name,
+            value,
+            text,
+            tags,
+        })
 }
 
-fn build<'a>(case: &'a OwnedCase, mono: u64) -> Event<'a> {
-    let tags: Tags<'a> = case.tags.iter().map(|(k, v)| Tag { key: k, value: v }).collect();
-    let sample = Sample { name: &case.name, value: case.value, tags: tags.clone() };
+fn tag_list(case: &OwnedCase) -> Vec<Tag<'_>> {
+    case.tags.iter().map(|(k, v)| Tag { key: k, value: v }).collect()
+}
+
+fn build<'a>(case: &'a OwnedCase, tag_list: &'a [Tag<'a>], mono: u64) -> Event<'a> {
+    let tags = Tags::new(tag_list);
+    let sample = Sample { name: &case.name, value: case.value, tags };
     let payload = match case.kind {
         0 => Payload::Counter(sample),
         1 => Payload::Gauge(sample),
@@ -79,9 +99,10 @@ proptest! {
         let mut writer = DataWriter::new(&mut buf, &header, 3, events_epoch, u64::from(first_seq), 64).unwrap();
         let mut mono = 10u64;
         let mut pushed = Vec::new();
-        for case in &cases {
+        let tag_lists: Vec<Vec<Tag<'_>>> = cases.iter().map(tag_list).collect();
+        for (case, tags) in cases.iter().zip(&tag_lists) {
             mono += case.mono_step;
-            let event = build(case, mono);
+            let event = build(case, tags, mono);
             writer.push(&event).unwrap();
             pushed.push(event);
         }
@@ -167,25 +188,29 @@ fn repeated_tags_are_sent_once_and_decoded_on_every_event() {
     let header = sealer.header(FrameKind::Data, Instant::from_micros(1));
     let mut buf = [0u8; 1_400];
     let mut writer = DataWriter::new(&mut buf, &header, 0, 1, 0, 64).unwrap();
-    let host: Tags<'_> = [Tag { key: "host", value: "gw-17" }].into_iter().collect();
-    let other: Tags<'_> = [Tag { key: "host", value: "gw-18" }].into_iter().collect();
-    let lists = [host.clone(), host.clone(), Tags::new(), host.clone(), other.clone(), other, host];
+    let host_list = [Tag { key: "host", value: "gw-17" }];
+    let other_list = [Tag { key: "host", value: "gw-18" }];
+    let (host, other) = (Tags::new(&host_list), Tags::new(&other_list));
+    let lists = [host, host, Tags::EMPTY, host, other, other, host];
     for (index, tags) in lists.iter().enumerate() {
         let event = Event {
             mono: Instant::from_micros(index as u64),
             wall: None,
-            payload: Payload::Counter(Sample { name: "n", value: 1.0, tags: tags.clone() }),
+            payload: Payload::Counter(Sample { name: "n", value: 1.0, tags: *tags }),
         };
         writer.push(&event).unwrap();
     }
     let (buf, len) = writer.into_parts();
     let total = sealer.seal(buf, len).unwrap();
     let key = key();
-    let Body::Data(frame) = open(&buf[..total], Direction::FromDevice, 1_400, |id| (id == KEY_ID).then_some(&key)).unwrap().body else {
+    let Body::Data(frame) =
+        open(&buf[..total], Direction::FromDevice, 1_400, |id| (id == KEY_ID).then_some(&key)).unwrap().body
+    else {
         panic!("not data")
     };
-    let decoded: Vec<Tags<'_>> = frame.events().map(|(_, e)| e.payload.tags().iter().copied().collect()).collect();
-    assert_eq!(decoded, lists);
+    let decoded: Vec<Vec<Tag<'_>>> = frame.events().map(|(_, e)| e.payload.tags().iter().collect()).collect();
+    let expected: Vec<Vec<Tag<'_>>> = lists.iter().map(|t| t.iter().collect()).collect();
+    assert_eq!(decoded, expected);
     // Three explicit lists (host, gw-18, host again after gw-18) of 12 bytes each; the rest
     // are one-byte repeats.
     let occurrences = buf[..total].windows(5).filter(|w| w == b"gw-17").count();

@@ -171,7 +171,10 @@ impl Checker {
         let held_end = record.enqueued.len() as u64;
         let range = SeqRange::new(range.start, range.end.min(held_end));
         if !record.committed.covers(range.start, range.end) {
-            self.violations.push(format!("device {device} epoch {epoch}: freed {}..{} before the collector committed it", range.start, range.end));
+            self.violations.push(format!(
+                "device {device} epoch {epoch}: freed {}..{} before the collector committed it",
+                range.start, range.end
+            ));
         }
     }
 
@@ -213,7 +216,11 @@ mod tests {
     const STREAM: StreamKey = StreamKey { device: 1, stream: 0, epoch: 1 };
 
     fn event(value: f64, mono: u64) -> Event<'static> {
-        Event { mono: Instant::from_micros(mono), wall: None, payload: Payload::Gauge(Sample { name: "x", value, tags: Default::default() }) }
+        Event {
+            mono: Instant::from_micros(mono),
+            wall: None,
+            payload: Payload::Gauge(Sample { name: "x", value, tags: Default::default() }),
+        }
     }
 
     #[test]

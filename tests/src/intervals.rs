@@ -16,12 +16,12 @@ impl IntervalSet {
         }
         let (mut start, mut end) = (start, end);
         // Absorb a range that starts before and touches.
-        if let Some((&s, &e)) = self.ranges.range(..=start).next_back() {
-            if e >= start {
-                start = s;
-                end = end.max(e);
-                self.ranges.remove(&s);
-            }
+        if let Some((&s, &e)) = self.ranges.range(..=start).next_back()
+            && e >= start
+        {
+            start = s;
+            end = end.max(e);
+            self.ranges.remove(&s);
         }
         let absorbed: Vec<(u64, u64)> = self.ranges.range(start..=end).map(|(&s, &e)| (s, e)).collect();
         for (s, e) in absorbed {

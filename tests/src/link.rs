@@ -6,10 +6,17 @@ use driftlog_protocol::SplitMix64;
 pub enum LossModel {
     None,
     /// Each datagram is lost independently.
-    Iid { probability: f64 },
+    Iid {
+        probability: f64,
+    },
     /// Two-state bursty loss: in the bad state most datagrams are lost. The long-run loss
     /// rate is `p_gb / (p_gb + p_bg) * loss_bad + p_bg / (p_gb + p_bg) * loss_good`.
-    GilbertElliott { good_to_bad: f64, bad_to_good: f64, loss_good: f64, loss_bad: f64 },
+    GilbertElliott {
+        good_to_bad: f64,
+        bad_to_good: f64,
+        loss_good: f64,
+        loss_bad: f64,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -26,7 +33,13 @@ pub struct LinkConfig {
 
 impl LinkConfig {
     pub fn ideal(delay_micros: u64) -> LinkConfig {
-        LinkConfig { delay_micros, jitter_micros: 0, loss: LossModel::None, duplicate_probability: 0.0, partitions: Vec::new() }
+        LinkConfig {
+            delay_micros,
+            jitter_micros: 0,
+            loss: LossModel::None,
+            duplicate_probability: 0.0,
+            partitions: Vec::new(),
+        }
     }
 
     pub fn is_partitioned(&self, now: u64) -> bool {

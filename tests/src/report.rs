@@ -55,7 +55,12 @@ pub const SWEEP_JITTER_MICROS: u64 = 2_000;
 pub fn sweep_losses() -> Vec<(String, LossModel)> {
     let mut losses: Vec<(String, LossModel)> = [0.0, 0.01, 0.05, 0.10, 0.30, 0.50]
         .into_iter()
-        .map(|p| (format!("{:.0} % iid", p * 100.0), if p == 0.0 { LossModel::None } else { LossModel::Iid { probability: p } }))
+        .map(|p| {
+            (
+                format!("{:.0} % iid", p * 100.0),
+                if p == 0.0 { LossModel::None } else { LossModel::Iid { probability: p } },
+            )
+        })
         .collect();
     // Mean bursts of 5 datagrams at 90 % loss, about 5 % overall.
     losses.push((
@@ -79,7 +84,9 @@ pub fn sweep_scenario(seed: u64, loss: LossModel, events_per_device: u64) -> Sce
 pub fn loss_sweep(seed: u64, events_per_device: u64) -> Result<Vec<SweepRow>, Failure> {
     sweep_losses()
         .into_iter()
-        .map(|(label, loss)| World::new(sweep_scenario(seed, loss, events_per_device)).run().map(|outcome| SweepRow { label, outcome }))
+        .map(|(label, loss)| {
+            World::new(sweep_scenario(seed, loss, events_per_device)).run().map(|outcome| SweepRow { label, outcome })
+        })
         .collect()
 }
 

@@ -39,7 +39,13 @@ pub const SIMULATION_EPOCH_UNIX_MICROS: i64 = 1_767_225_600_000_000;
 
 impl Scenario {
     /// `devices` identical devices on identical links, no clock or capacity faults.
-    pub fn uniform(seed: u64, devices: usize, events_per_device: u64, events_per_second: u64, link: LinkConfig) -> Scenario {
+    pub fn uniform(
+        seed: u64,
+        devices: usize,
+        events_per_device: u64,
+        events_per_second: u64,
+        link: LinkConfig,
+    ) -> Scenario {
         let interval_micros = 1_000_000 / events_per_second.max(1);
         let devices = (0..devices)
             .map(|index| DeviceScenario {
@@ -108,14 +114,27 @@ impl Scenario {
                     ),
                     uplink,
                     downlink,
-                    backlog_capacity_events: if small_buffer { 20 + rng.below_inclusive(200) as usize } else { 100_000 },
-                    drop_policy: if rng.below_inclusive(1) == 0 { DropPolicy::DropOldest } else { DropPolicy::DropNewest },
+                    backlog_capacity_events: if small_buffer {
+                        20 + rng.below_inclusive(200) as usize
+                    } else {
+                        100_000
+                    },
+                    drop_policy: if rng.below_inclusive(1) == 0 {
+                        DropPolicy::DropOldest
+                    } else {
+                        DropPolicy::DropNewest
+                    },
                     reboots,
                     backlog_events_per_second: [0, 500, 5_000][rng.below_inclusive(2) as usize],
                 }
             })
             .collect();
-        Scenario { seed, devices, commit_interval_micros: 1_000 + rng.below_inclusive(10_000), drain_limit_micros: 600_000_000 }
+        Scenario {
+            seed,
+            devices,
+            commit_interval_micros: 1_000 + rng.below_inclusive(10_000),
+            drain_limit_micros: 600_000_000,
+        }
     }
 
     /// Base round trip of device `index` (delays plus mean jitter both ways), µs.

@@ -417,7 +417,9 @@ impl World {
                 }
             }
             let stats = device.sender.stats();
-            if stats.in_flight_frames > FRAMES as u64 || stats.in_flight_bytes > device.config.max_in_flight_bytes as u64 {
+            if stats.in_flight_frames > FRAMES as u64
+                || stats.in_flight_bytes > device.config.max_in_flight_bytes as u64
+            {
                 checker.violation(format!("device {}: in flight {stats:?} beyond its bounds", device.id));
             }
         }
@@ -498,7 +500,9 @@ impl World {
             let device = &mut devices[index];
             let key = &device.key;
             let key_id = device.key_id;
-            let Ok(opened) = open(bytes, Direction::FromCollector, MAX_DATAGRAM_BYTES, |id| (id == key_id).then_some(key)) else {
+            let Ok(opened) =
+                open(bytes, Direction::FromCollector, MAX_DATAGRAM_BYTES, |id| (id == key_id).then_some(key))
+            else {
                 checker.violation(format!("device {}: collector frame rejected", device.id));
                 return;
             };

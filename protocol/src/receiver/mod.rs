@@ -140,7 +140,13 @@ impl<const N: usize> Receiver<N> {
     /// Admits a batch of events: calls `on_new` for each piece of `range` not seen before
     /// (deliver exactly those events). Fails, changing nothing, when the out-of-order set
     /// would overflow; the sender will retransmit.
-    pub fn handle_data(&mut self, now: Instant, header: &Header, range: SeqRange, on_new: impl FnMut(SeqRange)) -> Result<u64, Reject> {
+    pub fn handle_data(
+        &mut self,
+        now: Instant,
+        header: &Header,
+        range: SeqRange,
+        on_new: impl FnMut(SeqRange),
+    ) -> Result<u64, Reject> {
         let new = self.admit(now, range, on_new)?;
         self.note_frame(now, header);
         self.stats.events_new += new;
@@ -155,7 +161,13 @@ impl<const N: usize> Receiver<N> {
 
     /// Admits a tombstone: `on_new` gets the pieces of `range` not seen before, which are
     /// now accounted for as dropped on purpose by the device.
-    pub fn handle_tombstone(&mut self, now: Instant, header: &Header, range: SeqRange, on_new: impl FnMut(SeqRange)) -> Result<u64, Reject> {
+    pub fn handle_tombstone(
+        &mut self,
+        now: Instant,
+        header: &Header,
+        range: SeqRange,
+        on_new: impl FnMut(SeqRange),
+    ) -> Result<u64, Reject> {
         let new = self.admit(now, range, on_new)?;
         self.note_frame(now, header);
         self.stats.tombstoned += new;
@@ -169,7 +181,13 @@ impl<const N: usize> Receiver<N> {
     /// Learns the device's held range and clock sample. Sequence numbers below what the
     /// device still holds that never arrived can never arrive: `on_unrecoverable` gets them,
     /// and they are accounted for like a tombstone.
-    pub fn handle_heartbeat(&mut self, now: Instant, header: &Header, heartbeat: &HeartbeatRepr, on_unrecoverable: impl FnMut(SeqRange)) {
+    pub fn handle_heartbeat(
+        &mut self,
+        now: Instant,
+        header: &Header,
+        heartbeat: &HeartbeatRepr,
+        on_unrecoverable: impl FnMut(SeqRange),
+    ) {
         self.note_frame(now, header);
         if let Some(round_trip) = heartbeat.ack_timing.and_then(|t| t.round_trip_micros()) {
             let sample = Duration::from_micros(round_trip);
@@ -262,7 +280,8 @@ impl<const N: usize> Receiver<N> {
         if !self.ack_needed {
             return None;
         }
-        let by_count = self.newly_durable >= self.config.ack_every_events || (self.ack_urgent && self.newly_durable > 0);
+        let by_count =
+            self.newly_durable >= self.config.ack_every_events || (self.ack_urgent && self.newly_durable > 0);
         let due = if by_count { Instant::ZERO } else { self.first_unacked_at? + self.config.ack_delay_max };
         let allowed = self.last_ack_at.map_or(Instant::ZERO, |at| at + self.config.ack_interval_min);
         Some(due.max(allowed))
@@ -301,7 +320,8 @@ impl<const N: usize> Receiver<N> {
         self.first_unacked_at = None;
         self.last_ack_at = Some(now);
         self.stats.acks_sent += 1;
-        let (echo_sent_at, received_at) = self.newest_frame.map_or((Instant::ZERO, now), |(_, sent_at, at)| (sent_at, at));
+        let (echo_sent_at, received_at) =
+            self.newest_frame.map_or((Instant::ZERO, now), |(_, sent_at, at)| (sent_at, at));
         AckRepr {
             stream: self.stream,
             epoch: self.epoch,

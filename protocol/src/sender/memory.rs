@@ -36,19 +36,27 @@ impl OwnedEvent {
         self
     }
 
-    /// Borrows as a wire [`Event`]. Tags past [`crate::wire::MAX_TAGS`] are not carried.
-    pub fn as_event(&self) -> Event<'_> {
-        fn tags(list: &[(String, String)]) -> Tags<'_> {
-            list.iter().map(|(key, value)| Tag { key, value }).take(crate::wire::MAX_TAGS).collect()
-        }
+    /// Calls `f` with this event borrowed as a wire [`Event`]. Tags past
+    /// [`crate::wire::MAX_TAGS`] are not carried.
+    pub fn with_event<R>(&self, f: impl FnOnce(&Event<'_>) -> R) -> R {
+        let list = match &self.payload {
+            OwnedPayload::Counter { tags, .. }
+            | OwnedPayload::Gauge { tags, .. }
+            | OwnedPayload::Timer { tags, .. }
+            | OwnedPayload::Set { tags, .. } => tags.as_slice(),
+            OwnedPayload::Opaque { .. } => &[],
+        };
+        let tag_refs: Vec<Tag<'_>> =
+            list.iter().take(crate::wire::MAX_TAGS).map(|(key, value)| Tag { key, value }).collect();
+        let tags = Tags::new(&tag_refs);
         let payload = match &self.payload {
-            OwnedPayload::Counter { name, value, tags: t } => Payload::Counter(Sample { name, value: *value, tags: tags(t) }),
-            OwnedPayload::Gauge { name, value, tags: t } => Payload::Gauge(Sample { name, value: *value, tags: tags(t) }),
-            OwnedPayload::Timer { name, value, tags: t } => Payload::Timer(Sample { name, value: *value, tags: tags(t) }),
-            OwnedPayload::Set { name, member, tags: t } => Payload::Set(Member { name, member, tags: tags(t) }),
+            OwnedPayload::Counter { name, value, .. } => Payload::Counter(Sample { name, value: *value, tags }),
+            OwnedPayload::Gauge { name, value, .. } => Payload::Gauge(Sample { name, value: *value, tags }),
+            OwnedPayload::Timer { name, value, .. } => Payload::Timer(Sample { name, value: *value, tags }),
+            OwnedPayload::Set { name, member, .. } => Payload::Set(Member { name, member, tags }),
             OwnedPayload::Opaque { name, bytes } => Payload::Opaque(Opaque { name, bytes }),
         };
-        Event { mono: self.mono, wall: self.wall, payload }
+        f(&Event { mono: self.mono, wall: self.wall, payload })
     }
 }
 
@@ -158,26 +166,39 @@ impl MemoryBacklog {
     fn push_tombstone(&mut self, position: Position, reason: DropReason) {
         if let Some(last) = self.entries.back_mut()
             && let Slot::Tombstone { end, reason: r } = &mut last.slot
-                && !last.released && last.position.epoch == position.epoch && *end == position.seq && *r == reason {
-                    *end += 1;
-                    return;
-                }
-        self.entries.push_back(Entry { position, slot: Slot::Tombstone { end: position.seq + 1, reason }, released: false });
+            && !last.released
+            && last.position.epoch == position.epoch
+            && *end == position.seq
+            && *r == reason
+        {
+            *end += 1;
+            return;
+        }
+        self.entries.push_back(Entry {
+            position,
+            slot: Slot::Tombstone { end: position.seq + 1, reason },
+            released: false,
+        });
     }
 
     fn drop_oldest(&mut self) {
-        let Some(index) = self.entries.iter().position(|e| !e.released && matches!(e.slot, Slot::Event(_))) else { return };
+        let Some(index) = self.entries.iter().position(|e| !e.released && matches!(e.slot, Slot::Event(_))) else {
+            return;
+        };
         let position = self.entries[index].position;
         self.held_events -= 1;
         // Merge into a tombstone that ends right before it, if any.
         if index > 0 {
             let previous = &mut self.entries[index - 1];
             if let Slot::Tombstone { end, reason: DropReason::BufferFull } = &mut previous.slot
-                && !previous.released && previous.position.epoch == position.epoch && *end == position.seq {
-                    *end += 1;
-                    self.entries.remove(index);
-                    return;
-                }
+                && !previous.released
+                && previous.position.epoch == position.epoch
+                && *end == position.seq
+            {
+                *end += 1;
+                self.entries.remove(index);
+                return;
+            }
         }
         self.entries[index].slot = Slot::Tombstone { end: position.seq + 1, reason: DropReason::BufferFull };
     }
@@ -229,7 +250,7 @@ impl Backlog for MemoryBacklog {
                 break;
             }
             let Slot::Event(event) = &entry.slot else { break };
-            if writer.push(&event.as_event()).is_err() {
+            if event.with_event(|event| writer.push(event)).is_err() {
                 break;
             }
         }

@@ -171,12 +171,14 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
     }
 
     fn window_open(&self) -> bool {
-        !self.in_flight.is_full() && self.in_flight_bytes + self.config.max_datagram_bytes <= self.config.max_in_flight_bytes
+        !self.in_flight.is_full()
+            && self.in_flight_bytes + self.config.max_datagram_bytes <= self.config.max_in_flight_bytes
     }
 
     /// The probe timeout with back-off applied.
     fn probe_timeout(&self) -> Duration {
-        let base = (self.rtt.base_timeout() + self.config.peer_ack_delay_max).clamp(self.config.min_rto, self.config.max_rto);
+        let base =
+            (self.rtt.base_timeout() + self.config.peer_ack_delay_max).clamp(self.config.min_rto, self.config.max_rto);
         let factor = 1u32 << self.timeouts_in_a_row.min(20);
         base.saturating_mul(factor).min(self.config.max_rto)
     }
@@ -397,7 +399,8 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
     fn detect_losses(&mut self, now: Instant) {
         self.loss_time = None;
         let Some((epoch, largest)) = self.largest_acked else { return };
-        let loss_delay = self.rtt.smoothed().max(self.rtt.latest()) * 9 / 8 + self.config.reorder_slack.max(Duration::from_millis(1));
+        let loss_delay = self.rtt.smoothed().max(self.rtt.latest()) * 9 / 8
+            + self.config.reorder_slack.max(Duration::from_millis(1));
         let mut index = 0;
         while index < self.in_flight.len() {
             let entry = self.in_flight[index];
@@ -434,10 +437,12 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
             if let Some(transmit) = self.transmit_live(now, backlog, sealer, buf)? {
                 return Ok(Some(transmit));
             }
-            if self.backlog_cursor < self.live_start && self.pacer.ready(now)
-                && let Some(transmit) = self.transmit_backlog(now, backlog, sealer, buf)? {
-                    return Ok(Some(transmit));
-                }
+            if self.backlog_cursor < self.live_start
+                && self.pacer.ready(now)
+                && let Some(transmit) = self.transmit_backlog(now, backlog, sealer, buf)?
+            {
+                return Ok(Some(transmit));
+            }
         }
         if now >= self.heartbeat_deadline() {
             return self.transmit_heartbeat(now, backlog, sealer, buf).map(Some);
@@ -459,7 +464,14 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
             };
             let (epoch, set) = &self.retransmit[slot];
             let (epoch, range) = (*epoch, set.first().unwrap_or_default());
-            let sent = self.transmit_range(now, Position::new(epoch, range.start), Position::new(epoch, range.end), backlog, sealer, buf)?;
+            let sent = self.transmit_range(
+                now,
+                Position::new(epoch, range.start),
+                Position::new(epoch, range.end),
+                backlog,
+                sealer,
+                buf,
+            )?;
             let set = &mut self.retransmit[slot].1;
             match sent {
                 None => {
@@ -521,7 +533,8 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
             if self.backlog_cursor >= self.live_start {
                 return Ok(None);
             }
-            let Some((position, _)) = backlog.first_at_or_after(self.backlog_cursor, self.live_start).map_err(SendError::Backlog)?
+            let Some((position, _)) =
+                backlog.first_at_or_after(self.backlog_cursor, self.live_start).map_err(SendError::Backlog)?
             else {
                 self.backlog_cursor = self.live_start;
                 return Ok(None);
@@ -546,8 +559,11 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
 
     /// When `position` is in flight or queued for retransmission, the end of that claim.
     fn claimed_until(&self, position: Position) -> Option<Position> {
-        let in_flight =
-            self.in_flight.iter().filter(|e| e.epoch == position.epoch && e.range.contains(position.seq)).map(|e| e.range.end);
+        let in_flight = self
+            .in_flight
+            .iter()
+            .filter(|e| e.epoch == position.epoch && e.range.contains(position.seq))
+            .map(|e| e.range.end);
         let queued = self
             .retransmit
             .iter()
@@ -561,8 +577,12 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
     /// The start of the nearest claim above `position` in its epoch.
     fn next_claim_after(&self, position: Position) -> Position {
         let in_flight = self.in_flight.iter().filter(|e| e.epoch == position.epoch).map(|e| e.range.start);
-        let queued =
-            self.retransmit.iter().filter(|(e, _)| *e == position.epoch).flat_map(|(_, set)| set.iter()).map(|r| r.start);
+        let queued = self
+            .retransmit
+            .iter()
+            .filter(|(e, _)| *e == position.epoch)
+            .flat_map(|(_, set)| set.iter())
+            .map(|r| r.start);
         in_flight
             .chain(queued)
             .filter(|&start| start > position.seq)
@@ -588,8 +608,14 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
         let (len, range, content) = match item {
             Item::Event => {
                 let header = sealer.header(FrameKind::Data, now);
-                let mut writer =
-                    DataWriter::new(buf, &header, self.config.stream, position.epoch, position.seq, self.config.max_events_per_frame)?;
+                let mut writer = DataWriter::new(
+                    buf,
+                    &header,
+                    self.config.stream,
+                    position.epoch,
+                    position.seq,
+                    self.config.max_events_per_frame,
+                )?;
                 backlog.fill(position, seq_limit, &mut writer).map_err(SendError::Backlog)?;
                 if writer.is_empty() {
                     // The event cannot fit any datagram of this size. Tell the collector

@@ -29,7 +29,7 @@
 //! replace serde's enum and option tags, which would cost three bytes per event.
 
 use super::codec::{Overflow, Reader, Writer};
-use super::event::{Event, MAX_TAGS, Member, Opaque, Payload, Sample, Tag, Tags};
+use super::event::{Event, MAX_TAGS, Member, Opaque, Payload, Sample, Tags};
 use super::{EncodeError, Header, MAC_BYTES, Reject};
 use crate::{ClockQuality, Epoch, Instant, Seq, SeqRange, StreamId, WallTime};
 use serde::{Deserialize, Serialize};
@@ -79,7 +79,11 @@ impl Chain {
         let offset = wall_offset(mono, wall);
         match self.wall {
             Some((previous, quality)) if quality == wall.quality => {
-                if previous == offset { (WALL_SAME, None) } else { (WALL_SHIFT, Some(offset.wrapping_sub(previous))) }
+                if previous == offset {
+                    (WALL_SAME, None)
+                } else {
+                    (WALL_SHIFT, Some(offset.wrapping_sub(previous)))
+                }
             }
             _ => match wall.quality {
                 ClockQuality::Unsynchronized => (WALL_UNSYNCHRONIZED, Some(offset)),
@@ -109,9 +113,11 @@ impl Chain {
         }
         out.bytes(event.payload.name().as_bytes())?;
         match &event.payload {
-            Payload::Counter(s) | Payload::Gauge(s) | Payload::GaugeDelta(s) | Payload::Timer(s) | Payload::Histogram(s) => {
-                out.f64(s.value)?
-            }
+            Payload::Counter(s)
+            | Payload::Gauge(s)
+            | Payload::GaugeDelta(s)
+            | Payload::Timer(s)
+            | Payload::Histogram(s) => out.f64(s.value)?,
             Payload::Set(m) => out.bytes(m.member.as_bytes())?,
             Payload::Opaque(o) => out.bytes(o.bytes)?,
         }
@@ -119,7 +125,7 @@ impl Chain {
         if !tags.is_empty() {
             // Last field of the event, so the writer can replace it with a repeat marker.
             out.varint(tags.len() as u64)?;
-            for tag in tags {
+            for tag in tags.iter() {
                 out.bytes(tag.key.as_bytes())?;
                 out.bytes(tag.value.as_bytes())?;
             }
@@ -155,7 +161,7 @@ impl Chain {
             _ => return None,
         };
         let name = input.str()?;
-        let mut tags = Tags::new();
+        let mut tags = Tags::EMPTY;
         let payload = match kind {
             0..=4 => {
                 let value = input.f64()?;
@@ -183,7 +189,8 @@ impl Chain {
         };
         self.mono = Some(mono);
         self.wall = wall;
-        let wall = wall.map(|(offset, quality)| WallTime { unix_micros: mono.wrapping_add(offset as u64) as i64, quality });
+        let wall =
+            wall.map(|(offset, quality)| WallTime { unix_micros: mono.wrapping_add(offset as u64) as i64, quality });
         Some(Event { mono: Instant::from_micros(mono), wall, payload })
     }
 }
@@ -194,17 +201,20 @@ fn read_tags<'a>(input: &mut Reader<'a>, tags: &mut Tags<'a>, last_tags: &mut Ta
         if last_tags.is_empty() {
             return None;
         }
-        tags.clone_from(last_tags);
+        *tags = *last_tags;
         return Some(());
     }
     if count > MAX_TAGS as u64 {
         return None;
     }
+    let start = input.rest();
     for _ in 0..count {
-        let tag = Tag { key: input.str()?, value: input.str()? };
-        tags.push(tag).ok()?;
+        input.str()?;
+        input.str()?;
     }
-    last_tags.clone_from(tags);
+    let consumed = start.len() - input.rest().len();
+    *tags = Tags::encoded(count as u8, &start[..consumed]);
+    *last_tags = *tags;
     Some(())
 }
 
@@ -250,10 +260,17 @@ impl<'b> DataWriter<'b> {
             return Err(EncodeError::BufferTooSmall);
         }
         let head = DataHead { stream, epoch_back, first_seq };
-        let head_len = postcard::to_slice(&head, &mut buf[header_len..body_limit])
-            .map_err(|_| EncodeError::BufferTooSmall)?
-            .len();
-        Ok(DataWriter { buf, len: header_len + head_len, first_seq, count: 0, max_events, chain: Chain::default(), last_tags: None })
+        let head_len =
+            postcard::to_slice(&head, &mut buf[header_len..body_limit]).map_err(|_| EncodeError::BufferTooSmall)?.len();
+        Ok(DataWriter {
+            buf,
+            len: header_len + head_len,
+            first_seq,
+            count: 0,
+            max_events,
+            chain: Chain::default(),
+            last_tags: None,
+        })
     }
 
     /// Appends the event with sequence number `first_seq + count()`.
@@ -332,7 +349,7 @@ impl<'a> DataFrame<'a> {
         let mut count = 0u32;
         let mut chain = Chain::default();
         let mut input = Reader::new(events);
-        let mut last_tags = Tags::new();
+        let mut last_tags = Tags::EMPTY;
         while !input.is_empty() {
             chain.read(&mut input, &mut last_tags).ok_or(Reject::Malformed)?;
             count = count.checked_add(1).ok_or(Reject::Malformed)?;
@@ -349,7 +366,12 @@ impl<'a> DataFrame<'a> {
 
     /// The events with their sequence numbers, in order.
     pub fn events(&self) -> EventIter<'a> {
-        EventIter { input: Reader::new(self.events), seq: self.first_seq, chain: Chain::default(), last_tags: Tags::new() }
+        EventIter {
+            input: Reader::new(self.events),
+            seq: self.first_seq,
+            chain: Chain::default(),
+            last_tags: Tags::EMPTY,
+        }
     }
 }
 

@@ -10,7 +10,114 @@ pub const MAX_TAG_BYTES: usize = 200;
 pub const MAX_TAGS: usize = 16;
 
 /// `key=value` pairs attached to a metric, in the order the input gave them.
-pub type Tags<'a> = heapless::Vec<Tag<'a>, MAX_TAGS>;
+///
+/// A view, not a container: the caller's slice when encoding, or a validated region of a
+/// received datagram when decoding. It is `Copy` and 24 bytes, so an event stays small
+/// however many tags it carries (an inline array of 16 tags would make every decoded event
+/// half a kilobyte to move around).
+#[derive(Clone, Copy)]
+pub struct Tags<'a> {
+    repr: TagsRepr<'a>,
+}
+
+#[derive(Clone, Copy)]
+enum TagsRepr<'a> {
+    Slice(&'a [Tag<'a>]),
+    /// `count` pairs of length-prefixed UTF-8 strings, validated by the decoder.
+    Encoded {
+        count: u8,
+        bytes: &'a [u8],
+    },
+}
+
+impl<'a> Tags<'a> {
+    pub const EMPTY: Tags<'static> = Tags { repr: TagsRepr::Slice(&[]) };
+
+    pub const fn new(tags: &'a [Tag<'a>]) -> Tags<'a> {
+        Tags { repr: TagsRepr::Slice(tags) }
+    }
+
+    pub(crate) fn encoded(count: u8, bytes: &'a [u8]) -> Tags<'a> {
+        Tags { repr: TagsRepr::Encoded { count, bytes } }
+    }
+
+    pub fn len(&self) -> usize {
+        match self.repr {
+            TagsRepr::Slice(tags) => tags.len(),
+            TagsRepr::Encoded { count, .. } => usize::from(count),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn iter(&self) -> TagIter<'a> {
+        match self.repr {
+            TagsRepr::Slice(tags) => TagIter { repr: TagIterRepr::Slice(tags.iter()) },
+            TagsRepr::Encoded { count, bytes } => {
+                TagIter { repr: TagIterRepr::Encoded { remaining: count, input: super::codec::Reader::new(bytes) } }
+            }
+        }
+    }
+}
+
+impl Default for Tags<'_> {
+    fn default() -> Self {
+        Tags::EMPTY
+    }
+}
+
+impl PartialEq for Tags<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl core::fmt::Debug for Tags<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<'a> IntoIterator for Tags<'a> {
+    type Item = Tag<'a>;
+    type IntoIter = TagIter<'a>;
+
+    fn into_iter(self) -> TagIter<'a> {
+        self.iter()
+    }
+}
+
+/// Iterates a [`Tags`] view.
+#[derive(Clone, Debug)]
+pub struct TagIter<'a> {
+    repr: TagIterRepr<'a>,
+}
+
+#[derive(Clone, Debug)]
+enum TagIterRepr<'a> {
+    Slice(core::slice::Iter<'a, Tag<'a>>),
+    Encoded { remaining: u8, input: super::codec::Reader<'a> },
+}
+
+impl<'a> Iterator for TagIter<'a> {
+    type Item = Tag<'a>;
+
+    fn next(&mut self) -> Option<Tag<'a>> {
+        match &mut self.repr {
+            TagIterRepr::Slice(iter) => iter.next().copied(),
+            TagIterRepr::Encoded { remaining, input } => {
+                if *remaining == 0 {
+                    return None;
+                }
+                *remaining -= 1;
+                // Validated when the frame was decoded: these cannot fail.
+                Some(Tag { key: input.str()?, value: input.str()? })
+            }
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Tag<'a> {
@@ -79,6 +186,8 @@ pub enum InvalidEvent {
     TagTooLong,
     #[error("tag key is empty")]
     EmptyTagKey,
+    #[error("more than {MAX_TAGS} tags")]
+    TooManyTags,
     #[error("value is NaN or infinite")]
     NonFiniteValue,
 }
@@ -86,17 +195,25 @@ pub enum InvalidEvent {
 impl<'a> Payload<'a> {
     pub fn name(&self) -> &'a str {
         match self {
-            Payload::Counter(s) | Payload::Gauge(s) | Payload::GaugeDelta(s) | Payload::Timer(s) | Payload::Histogram(s) => s.name,
+            Payload::Counter(s)
+            | Payload::Gauge(s)
+            | Payload::GaugeDelta(s)
+            | Payload::Timer(s)
+            | Payload::Histogram(s) => s.name,
             Payload::Set(m) => m.name,
             Payload::Opaque(o) => o.name,
         }
     }
 
-    pub fn tags(&self) -> &[Tag<'a>] {
+    pub fn tags(&self) -> Tags<'a> {
         match self {
-            Payload::Counter(s) | Payload::Gauge(s) | Payload::GaugeDelta(s) | Payload::Timer(s) | Payload::Histogram(s) => &s.tags,
-            Payload::Set(m) => &m.tags,
-            Payload::Opaque(_) => &[],
+            Payload::Counter(s)
+            | Payload::Gauge(s)
+            | Payload::GaugeDelta(s)
+            | Payload::Timer(s)
+            | Payload::Histogram(s) => s.tags,
+            Payload::Set(m) => m.tags,
+            Payload::Opaque(_) => Tags::EMPTY,
         }
     }
 
@@ -123,6 +240,9 @@ impl<'a> Payload<'a> {
         if name.len() > MAX_NAME_BYTES {
             return Err(InvalidEvent::NameTooLong);
         }
+        if self.tags().len() > MAX_TAGS {
+            return Err(InvalidEvent::TooManyTags);
+        }
         for tag in self.tags() {
             if tag.key.is_empty() {
                 return Err(InvalidEvent::EmptyTagKey);
@@ -132,7 +252,11 @@ impl<'a> Payload<'a> {
             }
         }
         match self {
-            Payload::Counter(s) | Payload::Gauge(s) | Payload::GaugeDelta(s) | Payload::Timer(s) | Payload::Histogram(s)
+            Payload::Counter(s)
+            | Payload::Gauge(s)
+            | Payload::GaugeDelta(s)
+            | Payload::Timer(s)
+            | Payload::Histogram(s)
                 if !s.value.is_finite() =>
             {
                 Err(InvalidEvent::NonFiniteValue)

@@ -96,7 +96,12 @@ pub enum ControlRef<'r> {
 }
 
 /// Encodes and seals a control frame into `buf`; returns the datagram length.
-pub fn seal_control(sealer: &mut Sealer, now: Instant, frame: ControlRef<'_>, buf: &mut [u8]) -> Result<usize, EncodeError> {
+pub fn seal_control(
+    sealer: &mut Sealer,
+    now: Instant,
+    frame: ControlRef<'_>,
+    buf: &mut [u8],
+) -> Result<usize, EncodeError> {
     let kind = match frame {
         ControlRef::Heartbeat(_) => FrameKind::Heartbeat,
         ControlRef::Tombstone(_) => FrameKind::Tombstone,

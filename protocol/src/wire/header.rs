@@ -105,7 +105,8 @@ mod tests {
 
     #[test]
     fn header_round_trips_and_small_values_stay_small() {
-        let header = Header { kind: FrameKind::Data, key_id: 7, epoch: 3, sent_at: Instant::from_micros(3_600_000_000) };
+        let header =
+            Header { kind: FrameKind::Data, key_id: 7, epoch: 3, sent_at: Instant::from_micros(3_600_000_000) };
         let mut buf = [0u8; HEADER_BYTES_MAX];
         let len = header.emit(&mut buf).unwrap();
         // 2 fixed + key 1 + epoch 1 + one hour of uptime in µs (5 bytes).

@@ -26,11 +26,15 @@ pub mod overhead;
 mod replay;
 
 pub use auth::{MAC_BYTES, MacKey, Sealer};
-pub use control::{AckRepr, AckTiming, DropReason, HeartbeatRepr, MAX_NAK_RANGES, MAX_SACK_RANGES, NakRepr, TombstoneRepr};
+pub use control::{
+    AckRepr, AckTiming, DropReason, HeartbeatRepr, MAX_NAK_RANGES, MAX_SACK_RANGES, NakRepr, TombstoneRepr,
+};
 pub use data::{DataFrame, DataWriter, EventIter, PushError};
-pub use event::{Event, MAX_NAME_BYTES, MAX_TAG_BYTES, MAX_TAGS, Member, Opaque, Payload, Sample, Tag, Tags, InvalidEvent};
+pub use event::{
+    Event, InvalidEvent, MAX_NAME_BYTES, MAX_TAG_BYTES, MAX_TAGS, Member, Opaque, Payload, Sample, Tag, TagIter, Tags,
+};
 pub use frame::{Body, ControlRef, Direction, Opened, open, seal_control};
-pub use header::{FrameKind, Header, HEADER_BYTES_MAX, MAGIC, VERSION};
+pub use header::{FrameKind, HEADER_BYTES_MAX, Header, MAGIC, VERSION};
 pub use replay::{ReplayGuard, ReplayWindow};
 
 /// The largest UDP payload over IPv4; no configuration may exceed it.

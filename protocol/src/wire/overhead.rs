@@ -40,14 +40,15 @@ pub fn measure(events: u32, tags: bool) -> OverheadReport {
     for index in 0..events {
         let mono = boot_hour + u64::from(index) * 10_000;
         let name = NAMES[index as usize % NAMES.len()];
-        let mut tag_list = Tags::new();
-        if tags {
-            let _ = tag_list.push(Tag { key: "host", value: "gw-17" });
-        }
+        const HOST: [Tag<'static>; 1] = [Tag { key: "host", value: "gw-17" }];
+        let tag_list = if tags { Tags::new(&HOST) } else { Tags::EMPTY };
         payload_bytes += name.len() + 8 + tag_list.iter().map(|t| t.key.len() + t.value.len()).sum::<usize>();
         let event = Event {
             mono: Instant::from_micros(mono),
-            wall: Some(WallTime { unix_micros: 1_767_225_600_000_000 + mono as i64, quality: ClockQuality::Synchronized }),
+            wall: Some(WallTime {
+                unix_micros: 1_767_225_600_000_000 + mono as i64,
+                quality: ClockQuality::Synchronized,
+            }),
             payload: Payload::Gauge(Sample { name, value: 21.5 + f64::from(index), tags: tag_list }),
         };
         if writer.push(&event).is_err() {

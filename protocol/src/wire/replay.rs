@@ -35,9 +35,10 @@ impl<const N: usize> ReplayWindow<N> {
             return Err(Reject::Replayed);
         }
         if let Some(&highest) = self.recent.last()
-            && sent_at.saturating_add(self.window_micros) < highest {
-                return Err(Reject::Replayed);
-            }
+            && sent_at.saturating_add(self.window_micros) < highest
+        {
+            return Err(Reject::Replayed);
+        }
         if self.recent.binary_search(&sent_at).is_ok() {
             return Err(Reject::Replayed);
         }

@@ -34,7 +34,11 @@ fn main() -> anyhow::Result<()> {
                 let outcome = World::new(Scenario::random(seed)).run()?;
                 println!(
                     "seed {seed:>4}: {:>6} events, {:>6} delivered, {:>4} tombstoned, {:>6} retransmitted, trace {:016x}",
-                    outcome.enqueued, outcome.delivered, outcome.tombstoned, outcome.sender.events_retransmitted, outcome.trace_hash
+                    outcome.enqueued,
+                    outcome.delivered,
+                    outcome.tombstoned,
+                    outcome.sender.events_retransmitted,
+                    outcome.trace_hash
                 );
             }
         }
