@@ -216,3 +216,23 @@ fn repeated_tags_are_sent_once_and_decoded_on_every_event() {
     let occurrences = buf[..total].windows(5).filter(|w| w == b"gw-17").count();
     assert_eq!(occurrences, 2, "a repeated list must not be re-sent");
 }
+
+proptest! {
+    #[test]
+    fn event_records_round_trip(case in case(), mono in any::<u64>()) {
+        let tags = tag_list(&case);
+        let event = build(&case, &tags, mono);
+        let mut buf = vec![0u8; 8_192];
+        let len = driftlog_protocol::wire::encode_event_record(&event, &mut buf).unwrap();
+        let decoded = driftlog_protocol::wire::decode_event_record(&buf[..len]).unwrap();
+        prop_assert_eq!(decoded.mono, event.mono);
+        prop_assert_eq!(decoded.wall, event.wall);
+        prop_assert!(same_payload(&decoded.payload, &event.payload));
+        prop_assert!(driftlog_protocol::wire::decode_event_record(&buf[..len - 1]).is_err() || len == 0);
+    }
+
+    #[test]
+    fn arbitrary_records_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let _ = driftlog_protocol::wire::decode_event_record(&bytes);
+    }
+}

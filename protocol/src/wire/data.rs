@@ -398,3 +398,22 @@ impl<'a> Iterator for EventIter<'a> {
         Some((seq, event))
     }
 }
+
+/// Encodes one event on its own (no batch context: absolute time, full wall offset, explicit
+/// tags), the form a device stores in its buffer. Returns the length written.
+pub fn encode_event_record(event: &Event<'_>, buf: &mut [u8]) -> Result<usize, EncodeError> {
+    let mut out = Writer::new(buf);
+    Chain::default().write(event, &mut out).map_err(|_| EncodeError::BufferTooSmall)?;
+    Ok(out.len())
+}
+
+/// Decodes a record written by [`encode_event_record`]; the whole input must be one event.
+pub fn decode_event_record(bytes: &[u8]) -> Result<Event<'_>, Reject> {
+    let mut input = Reader::new(bytes);
+    let mut last_tags = Tags::EMPTY;
+    let event = Chain::default().read(&mut input, &mut last_tags).ok_or(Reject::Malformed)?;
+    if !input.is_empty() {
+        return Err(Reject::Malformed);
+    }
+    Ok(event)
+}
