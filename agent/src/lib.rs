@@ -1,8 +1,24 @@
 //! The driftlog device agent for Linux edge devices.
 //!
-//! Layout (grows with issue 4):
-//! - [`outbox`]: the durable, bounded buffer on redb. Assigns sequence numbers, persists the
-//!   boot epoch, applies the drop policy with tombstones, and serves the protocol's
-//!   [`driftlog_protocol::Backlog`] so the sender streams from disk and frees only on ACK.
+//! Events enter through inputs (the ingest socket and `driftlog-agent emit`, host sensors),
+//! are stamped with the device clocks, group-committed into the durable [`outbox`], and sent
+//! by the protocol's sender over a [`transport`]; only an ACK frees them.
+//!
+//! - [`config`]: `agent.toml`, every field with its default and unit.
+//! - [`clock`]: `CLOCK_BOOTTIME` and the wall clock with its quality.
+//! - [`outbox`]: the bounded buffer on redb, the protocol's `Backlog`.
+//! - [`driver`]: the loop that commits, sends, and handles ACKs and NAKs.
+//! - [`transport`]: UDP unicast and multicast.
+//! - [`ingest`]: the line format and the Unix socket that applications write to.
+//! - [`host`]: CPU, memory, load, disk, network and thermal readings.
+//! - [`agent`]: wiring for `driftlog-agent run`.
 
+pub mod agent;
+pub mod clock;
+pub mod config;
+pub mod driver;
+pub mod host;
+pub mod ingest;
+pub mod key;
 pub mod outbox;
+pub mod transport;

@@ -27,6 +27,7 @@ mod tables;
 
 pub use backlog::StreamBacklog;
 
+use driftlog_protocol::sender::OwnedEvent;
 use driftlog_protocol::wire::{DropReason, EncodeError, Event, encode_event_record};
 use driftlog_protocol::{Epoch, Seq, StreamId};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
@@ -185,15 +186,22 @@ impl Outbox {
     /// Appends `events` to `stream` in one durable transaction and returns the sequence
     /// numbers they got. Nothing is written if any event is too large to store.
     pub fn append(&mut self, stream: StreamId, events: &[Event<'_>]) -> Result<Appended, OutboxError> {
-        let mut records = Vec::with_capacity(events.len());
         let mut scratch = vec![0u8; MAX_RECORD_BYTES];
-        for event in events {
-            let len = encode_event_record(event, &mut scratch).map_err(|error| match error {
-                EncodeError::BufferTooSmall | EncodeError::OutOfRange => OutboxError::EventTooLarge,
-            })?;
-            records.push(scratch[..len].to_vec());
-        }
+        let records = events.iter().map(|event| encode(event, &mut scratch)).collect::<Result<Vec<_>, _>>()?;
+        self.append_records(stream, &records)
+    }
 
+    /// [`Self::append`] for events that own their strings (what inputs produce).
+    pub fn append_owned(&mut self, stream: StreamId, events: &[OwnedEvent]) -> Result<Appended, OutboxError> {
+        let mut scratch = vec![0u8; MAX_RECORD_BYTES];
+        let records = events
+            .iter()
+            .map(|event| event.with_event(|event| encode(event, &mut scratch)))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.append_records(stream, &records)
+    }
+
+    fn append_records(&mut self, stream: StreamId, records: &[Vec<u8>]) -> Result<Appended, OutboxError> {
         let first_seq = self.next_seq(stream);
         let mut next_seq = first_seq;
         let (mut held_bytes, mut held_events) = (self.held_bytes, self.held_events);
@@ -380,6 +388,13 @@ fn add_tombstone(
     Ok(TOMBSTONE_BYTES)
 }
 
+fn encode(event: &Event<'_>, scratch: &mut [u8]) -> Result<Vec<u8>, OutboxError> {
+    let len = encode_event_record(event, scratch).map_err(|error| match error {
+        EncodeError::BufferTooSmall | EncodeError::OutOfRange => OutboxError::EventTooLarge,
+    })?;
+    Ok(scratch[..len].to_vec())
+}
+
 /// 64 bits from the OS, for the first epoch of a fresh outbox.
 fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
@@ -387,4 +402,27 @@ fn random_u64() -> u64 {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
     hasher.finish()
+}
+
+impl Outbox {
+    /// Every stream that holds events or tombstones, in any epoch.
+    pub fn streams(&self) -> Result<Vec<StreamId>, OutboxError> {
+        let txn = self.db.begin_read()?;
+        let mut streams = std::collections::BTreeSet::new();
+        let events = txn.open_table(EVENTS)?;
+        let tombstones = txn.open_table(TOMBSTONES)?;
+        // Hop from stream to stream: one range lookup per stream, not per row.
+        let mut from: StreamId = 0;
+        loop {
+            let next_event = events.range((from, 0, 0)..)?.next().transpose()?.map(|(k, _)| k.value().0);
+            let next_tombstone = tombstones.range((from, 0, 0)..)?.next().transpose()?.map(|(k, _)| k.value().0);
+            let Some(stream) = next_event.into_iter().chain(next_tombstone).min() else { break };
+            streams.insert(stream);
+            match stream.checked_add(1) {
+                Some(next) => from = next,
+                None => break,
+            }
+        }
+        Ok(streams.into_iter().collect())
+    }
 }

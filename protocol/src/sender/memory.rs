@@ -21,7 +21,9 @@ pub struct OwnedEvent {
 pub enum OwnedPayload {
     Counter { name: String, value: f64, tags: Vec<(String, String)> },
     Gauge { name: String, value: f64, tags: Vec<(String, String)> },
+    GaugeDelta { name: String, value: f64, tags: Vec<(String, String)> },
     Timer { name: String, value: f64, tags: Vec<(String, String)> },
+    Histogram { name: String, value: f64, tags: Vec<(String, String)> },
     Set { name: String, member: String, tags: Vec<(String, String)> },
     Opaque { name: String, bytes: Vec<u8> },
 }
@@ -42,7 +44,9 @@ impl OwnedEvent {
         let list = match &self.payload {
             OwnedPayload::Counter { tags, .. }
             | OwnedPayload::Gauge { tags, .. }
+            | OwnedPayload::GaugeDelta { tags, .. }
             | OwnedPayload::Timer { tags, .. }
+            | OwnedPayload::Histogram { tags, .. }
             | OwnedPayload::Set { tags, .. } => tags.as_slice(),
             OwnedPayload::Opaque { .. } => &[],
         };
@@ -52,7 +56,9 @@ impl OwnedEvent {
         let payload = match &self.payload {
             OwnedPayload::Counter { name, value, .. } => Payload::Counter(Sample { name, value: *value, tags }),
             OwnedPayload::Gauge { name, value, .. } => Payload::Gauge(Sample { name, value: *value, tags }),
+            OwnedPayload::GaugeDelta { name, value, .. } => Payload::GaugeDelta(Sample { name, value: *value, tags }),
             OwnedPayload::Timer { name, value, .. } => Payload::Timer(Sample { name, value: *value, tags }),
+            OwnedPayload::Histogram { name, value, .. } => Payload::Histogram(Sample { name, value: *value, tags }),
             OwnedPayload::Set { name, member, .. } => Payload::Set(Member { name, member, tags }),
             OwnedPayload::Opaque { name, bytes } => Payload::Opaque(Opaque { name, bytes }),
         };

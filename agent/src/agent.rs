@@ -1,0 +1,98 @@
+//! `driftlog-agent run`: wires the outbox, the driver thread, the ingest socket and the host
+//! sampler, and shuts them down in order.
+
+use crate::config::{AgentConfig, DropPolicyName};
+use crate::driver::{Driver, DriverConfig};
+use crate::key::{DEVELOPMENT_KEY_ID, DEVELOPMENT_SECRET};
+use crate::outbox::{DropPolicy, Outbox, OutboxConfig};
+use crate::transport::UdpTransport;
+use anyhow::Context;
+use driftlog_protocol::SenderConfig;
+use driftlog_protocol::wire::MacKey;
+use std::future::Future;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// Runs the agent until `shutdown` completes, then stops the inputs, commits what they
+/// handed over, and returns. Events already accepted stay in the outbox for the next run.
+pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    let policy = match config.outbox.drop_policy {
+        DropPolicyName::DropOldest => DropPolicy::DropOldest,
+        DropPolicyName::DropNewest => DropPolicy::DropNewest,
+        DropPolicyName::Block => DropPolicy::Block,
+    };
+    let outbox = Outbox::open(&config.outbox_path(), OutboxConfig { max_bytes: config.outbox.max_bytes, policy })
+        .with_context(|| format!("cannot open the outbox {}", config.outbox_path().display()))?;
+    let (key_id, key) = match &config.key_file {
+        Some(path) => crate::key::load(path)?,
+        None => {
+            tracing::warn!(
+                "no key_file: using the development key, which anyone can forge; create a key with `driftlog-collector keygen`"
+            );
+            (DEVELOPMENT_KEY_ID, MacKey::new(&DEVELOPMENT_SECRET))
+        }
+    };
+    let transport = UdpTransport::bind(&config.collector).context("cannot open the UDP socket")?;
+    let ingest = crate::ingest::socket::bind(&config.ingest_socket()).await?;
+    tracing::info!(
+        device = config.device_id,
+        epoch = outbox.epoch(),
+        held_events = outbox.held_events(),
+        collector = %config.collector.address,
+        socket = %config.ingest_socket().display(),
+        "agent started"
+    );
+
+    let mut sender = SenderConfig::new(0);
+    sender.max_datagram_bytes = config.sender.max_datagram_bytes;
+    sender.max_events_per_frame = config.sender.max_events_per_frame;
+    sender.max_in_flight_bytes = config.sender.max_in_flight_bytes;
+    sender.backlog_events_per_second = config.sender.backlog_events_per_second;
+    sender.heartbeat_interval = Duration::from_millis(config.sender.heartbeat_interval_ms);
+    let driver_config = DriverConfig {
+        sender,
+        flush_interval: Duration::from_millis(config.outbox.flush_interval_ms),
+        flush_max_events: config.outbox.flush_max_events,
+        key_id,
+        key,
+    };
+    let driver = Driver::new(driver_config, outbox, transport)?;
+    let (submissions, queue) = mpsc::channel(config.ingest.queue_events);
+    let (stop, stopped) = watch::channel(false);
+
+    // The driver blocks on fsync, so it gets its own thread and runtime.
+    let driver_shutdown = stopped.clone();
+    let driver_thread = std::thread::Builder::new().name("driftlog-driver".into()).spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        Ok::<_, std::io::Error>(runtime.block_on(driver.run(queue, driver_shutdown)))
+    })?;
+
+    let ingest_task = tokio::spawn(crate::ingest::socket::serve(
+        ingest,
+        submissions.clone(),
+        config.ingest.max_clients,
+        stopped.clone(),
+    ));
+    let host_task = config.host.enabled.then(|| {
+        tokio::spawn(crate::host::run(
+            Duration::from_millis(config.host.interval_ms),
+            submissions.clone(),
+            stopped.clone(),
+        ))
+    });
+    drop(submissions);
+
+    shutdown.await;
+    tracing::info!("shutting down: stopping inputs, committing what they handed over");
+    let _ = stop.send(true);
+    let _ = ingest_task.await;
+    if let Some(task) = host_task {
+        let _ = task.await;
+    }
+    let stats = driver_thread.join().map_err(|_| anyhow::anyhow!("the driver thread panicked"))??;
+    let _ = std::fs::remove_file(config.ingest_socket());
+    tracing::info!(datagrams_sent = stats.datagrams_sent, commits = stats.commits, "agent stopped");
+    Ok(())
+}

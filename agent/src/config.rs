@@ -1,0 +1,273 @@
+//! `agent.toml`: every setting, its unit and its default. Unknown fields are errors.
+//!
+//! Loading goes raw TOML → [`AgentConfig`] → [`AgentConfig::validate`]; `driftlog-agent
+//! validate --config FILE` runs exactly that and nothing else.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The whole agent configuration. Every field has a default, so an empty file (or none)
+/// runs an agent against a collector on this machine.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// This device's id, as the collector's key file names it.
+    pub device_id: u64,
+    /// Where the outbox and the ingest socket live.
+    pub data_dir: PathBuf,
+    /// The key id and 32-byte key (64 hex digits) from `driftlog-collector keygen`. Without
+    /// one the agent uses the published development key (id 0), which the collector accepts
+    /// only when told to; a warning says so at start.
+    pub key_file: Option<PathBuf>,
+    pub collector: CollectorConfig,
+    pub outbox: OutboxSection,
+    pub sender: SenderSection,
+    pub ingest: IngestSection,
+    pub host: HostSection,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorConfig {
+    /// Where frames go: the collector's address, or the multicast group and port.
+    pub address: SocketAddr,
+    pub transport: TransportKind,
+    /// Multicast only: the local interface address to send from (`IP_MULTICAST_IF`).
+    pub multicast_interface: Option<std::net::Ipv4Addr>,
+    /// Multicast only: hop limit.
+    pub multicast_ttl: u32,
+    /// Multicast only: deliver our own datagrams to local listeners too.
+    pub multicast_loop: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransportKind {
+    Udp,
+    Multicast,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxSection {
+    /// Bound on the outbox on disk (events and tombstones), bytes.
+    pub max_bytes: u64,
+    pub drop_policy: DropPolicyName,
+    /// Group commit: events that arrive within this interval share one fsync. It is also
+    /// the most an accepted event waits to become durable, and the loss window on power cut
+    /// for events not yet reported accepted.
+    pub flush_interval_ms: u64,
+    /// A group commit happens at once when this many events are waiting.
+    pub flush_max_events: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropPolicyName {
+    DropOldest,
+    DropNewest,
+    Block,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SenderSection {
+    pub max_datagram_bytes: usize,
+    pub max_events_per_frame: u32,
+    pub max_in_flight_bytes: usize,
+    /// Replay rate for events that piled up while the collector was unreachable.
+    pub backlog_events_per_second: u32,
+    pub heartbeat_interval_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestSection {
+    /// Unix stream socket for applications and `driftlog-agent emit`; relative paths are
+    /// inside `data_dir`.
+    pub socket: PathBuf,
+    /// Bound on events waiting for the next group commit; inputs wait when it is full.
+    pub queue_events: usize,
+    /// Bound on concurrent socket clients.
+    pub max_clients: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostSection {
+    pub enabled: bool,
+    /// Sampling interval of CPU, memory, load, disk, network and thermal readings.
+    pub interval_ms: u64,
+}
+
+impl Default for AgentConfig {
+    fn default() -> AgentConfig {
+        AgentConfig {
+            device_id: 1,
+            data_dir: PathBuf::from("driftlog-agent-data"),
+            key_file: None,
+            collector: CollectorConfig::default(),
+            outbox: OutboxSection::default(),
+            sender: SenderSection::default(),
+            ingest: IngestSection::default(),
+            host: HostSection::default(),
+        }
+    }
+}
+
+impl Default for CollectorConfig {
+    fn default() -> CollectorConfig {
+        CollectorConfig {
+            address: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            transport: TransportKind::Udp,
+            multicast_interface: None,
+            multicast_ttl: 1,
+            multicast_loop: true,
+        }
+    }
+}
+
+impl Default for OutboxSection {
+    fn default() -> OutboxSection {
+        OutboxSection {
+            max_bytes: 256 * 1024 * 1024,
+            drop_policy: DropPolicyName::DropOldest,
+            flush_interval_ms: 20,
+            flush_max_events: 1_024,
+        }
+    }
+}
+
+impl Default for SenderSection {
+    fn default() -> SenderSection {
+        SenderSection {
+            max_datagram_bytes: 1_200,
+            max_events_per_frame: 64,
+            max_in_flight_bytes: 256 * 1024,
+            backlog_events_per_second: 5_000,
+            heartbeat_interval_ms: 1_000,
+        }
+    }
+}
+
+impl Default for IngestSection {
+    fn default() -> IngestSection {
+        IngestSection { socket: PathBuf::from("ingest.sock"), queue_events: 10_000, max_clients: 64 }
+    }
+}
+
+impl Default for HostSection {
+    fn default() -> HostSection {
+        HostSection { enabled: true, interval_ms: 10_000 }
+    }
+}
+
+/// A config that cannot be used, naming the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{field}: {message}")]
+    Invalid { field: &'static str, message: String },
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { field, message: message.into() }
+}
+
+impl AgentConfig {
+    /// Reads and validates `path`; `None` gives the defaults.
+    pub fn load(path: Option<&Path>) -> Result<AgentConfig, ConfigError> {
+        let config = match path {
+            None => AgentConfig::default(),
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+                toml::from_str(&text)
+                    .map_err(|error| ConfigError::Parse { path: path.into(), message: error.to_string() })?
+            }
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.outbox.max_bytes < 64 * 1024 {
+            return Err(invalid("outbox.max_bytes", "must be at least 65536 bytes"));
+        }
+        if !(1..=1_000).contains(&self.outbox.flush_interval_ms) {
+            return Err(invalid("outbox.flush_interval_ms", "must be between 1 and 1000 ms"));
+        }
+        if self.outbox.flush_max_events == 0 {
+            return Err(invalid("outbox.flush_max_events", "must be at least 1"));
+        }
+        if !(256..=driftlog_protocol::wire::MAX_DATAGRAM_BYTES).contains(&self.sender.max_datagram_bytes) {
+            return Err(invalid("sender.max_datagram_bytes", "must be between 256 and 65507"));
+        }
+        if self.sender.max_events_per_frame == 0 {
+            return Err(invalid("sender.max_events_per_frame", "must be at least 1"));
+        }
+        if self.sender.max_in_flight_bytes < self.sender.max_datagram_bytes {
+            return Err(invalid("sender.max_in_flight_bytes", "must hold at least one datagram"));
+        }
+        if self.sender.heartbeat_interval_ms == 0 {
+            return Err(invalid("sender.heartbeat_interval_ms", "must be at least 1 ms"));
+        }
+        if self.ingest.queue_events == 0 || self.ingest.max_clients == 0 {
+            return Err(invalid("ingest", "queue_events and max_clients must be at least 1"));
+        }
+        if self.host.enabled && self.host.interval_ms < 100 {
+            return Err(invalid("host.interval_ms", "must be at least 100 ms"));
+        }
+        match self.collector.transport {
+            TransportKind::Udp if self.collector.address.ip().is_multicast() => {
+                return Err(invalid(
+                    "collector.address",
+                    "is a multicast group; set collector.transport = \"multicast\"",
+                ));
+            }
+            TransportKind::Multicast if !self.collector.address.ip().is_multicast() => {
+                return Err(invalid("collector.address", "must be a multicast group for the multicast transport"));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The ingest socket path, resolved against `data_dir`.
+    pub fn ingest_socket(&self) -> PathBuf {
+        self.data_dir.join(&self.ingest.socket)
+    }
+
+    pub fn outbox_path(&self) -> PathBuf {
+        self.data_dir.join("outbox.redb")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/agent.toml");
+        let config = AgentConfig::load(Some(&path)).unwrap();
+        assert_eq!(config.device_id, 17);
+        assert_eq!(config.outbox.drop_policy, DropPolicyName::DropOldest);
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_name_the_field() {
+        let error = toml::from_str::<AgentConfig>("[outbox]\nmax_byte = 5\n").unwrap_err().to_string();
+        assert!(error.contains("max_byte"), "{error}");
+        let mut config = AgentConfig::default();
+        config.outbox.flush_interval_ms = 0;
+        assert!(config.validate().unwrap_err().to_string().starts_with("outbox.flush_interval_ms"));
+        config = AgentConfig::default();
+        config.collector.transport = TransportKind::Multicast;
+        assert!(config.validate().unwrap_err().to_string().starts_with("collector.address"));
+    }
+}

@@ -1,0 +1,316 @@
+//! The agent's core loop: group-commits submitted events into the outbox, drives one
+//! protocol [`Sender`] per stream over the transport, and feeds ACKs and NAKs back.
+//!
+//! It runs on its own thread with a single-threaded runtime, because outbox commits block
+//! (fsync): they then delay only this loop, never the inputs.
+
+use crate::clock::{mono_now, wall_now};
+use crate::outbox::{Appended, Outbox, OutboxError};
+use crate::transport::Transport;
+use driftlog_protocol::sender::OwnedEvent;
+use driftlog_protocol::wire::{Body, Direction, MacKey, ReplayGuard, Sealer, open};
+use driftlog_protocol::{Instant, KeyId, Sender, SenderConfig, StreamId};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Stream ids of the built-in inputs.
+pub const STREAM_APPLICATIONS: StreamId = 0;
+pub const STREAM_HOST: StreamId = 1;
+
+/// Events from one input call, answered once they are durable.
+#[derive(Debug)]
+pub struct Submission {
+    pub stream: StreamId,
+    pub events: Vec<OwnedEvent>,
+    /// Gets the sequence number of the first event, or why the events were not accepted.
+    pub reply: Option<oneshot::Sender<Result<Accepted, String>>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Accepted {
+    pub stream: StreamId,
+    pub epoch: u64,
+    pub first_seq: u64,
+}
+
+/// Settings the loop needs beyond the outbox and transport.
+#[derive(Clone, Debug)]
+pub struct DriverConfig {
+    pub sender: SenderConfig,
+    pub flush_interval: Duration,
+    pub flush_max_events: usize,
+    pub key_id: KeyId,
+    pub key: MacKey,
+}
+
+/// Counters for `status` and the shutdown log line.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DriverStats {
+    pub datagrams_sent: u64,
+    pub send_errors: u64,
+    pub datagrams_received: u64,
+    /// Datagrams from the network that did not verify (forged, replayed, malformed ...).
+    pub datagrams_rejected: u64,
+    pub commits: u64,
+}
+
+pub struct Driver<T: Transport> {
+    config: DriverConfig,
+    outbox: Outbox,
+    transport: T,
+    senders: BTreeMap<StreamId, Sender>,
+    sealer: Sealer,
+    /// Replay protection for collector frames, per collector boot epoch.
+    replay: ReplayGuard<4, 256>,
+    pending: Vec<Submission>,
+    pending_events: usize,
+    flush_at: Option<tokio::time::Instant>,
+    stats: DriverStats,
+}
+
+impl<T: Transport> std::fmt::Debug for Driver<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver").field("epoch", &self.outbox.epoch()).field("stats", &self.stats).finish()
+    }
+}
+
+impl<T: Transport> Driver<T> {
+    pub fn new(config: DriverConfig, mut outbox: Outbox, transport: T) -> Result<Driver<T>, OutboxError> {
+        let sealer = Sealer::new(config.key_id, config.key.clone(), outbox.epoch());
+        let mut senders = BTreeMap::new();
+        // Streams with events from earlier boots get a sender now, so their backlog drains.
+        for stream in outbox.streams()? {
+            senders.insert(stream, new_sender(&config, &mut outbox, stream));
+        }
+        Ok(Driver {
+            config,
+            outbox,
+            transport,
+            senders,
+            sealer,
+            replay: ReplayGuard::new(60_000_000),
+            pending: Vec::new(),
+            pending_events: 0,
+            flush_at: None,
+            stats: DriverStats::default(),
+        })
+    }
+
+    /// Runs until `shutdown` turns true and the submission channel is drained, then commits
+    /// what is pending and returns.
+    pub async fn run(
+        mut self,
+        mut submissions: mpsc::Receiver<Submission>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> DriverStats {
+        let mut buf = vec![0u8; driftlog_protocol::wire::MAX_DATAGRAM_BYTES];
+        let mut closing = false;
+        loop {
+            self.pump().await;
+            let wake = self.next_wake();
+            let accepting = !closing && self.pending_events < self.config.flush_max_events;
+            tokio::select! {
+                biased;
+                changed = shutdown.changed(), if !closing => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        closing = true;
+                        submissions.close();
+                    }
+                }
+                submission = submissions.recv(), if accepting || closing => match submission {
+                    Some(submission) => self.queue(submission),
+                    None if closing => {
+                        self.flush();
+                        self.pump().await;
+                        return self.stats;
+                    }
+                    None => closing = true,
+                },
+                received = self.transport.recv(&mut buf) => match received {
+                    Ok(len) => self.handle_datagram(&buf[..len]),
+                    Err(error) => tracing::debug!(%error, "receive failed"),
+                },
+                _ = tokio::time::sleep_until(wake) => self.handle_timers(),
+            }
+            if self.flush_at.is_some_and(|at| at <= tokio::time::Instant::now())
+                || self.pending_events >= self.config.flush_max_events
+            {
+                self.flush();
+            }
+        }
+    }
+
+    fn queue(&mut self, submission: Submission) {
+        self.pending_events += submission.events.len();
+        self.pending.push(submission);
+        self.flush_at.get_or_insert_with(|| tokio::time::Instant::now() + self.config.flush_interval);
+    }
+
+    /// Group commit: one durable append per stream for everything pending, then the replies.
+    fn flush(&mut self) {
+        self.flush_at = None;
+        self.pending_events = 0;
+        let pending = std::mem::take(&mut self.pending);
+        let mut by_stream: BTreeMap<StreamId, Vec<Submission>> = BTreeMap::new();
+        for submission in pending {
+            by_stream.entry(submission.stream).or_default().push(submission);
+        }
+        for (stream, submissions) in by_stream {
+            let events: Vec<OwnedEvent> = submissions.iter().flat_map(|s| s.events.iter().cloned()).collect();
+            let result = self.outbox.append_owned(stream, &events);
+            self.stats.commits += 1;
+            if !self.senders.contains_key(&stream) {
+                let sender = new_sender(&self.config, &mut self.outbox, stream);
+                self.senders.insert(stream, sender);
+            }
+            reply_all(submissions, stream, self.outbox.epoch(), result);
+        }
+    }
+
+    fn next_wake(&self) -> tokio::time::Instant {
+        let now_mono = mono_now();
+        let now = tokio::time::Instant::now();
+        let mut wake = now + Duration::from_secs(60);
+        for sender in self.senders.values() {
+            if let Some(deadline) = sender.poll_timeout() {
+                wake = wake.min(now + deadline.saturating_duration_since(now_mono));
+            }
+        }
+        if let Some(flush_at) = self.flush_at {
+            wake = wake.min(flush_at);
+        }
+        wake
+    }
+
+    fn handle_timers(&mut self) {
+        let now = mono_now();
+        for sender in self.senders.values_mut() {
+            sender.handle_timeout(now);
+        }
+    }
+
+    fn handle_datagram(&mut self, datagram: &[u8]) {
+        self.stats.datagrams_received += 1;
+        let now = mono_now();
+        let key_id = self.config.key_id;
+        let key = &self.config.key;
+        let opened = match open(datagram, Direction::FromCollector, datagram.len(), |id| (id == key_id).then_some(key))
+        {
+            Ok(opened) => opened,
+            Err(reason) => {
+                self.stats.datagrams_rejected += 1;
+                tracing::debug!(reason = reason.name(), "rejected a datagram");
+                return;
+            }
+        };
+        let header = opened.header;
+        if self.replay.check(header.epoch, header.sent_at.as_micros()).is_err() {
+            self.stats.datagrams_rejected += 1;
+            return;
+        }
+        self.replay.accept(header.epoch, header.sent_at.as_micros());
+        match opened.body {
+            Body::Ack(ack) => {
+                if let Some(sender) = self.senders.get_mut(&ack.stream) {
+                    let mut backlog = self.outbox.backlog(ack.stream);
+                    if let Err(error) = sender.handle_ack(now, &header, &ack, &mut backlog) {
+                        tracing::warn!(%error, stream = ack.stream, "could not release acknowledged events");
+                    }
+                }
+            }
+            Body::Nak(nak) => {
+                if let Some(sender) = self.senders.get_mut(&nak.stream) {
+                    sender.handle_nak(now, &nak, &self.outbox.backlog(nak.stream));
+                }
+            }
+            _ => self.stats.datagrams_rejected += 1,
+        }
+    }
+
+    /// Sends everything every sender has to send now.
+    async fn pump(&mut self) {
+        let now = mono_now();
+        let wall = wall_now();
+        let mut buf = vec![0u8; self.config.sender.max_datagram_bytes];
+        let streams: Vec<StreamId> = self.senders.keys().copied().collect();
+        for stream in streams {
+            // Bounded: the sender's window limits what one pass can send.
+            for _ in 0..1_024 {
+                let Some(sender) = self.senders.get_mut(&stream) else { break };
+                sender.handle_wall_clock(now, wall);
+                let mut backlog = self.outbox.backlog(stream);
+                let transmit = match sender.poll_transmit(now, &mut backlog, &mut self.sealer, &mut buf) {
+                    Ok(Some(transmit)) => transmit,
+                    Ok(None) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, stream, "reading the outbox failed");
+                        break;
+                    }
+                };
+                match self.transport.send(&buf[..transmit.len]).await {
+                    Ok(()) => self.stats.datagrams_sent += 1,
+                    Err(error) => {
+                        // Unreachable collector or no route: the sender's timers retry.
+                        self.stats.send_errors += 1;
+                        tracing::debug!(%error, "send failed");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn stats(&self) -> DriverStats {
+        self.stats
+    }
+
+    pub fn sender_stats(&self, stream: StreamId) -> Option<driftlog_protocol::SenderStats> {
+        self.senders.get(&stream).map(|s| s.stats())
+    }
+
+    pub fn now() -> Instant {
+        mono_now()
+    }
+}
+
+fn new_sender(config: &DriverConfig, outbox: &mut Outbox, stream: StreamId) -> Sender {
+    let mut sender_config = config.sender.clone();
+    sender_config.stream = stream;
+    Sender::new(sender_config, &outbox.backlog(stream))
+}
+
+fn reply_all(submissions: Vec<Submission>, stream: StreamId, epoch: u64, result: Result<Appended, OutboxError>) {
+    let appended = match result {
+        Ok(appended) => appended,
+        Err(error) => {
+            let message = error.to_string();
+            for submission in submissions {
+                if let Some(reply) = submission.reply {
+                    let _ = reply.send(Err(message.clone()));
+                }
+            }
+            return;
+        }
+    };
+    // The accepted events are a prefix of the concatenated submissions (`block` refuses the
+    // tail), so a submission is accepted only if all of its events were.
+    let mut seq = appended.first_seq;
+    let mut accepted_left = appended.accepted;
+    for submission in submissions {
+        let count = submission.events.len();
+        let outcome = if accepted_left >= count {
+            accepted_left -= count;
+            let accepted = Accepted { stream, epoch, first_seq: seq };
+            seq += count as u64;
+            Ok(accepted)
+        } else {
+            accepted_left = 0;
+            Err("outbox full (drop_policy = \"block\")".to_string())
+        };
+        if let Some(reply) = submission.reply {
+            // The input may have gone away; the events are stored either way.
+            let _ = reply.send(outcome);
+        }
+    }
+}

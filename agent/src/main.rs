@@ -1,0 +1,208 @@
+//! `driftlog-agent`: parses the command line, sets up logging, and calls into the library.
+
+use clap::{Parser, Subcommand};
+use driftlog_agent::config::{AgentConfig, TransportKind};
+use driftlog_agent::ingest::client::{EmitError, emit_line};
+use driftlog_agent::ingest::line::Kind;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "driftlog-agent", version, about = "The driftlog device agent")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent (defaults: collector on 127.0.0.1:7400, data under ./driftlog-agent-data).
+    Run {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The collector's address (or multicast group:port).
+        #[arg(long)]
+        collector: Option<SocketAddr>,
+        #[arg(long, value_parser = parse_transport)]
+        transport: Option<TransportKind>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        device_id: Option<u64>,
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
+    /// Check a config file without running.
+    Validate {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Hand one event to the running agent; returns once it is durable.
+    Emit {
+        /// `NAME=VALUE` (a set member may be any string).
+        event: String,
+        #[arg(long = "tag", value_name = "KEY=VALUE")]
+        tags: Vec<String>,
+        #[arg(long, default_value = "gauge")]
+        kind: Kind,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The agent's ingest socket (default: from the config).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+}
+
+fn parse_transport(text: &str) -> Result<TransportKind, String> {
+    match text {
+        "udp" => Ok(TransportKind::Udp),
+        "multicast" => Ok(TransportKind::Multicast),
+        other => Err(format!("unknown transport {other:?}: udp or multicast")),
+    }
+}
+
+/// Exit code for a configuration or usage error.
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate { config } => match AgentConfig::load(Some(&config)) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Run { config, collector, transport, data_dir, device_id, key_file } => {
+            let mut config = match AgentConfig::load(config.as_deref()) {
+                Ok(config) => config,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            if let Some(collector) = collector {
+                config.collector.address = collector;
+            }
+            if let Some(transport) = transport {
+                config.collector.transport = transport;
+            }
+            if let Some(data_dir) = data_dir {
+                config.data_dir = data_dir;
+            }
+            if let Some(device_id) = device_id {
+                config.device_id = device_id;
+            }
+            if key_file.is_some() {
+                config.key_file = key_file;
+            }
+            if let Err(error) = config.validate() {
+                eprintln!("error: {error}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    eprintln!("error: cannot start the runtime: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(driftlog_agent::agent::run(config, shutdown_signal())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Emit { event, tags, kind, config, socket } => {
+            let line = match emit_json(&event, &tags, kind) {
+                Ok(line) => line,
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            if let Err(error) = driftlog_agent::ingest::line::parse_line(&line) {
+                eprintln!("error: {error}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            let socket = match socket {
+                Some(socket) => socket,
+                None => match AgentConfig::load(config.as_deref()) {
+                    Ok(config) => config.ingest_socket(),
+                    Err(error) => {
+                        eprintln!("error: {error}");
+                        return ExitCode::from(EXIT_CONFIG);
+                    }
+                },
+            };
+            match emit_line(&socket, &line, Duration::from_secs(10)) {
+                Ok(id) => {
+                    println!("accepted {id}");
+                    ExitCode::SUCCESS
+                }
+                Err(error @ EmitError::Refused(_)) => {
+                    eprintln!("error: {error}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// `NAME=VALUE` plus `--tag` and `--kind` as one JSON ingest line.
+fn emit_json(event: &str, tags: &[String], kind: Kind) -> Result<String, String> {
+    let (name, value) = event.split_once('=').ok_or_else(|| format!("expected NAME=VALUE, got {event:?}"))?;
+    let value = if kind == Kind::Set {
+        serde_json::Value::String(value.to_string())
+    } else {
+        let number: f64 = value.parse().map_err(|_| format!("value {value:?} is not a number"))?;
+        serde_json::Number::from_f64(number)
+            .map(serde_json::Value::Number)
+            .ok_or_else(|| format!("value {value:?} is not finite"))?
+    };
+    let mut tag_map = serde_json::Map::new();
+    for tag in tags {
+        let (key, tag_value) = tag.split_once('=').ok_or_else(|| format!("expected --tag KEY=VALUE, got {tag:?}"))?;
+        tag_map.insert(key.to_string(), serde_json::Value::String(tag_value.to_string()));
+    }
+    let kind = match kind {
+        Kind::Counter => "counter",
+        Kind::Gauge => "gauge",
+        Kind::GaugeDelta => "gauge_delta",
+        Kind::Timer => "timer",
+        Kind::Histogram => "histogram",
+        Kind::Set => "set",
+    };
+    Ok(serde_json::json!({ "name": name, "value": value, "kind": kind, "tags": tag_map }).to_string())
+}
+
+/// Completes on ctrl-c or SIGTERM.
+async fn shutdown_signal() {
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}

@@ -1,0 +1,268 @@
+//! The agent binary end to end: a real UDP socket, the real collector-side protocol
+//! endpoint (its log kept in memory until the collector crate exists), `emit`, graceful
+//! shutdown, bad input, and repeated `kill -9` with exactly-once delivery of everything the
+//! agent reported accepted.
+
+use driftlog_protocol::endpoint::{Endpoint, EndpointConfig};
+use driftlog_protocol::wire::{MacKey, Payload};
+use driftlog_protocol::{DeviceId, Instant, KeyId};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::net::UdpSocket;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant as StdInstant};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_driftlog-agent");
+
+/// `(epoch, seq)` → `(name, value)` of every event the collector side admitted, plus a
+/// duplicate counter that must stay 0.
+#[derive(Default)]
+struct Log {
+    events: BTreeMap<(u64, u64, u32), (String, f64)>,
+    duplicates: u64,
+}
+
+struct Collector {
+    address: std::net::SocketAddr,
+    log: Arc<Mutex<Log>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Collector {
+    fn start() -> Collector {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_read_timeout(Some(Duration::from_millis(2))).unwrap();
+        let address = socket.local_addr().unwrap();
+        let log = Arc::new(Mutex::new(Log::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (thread_log, thread_stop) = (log.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let keys: BTreeMap<KeyId, (DeviceId, MacKey)> = BTreeMap::from([(0, (1, MacKey::new(&[0; 32])))]);
+            let mut endpoint = Endpoint::new(EndpointConfig::new(7, 7), keys);
+            let origin = StdInstant::now();
+            let now = || Instant::from_micros(origin.elapsed().as_micros() as u64);
+            let mut peer = None;
+            let mut buf = [0u8; 65_536];
+            while !thread_stop.load(Ordering::Relaxed) {
+                if let Ok((len, from)) = socket.recv_from(&mut buf) {
+                    peer = Some(from);
+                    if let Ok(received) = endpoint.handle_datagram(now(), &buf[..len]) {
+                        let mut log = thread_log.lock().unwrap();
+                        let key = received.stream;
+                        for (seq, event) in received.new_events() {
+                            let value = match event.payload {
+                                Payload::Gauge(sample) | Payload::Counter(sample) => {
+                                    (sample.name.to_string(), sample.value)
+                                }
+                                other => (other.name().to_string(), f64::NAN),
+                            };
+                            if log.events.insert((key.epoch, seq, key.stream), value).is_some() {
+                                log.duplicates += 1;
+                            }
+                        }
+                    }
+                    // The in-memory log commits at once.
+                    endpoint.commit_all(now());
+                }
+                let mut out = [0u8; 2_048];
+                while let Some(transmit) = endpoint.poll_transmit(now(), &mut out) {
+                    if let Some(peer) = peer {
+                        let _ = socket.send_to(&out[..transmit.len], peer);
+                    }
+                }
+            }
+        });
+        Collector { address, log, stop, thread: Some(thread) }
+    }
+
+    fn values(&self, stream: u32) -> Vec<f64> {
+        self.log.lock().unwrap().events.iter().filter(|((_, _, s), _)| *s == stream).map(|(_, (_, v))| *v).collect()
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn write_config(dir: &Path, collector: std::net::SocketAddr, host: bool) -> PathBuf {
+    let path = dir.join("agent.toml");
+    let text = format!(
+        "device_id = 1\ndata_dir = {data:?}\n[collector]\naddress = \"{collector}\"\n[outbox]\nflush_interval_ms = 5\n[sender]\nheartbeat_interval_ms = 200\n[host]\nenabled = {host}\ninterval_ms = 200\n",
+        data = dir.join("data").display().to_string(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn start_agent(config: &Path) -> Child {
+    let child = Command::new(AGENT).args(["run", "--config"]).arg(config).stderr(Stdio::null()).spawn().unwrap();
+    let socket = config.parent().unwrap().join("data/ingest.sock");
+    let deadline = StdInstant::now() + Duration::from_secs(20);
+    while UnixStream::connect(&socket).is_err() {
+        assert!(StdInstant::now() < deadline, "the agent did not open its ingest socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = StdInstant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(StdInstant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn sigterm(child: &mut Child) -> std::process::ExitStatus {
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let deadline = StdInstant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(StdInstant::now() < deadline, "agent did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn emitted_and_host_events_arrive_once_and_sigterm_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::start();
+    let config = write_config(dir.path(), collector.address, true);
+    let mut agent = start_agent(&config);
+
+    let output = Command::new(AGENT)
+        .args(["emit", "room.temp=21.5", "--tag", "room=lab", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).starts_with("accepted 0/"),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+
+    // 500 more, pipelined on one connection; every line is answered in order.
+    let mut stream = UnixStream::connect(dir.path().join("data/ingest.sock")).unwrap();
+    let mut lines = String::new();
+    for i in 0..500 {
+        lines.push_str(&format!("bulk.value={i},source=test\n"));
+    }
+    stream.write_all(lines.as_bytes()).unwrap();
+    let mut reader = BufReader::new(stream);
+    for i in 0..500 {
+        let mut answer = String::new();
+        reader.read_line(&mut answer).unwrap();
+        assert!(answer.starts_with("ok 0/"), "line {i}: {answer}");
+    }
+    wait_for("501 application events", || collector.values(0).len() == 501);
+    wait_for("host sensor events", || !collector.values(1).is_empty());
+    let mut values = collector.values(0);
+    values.sort_by(f64::total_cmp);
+    let mut expected: Vec<f64> = (0..500).map(f64::from).collect();
+    expected.push(21.5);
+    expected.sort_by(f64::total_cmp);
+    assert_eq!(values, expected);
+    assert_eq!(collector.log.lock().unwrap().duplicates, 0);
+
+    let status = sigterm(&mut agent);
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+}
+
+#[test]
+fn bad_input_and_no_agent_give_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("none.sock");
+    let output = Command::new(AGENT).args(["emit", "x=1", "--socket"]).arg(&socket).output().unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("no agent is running"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    for bad in ["novalue", "x=abc", "x=inf"] {
+        let output = Command::new(AGENT).args(["emit", bad, "--socket"]).arg(&socket).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{bad}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[outbox]\nflush_interval_ms = 0\n").unwrap();
+    let output = Command::new(AGENT).args(["validate", "--config"]).arg(&config).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("outbox.flush_interval_ms"));
+    std::fs::write(&config, "[collector]\nadress = \"x\"\n").unwrap();
+    let output = Command::new(AGENT).args(["run", "--config"]).arg(&config).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("adress"));
+
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/agent.toml");
+    let output = Command::new(AGENT).args(["validate", "--config"]).arg(&example).output().unwrap();
+    assert!(output.status.success());
+}
+
+#[test]
+fn every_accepted_event_survives_repeated_kill_9_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::start();
+    let config = write_config(dir.path(), collector.address, false);
+    let socket = dir.path().join("data/ingest.sock");
+    let mut accepted: BTreeSet<u64> = BTreeSet::new();
+    let mut next_value = 0u64;
+    for round in 0..4 {
+        let mut agent = start_agent(&config);
+        let stream = UnixStream::connect(&socket).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        let mut reader = BufReader::new(stream);
+        // Keep 50 lines in flight; kill the agent after a varying number of answers.
+        let target = 300 + round * 111;
+        let mut accepted_this_round = 0;
+        let mut in_flight = std::collections::VecDeque::new();
+        while accepted_this_round < target {
+            while in_flight.len() < 50 {
+                writer.write_all(format!("crash.value={next_value}\n").as_bytes()).unwrap();
+                in_flight.push_back(next_value);
+                next_value += 1;
+            }
+            let mut answer = String::new();
+            if reader.read_line(&mut answer).unwrap_or(0) == 0 {
+                break;
+            }
+            let value = in_flight.pop_front().unwrap();
+            if answer.starts_with("ok ") {
+                accepted.insert(value);
+                accepted_this_round += 1;
+            }
+        }
+        assert_eq!(accepted_this_round, target, "round {round}: the agent stopped answering");
+        // SIGKILL mid-stream: the 50 lines in flight may or may not have been committed.
+        agent.kill().unwrap();
+        agent.wait().unwrap();
+    }
+    let mut agent = start_agent(&config);
+    wait_for("every accepted event at the collector", || {
+        let delivered: BTreeSet<u64> = collector.values(0).into_iter().map(|v| v as u64).collect();
+        accepted.is_subset(&delivered)
+    });
+    let log = collector.log.lock().unwrap();
+    assert_eq!(log.duplicates, 0, "an event was delivered twice");
+    let values: Vec<u64> = log.events.values().map(|(_, v)| *v as u64).collect();
+    let unique: BTreeSet<u64> = values.iter().copied().collect();
+    assert_eq!(unique.len(), values.len(), "one value under two event ids");
+    assert!(unique.iter().all(|v| *v < next_value), "delivered a value never sent");
+    drop(log);
+    assert!(sigterm(&mut agent).success());
+}
