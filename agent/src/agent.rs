@@ -57,6 +57,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         flush_max_events: config.outbox.flush_max_events,
         key_id,
         key,
+        status_path: Some(config.status_path()),
     };
     let driver = Driver::new(driver_config, outbox, transport)?;
     let (submissions, queue) = mpsc::channel(config.ingest.queue_events);

@@ -242,6 +242,10 @@ impl AgentConfig {
         self.data_dir.join(&self.ingest.socket)
     }
 
+    pub fn status_path(&self) -> PathBuf {
+        self.data_dir.join("status.json")
+    }
+
     pub fn outbox_path(&self) -> PathBuf {
         self.data_dir.join("outbox.redb")
     }

@@ -42,6 +42,8 @@ pub struct DriverConfig {
     pub flush_max_events: usize,
     pub key_id: KeyId,
     pub key: MacKey,
+    /// Where to publish [`crate::status::Status`] every second.
+    pub status_path: Option<std::path::PathBuf>,
 }
 
 /// Counters for `status` and the shutdown log line.
@@ -66,8 +68,12 @@ pub struct Driver<T: Transport> {
     pending: Vec<Submission>,
     pending_events: usize,
     flush_at: Option<tokio::time::Instant>,
+    status_at: tokio::time::Instant,
     stats: DriverStats,
 }
+
+/// How often `status.json` is rewritten.
+const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 
 impl<T: Transport> std::fmt::Debug for Driver<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -93,6 +99,7 @@ impl<T: Transport> Driver<T> {
             pending: Vec::new(),
             pending_events: 0,
             flush_at: None,
+            status_at: tokio::time::Instant::now(),
             stats: DriverStats::default(),
         })
     }
@@ -123,6 +130,7 @@ impl<T: Transport> Driver<T> {
                     None if closing => {
                         self.flush();
                         self.pump().await;
+                        self.publish_status();
                         return self.stats;
                     }
                     None => closing = true,
@@ -137,6 +145,10 @@ impl<T: Transport> Driver<T> {
                 || self.pending_events >= self.config.flush_max_events
             {
                 self.flush();
+            }
+            if self.status_at <= tokio::time::Instant::now() {
+                self.status_at = tokio::time::Instant::now() + STATUS_INTERVAL;
+                self.publish_status();
             }
         }
     }
@@ -180,7 +192,7 @@ impl<T: Transport> Driver<T> {
         if let Some(flush_at) = self.flush_at {
             wake = wake.min(flush_at);
         }
-        wake
+        wake.min(self.status_at)
     }
 
     fn handle_timers(&mut self) {
@@ -263,6 +275,60 @@ impl<T: Transport> Driver<T> {
 
     pub fn stats(&self) -> DriverStats {
         self.stats
+    }
+
+    /// The current figures, as `status` shows them.
+    pub fn status(&self) -> crate::status::Status {
+        let outbox = self.outbox.stats();
+        let oldest = self.outbox.oldest_event().ok().flatten().and_then(|(epoch, mono, wall)| {
+            if epoch == self.outbox.epoch() {
+                Some(mono_now().as_micros().saturating_sub(mono) as f64 / 1e6)
+            } else {
+                wall.map(|wall| (wall_now().unix_micros - wall) as f64 / 1e6)
+            }
+        });
+        let streams = self
+            .senders
+            .iter()
+            .map(|(stream, sender)| {
+                let stats = sender.stats();
+                crate::status::StreamStatus {
+                    stream: *stream,
+                    rtt_ms: stats.smoothed_rtt.as_secs_f64() * 1e3,
+                    events_sent: stats.events_sent,
+                    events_retransmitted: stats.events_retransmitted,
+                    backlog_events_sent: stats.backlog_events_sent,
+                    tombstone_frames_sent: stats.tombstone_frames_sent,
+                    timeouts: stats.timeouts,
+                    unreachable: sender.is_unreachable(),
+                    in_flight_frames: stats.in_flight_frames,
+                }
+            })
+            .collect();
+        crate::status::Status {
+            written_at_unix_s: (wall_now().unix_micros.max(0) / 1_000_000) as u64,
+            epoch: self.outbox.epoch(),
+            backlog_events: self.outbox.held_events(),
+            backlog_bytes: self.outbox.held_bytes(),
+            oldest_unacknowledged_age_s: oldest,
+            appended_events: outbox.appended,
+            dropped_events: outbox.dropped,
+            refused_events: outbox.refused,
+            released_events: outbox.released,
+            datagrams_sent: self.stats.datagrams_sent,
+            datagrams_received: self.stats.datagrams_received,
+            datagrams_rejected: self.stats.datagrams_rejected,
+            send_errors: self.stats.send_errors,
+            streams,
+        }
+    }
+
+    fn publish_status(&self) {
+        if let Some(path) = &self.config.status_path
+            && let Err(error) = self.status().write(path)
+        {
+            tracing::debug!(%error, "cannot write status");
+        }
     }
 
     pub fn sender_stats(&self, stream: StreamId) -> Option<driftlog_protocol::SenderStats> {

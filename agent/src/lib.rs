@@ -11,6 +11,7 @@
 //! - [`transport`]: UDP unicast and multicast.
 //! - [`ingest`]: the line format and the Unix socket that applications write to.
 //! - [`host`]: CPU, memory, load, disk, network and thermal readings.
+//! - [`status`]: the `status.json` the driver publishes for `driftlog-agent status`.
 //! - [`agent`]: wiring for `driftlog-agent run`.
 
 pub mod agent;
@@ -21,4 +22,5 @@ pub mod host;
 pub mod ingest;
 pub mod key;
 pub mod outbox;
+pub mod status;
 pub mod transport;

@@ -34,6 +34,15 @@ enum Command {
         #[arg(long)]
         key_file: Option<PathBuf>,
     },
+    /// Print backlog, oldest unacknowledged age, RTT, retransmissions, drops and tombstones
+    /// of the running agent.
+    Status {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a config file without running.
     Validate {
         #[arg(long)]
@@ -119,6 +128,31 @@ fn main() -> ExitCode {
             };
             match runtime.block_on(driftlog_agent::agent::run(config, shutdown_signal())) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Status { config, json } => {
+            let config = match AgentConfig::load(config.as_deref()) {
+                Ok(config) => config,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            match driftlog_agent::status::Status::read(&config.status_path()) {
+                Ok(status) if json => {
+                    println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Ok(status) => {
+                    let now =
+                        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                    print!("{}", status.render(now));
+                    ExitCode::SUCCESS
+                }
                 Err(error) => {
                     eprintln!("error: {error:#}");
                     ExitCode::FAILURE

@@ -12,6 +12,7 @@ use std::net::UdpSocket;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as StdInstant};
@@ -35,7 +36,11 @@ struct Collector {
 
 impl Collector {
     fn start() -> Collector {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        Collector::start_on("127.0.0.1:0".parse().unwrap())
+    }
+
+    fn start_on(address: std::net::SocketAddr) -> Collector {
+        let socket = UdpSocket::bind(address).unwrap();
         socket.set_read_timeout(Some(Duration::from_millis(2))).unwrap();
         let address = socket.local_addr().unwrap();
         let log = Arc::new(Mutex::new(Log::default()));
@@ -95,17 +100,48 @@ impl Drop for Collector {
 }
 
 fn write_config(dir: &Path, collector: std::net::SocketAddr, host: bool) -> PathBuf {
+    write_config_with(dir, collector, host, 5_000)
+}
+
+fn write_config_with(dir: &Path, collector: std::net::SocketAddr, host: bool, backlog_rate: u32) -> PathBuf {
     let path = dir.join("agent.toml");
     let text = format!(
-        "device_id = 1\ndata_dir = {data:?}\n[collector]\naddress = \"{collector}\"\n[outbox]\nflush_interval_ms = 5\n[sender]\nheartbeat_interval_ms = 200\n[host]\nenabled = {host}\ninterval_ms = 200\n",
+        "device_id = 1\ndata_dir = {data:?}\n[collector]\naddress = \"{collector}\"\n[outbox]\nflush_interval_ms = 5\n[sender]\nheartbeat_interval_ms = 200\nbacklog_events_per_second = {backlog_rate}\n[host]\nenabled = {host}\ninterval_ms = 200\n",
         data = dir.join("data").display().to_string(),
     );
     std::fs::write(&path, text).unwrap();
     path
 }
 
-fn start_agent(config: &Path) -> Child {
-    let child = Command::new(AGENT).args(["run", "--config"]).arg(config).stderr(Stdio::null()).spawn().unwrap();
+/// An agent process that is killed when the test ends, even by a failed assertion, so no
+/// test leaves a process behind.
+struct AgentProcess(Child);
+
+impl std::ops::Deref for AgentProcess {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for AgentProcess {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn start_agent(config: &Path) -> AgentProcess {
+    let child =
+        AgentProcess(Command::new(AGENT).args(["run", "--config"]).arg(config).stderr(Stdio::null()).spawn().unwrap());
     let socket = config.parent().unwrap().join("data/ingest.sock");
     let deadline = StdInstant::now() + Duration::from_secs(20);
     while UnixStream::connect(&socket).is_err() {
@@ -123,7 +159,7 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn sigterm(child: &mut Child) -> std::process::ExitStatus {
+fn sigterm(child: &mut AgentProcess) -> std::process::ExitStatus {
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     let deadline = StdInstant::now() + Duration::from_secs(20);
     loop {
@@ -177,8 +213,59 @@ fn emitted_and_host_events_arrive_once_and_sigterm_exits_cleanly() {
     assert_eq!(values, expected);
     assert_eq!(collector.log.lock().unwrap().duplicates, 0);
 
+    wait_for("status to show an empty backlog", || {
+        let output = Command::new(AGENT).args(["status", "--json", "--config"]).arg(&config).output().unwrap();
+        let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+        status["backlog_events"] == 0 && status["appended_events"].as_u64() >= Some(501)
+    });
+    let output = Command::new(AGENT).args(["status", "--config"]).arg(&config).output().unwrap();
+    assert!(String::from_utf8_lossy(&output.stdout).contains("backlog                0 events"));
+
     let status = sigterm(&mut agent);
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
+}
+
+fn send_lines(socket: &Path, prefix: &str, values: std::ops::Range<u64>) {
+    let stream = UnixStream::connect(socket).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    let count = values.end - values.start;
+    for value in values {
+        writer.write_all(format!("{prefix}={value}\n").as_bytes()).unwrap();
+    }
+    for _ in 0..count {
+        let mut answer = String::new();
+        reader.read_line(&mut answer).unwrap();
+        assert!(answer.starts_with("ok "), "{answer}");
+    }
+}
+
+#[test]
+fn a_late_collector_gets_everything_with_live_events_ahead_of_the_paced_backlog() {
+    let dir = tempfile::tempdir().unwrap();
+    // Reserve a port, then leave it closed: the collector is down.
+    let address = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let config = write_config_with(dir.path(), address, false, 300);
+    let mut agent = start_agent(&config);
+    let socket = dir.path().join("data/ingest.sock");
+    send_lines(&socket, "backlog.value", 0..1_500);
+    wait_for("the agent to consider the collector unreachable", || {
+        let output = Command::new(AGENT).args(["status", "--json", "--config"]).arg(&config).output().unwrap();
+        let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+        status["backlog_events"] == 1_500 && status["streams"][0]["unreachable"] == true
+    });
+
+    let collector = Collector::start_on(address);
+    wait_for("the collector to hear from the agent", || !collector.values(0).is_empty());
+    // Give the first ACK time to arrive, then send live events.
+    std::thread::sleep(Duration::from_millis(300));
+    send_lines(&socket, "live.value", 1_000_000..1_000_050);
+    wait_for("the live events", || collector.values(0).iter().filter(|v| **v >= 1e6).count() == 50);
+    let backlog_done = collector.values(0).iter().filter(|v| **v < 1e6).count();
+    assert!(backlog_done < 1_500, "live events arrived only after the whole backlog ({backlog_done})");
+    wait_for("the whole backlog", || collector.values(0).len() == 1_550);
+    assert_eq!(collector.log.lock().unwrap().duplicates, 0);
+    assert!(sigterm(&mut agent).success());
 }
 
 #[test]

@@ -405,6 +405,28 @@ fn random_u64() -> u64 {
 }
 
 impl Outbox {
+    /// The oldest held event's device times (epoch, monotonic µs, wall µs if stamped), for
+    /// the "oldest unacknowledged" figure of `status`.
+    pub fn oldest_event(&self) -> Result<Option<(Epoch, u64, Option<i64>)>, OutboxError> {
+        let txn = self.db.begin_read()?;
+        let events = txn.open_table(EVENTS)?;
+        let mut oldest: Option<(Epoch, u64, Option<i64>)> = None;
+        for stream in self.streams()? {
+            let Some((key, value)) = events.range((stream, 0, 0)..)?.next().transpose()? else { continue };
+            let (row_stream, epoch, seq) = key.value();
+            if row_stream != stream {
+                continue;
+            }
+            let event = driftlog_protocol::wire::decode_event_record(value.value())
+                .map_err(|_| OutboxError::Corrupt { stream, epoch, seq })?;
+            let candidate = (epoch, event.mono.as_micros(), event.wall.map(|w| w.unix_micros));
+            if oldest.is_none_or(|current| (candidate.0, candidate.1) < (current.0, current.1)) {
+                oldest = Some(candidate);
+            }
+        }
+        Ok(oldest)
+    }
+
     /// Every stream that holds events or tombstones, in any epoch.
     pub fn streams(&self) -> Result<Vec<StreamId>, OutboxError> {
         let txn = self.db.begin_read()?;

@@ -317,15 +317,27 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
     }
 
     /// The collector answered after an outage: whatever was never sent becomes backlog, so
-    /// live events go first and the accumulated events drain at the paced rate.
+    /// live events go first and the accumulated events drain at the paced rate. Frames
+    /// still in flight or queued for retransmission were sent into the outage; they join the
+    /// paced sweep too instead of going out in one burst of a whole window.
     fn recover_from_outage(&mut self, head: Position) {
         self.stats.reconnects += 1;
-        if self.backlog_cursor >= self.live_start {
-            self.backlog_cursor = self.live_cursor;
+        let in_flight = self.in_flight.iter().map(|e| Position::new(e.epoch, e.range.start));
+        let queued =
+            self.retransmit.iter().filter_map(|(epoch, set)| set.first().map(|r| Position::new(*epoch, r.start)));
+        let oldest_unacknowledged = in_flight.chain(queued).min();
+        self.in_flight.clear();
+        self.in_flight_bytes = 0;
+        self.retransmit.clear();
+        self.largest_acked = None;
+        self.loss_time = None;
+        let mut start = if self.backlog_cursor < self.live_start { self.backlog_cursor } else { self.live_cursor };
+        if let Some(oldest) = oldest_unacknowledged {
+            start = start.min(oldest);
         }
-        // When a replay was already under way, the backlog region now also spans the part
-        // of the old live region that was sent: the sweep skips what is in flight or
-        // queued, and the backlog skips what was released.
+        // The sweep from `start` also passes events that were acknowledged meanwhile; the
+        // backlog no longer holds those, so they are skipped, not resent.
+        self.backlog_cursor = start;
         self.live_start = head;
         self.live_cursor = head;
     }

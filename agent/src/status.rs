@@ -1,0 +1,93 @@
+//! `status.json`: what `driftlog-agent status` prints. The driver rewrites it atomically
+//! (write, then rename) every second and at shutdown, so a reader never sees half a file and
+//! no extra socket protocol is needed.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Status {
+    /// Unix seconds when this was written; a stale file means the agent is not running.
+    pub written_at_unix_s: u64,
+    pub epoch: u64,
+    pub backlog_events: u64,
+    pub backlog_bytes: u64,
+    /// Age of the oldest event not yet acknowledged, by the device's own clocks.
+    pub oldest_unacknowledged_age_s: Option<f64>,
+    pub appended_events: u64,
+    pub dropped_events: u64,
+    pub refused_events: u64,
+    pub released_events: u64,
+    pub datagrams_sent: u64,
+    pub datagrams_received: u64,
+    pub datagrams_rejected: u64,
+    pub send_errors: u64,
+    pub streams: Vec<StreamStatus>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamStatus {
+    pub stream: u32,
+    pub rtt_ms: f64,
+    pub events_sent: u64,
+    pub events_retransmitted: u64,
+    pub backlog_events_sent: u64,
+    pub tombstone_frames_sent: u64,
+    pub timeouts: u64,
+    pub unreachable: bool,
+    pub in_flight_frames: u64,
+}
+
+impl Status {
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let temporary = path.with_extension("json.tmp");
+        std::fs::write(&temporary, serde_json::to_vec_pretty(self)?)?;
+        std::fs::rename(&temporary, path)
+    }
+
+    pub fn read(path: &Path) -> anyhow::Result<Status> {
+        use anyhow::Context;
+        let bytes =
+            std::fs::read(path).with_context(|| format!("no status at {} (is the agent running?)", path.display()))?;
+        Ok(serde_json::from_slice(&bytes)?)
+    }
+
+    /// The human-readable form.
+    pub fn render(&self, now_unix_s: u64) -> String {
+        let mut out = String::new();
+        let age = now_unix_s.saturating_sub(self.written_at_unix_s);
+        if age > 5 {
+            out.push_str(&format!("warning: status is {age} s old; the agent is probably not running\n"));
+        }
+        out.push_str(&format!("epoch                  {}\n", self.epoch));
+        out.push_str(&format!("backlog                {} events, {} bytes\n", self.backlog_events, self.backlog_bytes));
+        match self.oldest_unacknowledged_age_s {
+            Some(age) => out.push_str(&format!("oldest unacknowledged  {age:.1} s\n")),
+            None => out.push_str("oldest unacknowledged  -\n"),
+        }
+        out.push_str(&format!(
+            "events                 {} appended, {} released, {} dropped (tombstoned), {} refused\n",
+            self.appended_events, self.released_events, self.dropped_events, self.refused_events
+        ));
+        out.push_str(&format!(
+            "datagrams              {} sent, {} received, {} rejected, {} send errors\n",
+            self.datagrams_sent, self.datagrams_received, self.datagrams_rejected, self.send_errors
+        ));
+        for stream in &self.streams {
+            out.push_str(&format!(
+                "stream {:<3}             rtt {:.1} ms, {} sent, {} retransmitted, {} from backlog, {} tombstone frames, {} timeouts{}\n",
+                stream.stream,
+                stream.rtt_ms,
+                stream.events_sent,
+                stream.events_retransmitted,
+                stream.backlog_events_sent,
+                stream.tombstone_frames_sent,
+                stream.timeouts,
+                if stream.unreachable { ", collector unreachable" } else { "" },
+            ));
+        }
+        out
+    }
+}
