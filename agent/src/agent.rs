@@ -59,7 +59,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         key,
         status_path: Some(config.status_path()),
     };
-    let driver = Driver::new(driver_config, outbox, transport)?;
+    let driver = Driver::new(driver_config, outbox, transport, crate::clock::SystemClock)?;
     let (submissions, queue) = mpsc::channel(config.ingest.queue_events);
     let (stop, stopped) = watch::channel(false);
 

@@ -48,3 +48,60 @@ mod tests {
         assert!(wall_now().unix_micros > 1_700_000_000_000_000);
     }
 }
+
+/// Where the driver and inputs read time from. The real agent uses [`SystemClock`]; the
+/// `simulate` command gives each virtual device a [`SkewedClock`].
+pub trait Clock: Send + Sync + 'static {
+    fn mono(&self) -> Instant;
+    fn wall(&self) -> WallTime;
+}
+
+/// The host's clocks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn mono(&self) -> Instant {
+        mono_now()
+    }
+
+    fn wall(&self) -> WallTime {
+        wall_now()
+    }
+}
+
+/// A device clock that is off by a fixed offset and runs fast or slow by `drift_ppm`, both
+/// relative to the host's clocks since the clock was created. For load tests and demos of
+/// the collector's skew correction.
+#[derive(Clone, Copy, Debug)]
+pub struct SkewedClock {
+    start_mono: Instant,
+    offset_micros: i64,
+    drift_ppm: f64,
+}
+
+impl SkewedClock {
+    pub fn new(offset_micros: i64, drift_ppm: f64) -> SkewedClock {
+        SkewedClock { start_mono: mono_now(), offset_micros, drift_ppm }
+    }
+
+    fn drift_micros(&self) -> i64 {
+        let elapsed = mono_now().as_micros().saturating_sub(self.start_mono.as_micros()) as f64;
+        (elapsed * self.drift_ppm * 1e-6) as i64
+    }
+}
+
+impl Clock for SkewedClock {
+    fn mono(&self) -> Instant {
+        // Drift applies to the monotonic clock too: that is what a cheap oscillator does.
+        Instant::from_micros(mono_now().as_micros().saturating_add_signed(self.drift_micros()))
+    }
+
+    fn wall(&self) -> WallTime {
+        let wall = wall_now();
+        WallTime {
+            unix_micros: wall.unix_micros + self.offset_micros + self.drift_micros(),
+            quality: ClockQuality::Unsynchronized,
+        }
+    }
+}

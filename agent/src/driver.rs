@@ -4,12 +4,12 @@
 //! It runs on its own thread with a single-threaded runtime, because outbox commits block
 //! (fsync): they then delay only this loop, never the inputs.
 
-use crate::clock::{mono_now, wall_now};
+use crate::clock::Clock;
 use crate::outbox::{Appended, Outbox, OutboxError};
 use crate::transport::Transport;
 use driftlog_protocol::sender::OwnedEvent;
 use driftlog_protocol::wire::{Body, Direction, MacKey, ReplayGuard, Sealer, open};
-use driftlog_protocol::{Instant, KeyId, Sender, SenderConfig, StreamId};
+use driftlog_protocol::{KeyId, Sender, SenderConfig, StreamId};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -57,7 +57,8 @@ pub struct DriverStats {
     pub commits: u64,
 }
 
-pub struct Driver<T: Transport> {
+pub struct Driver<T: Transport, C: Clock> {
+    clock: C,
     config: DriverConfig,
     outbox: Outbox,
     transport: T,
@@ -75,14 +76,14 @@ pub struct Driver<T: Transport> {
 /// How often `status.json` is rewritten.
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 
-impl<T: Transport> std::fmt::Debug for Driver<T> {
+impl<T: Transport, C: Clock> std::fmt::Debug for Driver<T, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Driver").field("epoch", &self.outbox.epoch()).field("stats", &self.stats).finish()
     }
 }
 
-impl<T: Transport> Driver<T> {
-    pub fn new(config: DriverConfig, mut outbox: Outbox, transport: T) -> Result<Driver<T>, OutboxError> {
+impl<T: Transport, C: Clock> Driver<T, C> {
+    pub fn new(config: DriverConfig, mut outbox: Outbox, transport: T, clock: C) -> Result<Driver<T, C>, OutboxError> {
         let sealer = Sealer::new(config.key_id, config.key.clone(), outbox.epoch());
         let mut senders = BTreeMap::new();
         // Streams with events from earlier boots get a sender now, so their backlog drains.
@@ -90,6 +91,7 @@ impl<T: Transport> Driver<T> {
             senders.insert(stream, new_sender(&config, &mut outbox, stream));
         }
         Ok(Driver {
+            clock,
             config,
             outbox,
             transport,
@@ -112,11 +114,20 @@ impl<T: Transport> Driver<T> {
         mut shutdown: watch::Receiver<bool>,
     ) -> DriverStats {
         let mut buf = vec![0u8; driftlog_protocol::wire::MAX_DATAGRAM_BYTES];
-        let mut closing = false;
+        // `closing`: shutdown was requested; drain what inputs already handed over, then stop.
+        // `inputs_done`: every input dropped its end. That alone is no reason to stop: events
+        // in the outbox still need sending and acknowledging.
+        let (mut closing, mut inputs_done) = (false, false);
         loop {
+            if closing && inputs_done {
+                self.flush();
+                self.pump().await;
+                self.publish_status();
+                return self.stats;
+            }
             self.pump().await;
             let wake = self.next_wake();
-            let accepting = !closing && self.pending_events < self.config.flush_max_events;
+            let accepting = !inputs_done && (closing || self.pending_events < self.config.flush_max_events);
             tokio::select! {
                 biased;
                 changed = shutdown.changed(), if !closing => {
@@ -125,15 +136,9 @@ impl<T: Transport> Driver<T> {
                         submissions.close();
                     }
                 }
-                submission = submissions.recv(), if accepting || closing => match submission {
+                submission = submissions.recv(), if accepting => match submission {
                     Some(submission) => self.queue(submission),
-                    None if closing => {
-                        self.flush();
-                        self.pump().await;
-                        self.publish_status();
-                        return self.stats;
-                    }
-                    None => closing = true,
+                    None => inputs_done = true,
                 },
                 received = self.transport.recv(&mut buf) => match received {
                     Ok(len) => self.handle_datagram(&buf[..len]),
@@ -181,7 +186,7 @@ impl<T: Transport> Driver<T> {
     }
 
     fn next_wake(&self) -> tokio::time::Instant {
-        let now_mono = mono_now();
+        let now_mono = self.clock.mono();
         let now = tokio::time::Instant::now();
         let mut wake = now + Duration::from_secs(60);
         for sender in self.senders.values() {
@@ -196,7 +201,7 @@ impl<T: Transport> Driver<T> {
     }
 
     fn handle_timers(&mut self) {
-        let now = mono_now();
+        let now = self.clock.mono();
         for sender in self.senders.values_mut() {
             sender.handle_timeout(now);
         }
@@ -204,7 +209,7 @@ impl<T: Transport> Driver<T> {
 
     fn handle_datagram(&mut self, datagram: &[u8]) {
         self.stats.datagrams_received += 1;
-        let now = mono_now();
+        let now = self.clock.mono();
         let key_id = self.config.key_id;
         let key = &self.config.key;
         let opened = match open(datagram, Direction::FromCollector, datagram.len(), |id| (id == key_id).then_some(key))
@@ -242,8 +247,8 @@ impl<T: Transport> Driver<T> {
 
     /// Sends everything every sender has to send now.
     async fn pump(&mut self) {
-        let now = mono_now();
-        let wall = wall_now();
+        let now = self.clock.mono();
+        let wall = self.clock.wall();
         let mut buf = vec![0u8; self.config.sender.max_datagram_bytes];
         let streams: Vec<StreamId> = self.senders.keys().copied().collect();
         for stream in streams {
@@ -282,9 +287,9 @@ impl<T: Transport> Driver<T> {
         let outbox = self.outbox.stats();
         let oldest = self.outbox.oldest_event().ok().flatten().and_then(|(epoch, mono, wall)| {
             if epoch == self.outbox.epoch() {
-                Some(mono_now().as_micros().saturating_sub(mono) as f64 / 1e6)
+                Some(self.clock.mono().as_micros().saturating_sub(mono) as f64 / 1e6)
             } else {
-                wall.map(|wall| (wall_now().unix_micros - wall) as f64 / 1e6)
+                wall.map(|wall| (self.clock.wall().unix_micros - wall) as f64 / 1e6)
             }
         });
         let streams = self
@@ -306,7 +311,7 @@ impl<T: Transport> Driver<T> {
             })
             .collect();
         crate::status::Status {
-            written_at_unix_s: (wall_now().unix_micros.max(0) / 1_000_000) as u64,
+            written_at_unix_s: (self.clock.wall().unix_micros.max(0) / 1_000_000) as u64,
             epoch: self.outbox.epoch(),
             backlog_events: self.outbox.held_events(),
             backlog_bytes: self.outbox.held_bytes(),
@@ -333,10 +338,6 @@ impl<T: Transport> Driver<T> {
 
     pub fn sender_stats(&self, stream: StreamId) -> Option<driftlog_protocol::SenderStats> {
         self.senders.get(&stream).map(|s| s.stats())
-    }
-
-    pub fn now() -> Instant {
-        mono_now()
     }
 }
 

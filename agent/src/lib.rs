@@ -11,6 +11,7 @@
 //! - [`transport`]: UDP unicast and multicast.
 //! - [`ingest`]: the line format and the Unix socket that applications write to.
 //! - [`host`]: CPU, memory, load, disk, network and thermal readings.
+//! - [`simulate`]: N virtual devices with skewed clocks through the same code paths.
 //! - [`status`]: the `status.json` the driver publishes for `driftlog-agent status`.
 //! - [`agent`]: wiring for `driftlog-agent run`.
 
@@ -22,5 +23,6 @@ pub mod host;
 pub mod ingest;
 pub mod key;
 pub mod outbox;
+pub mod simulate;
 pub mod status;
 pub mod transport;

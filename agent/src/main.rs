@@ -43,6 +43,43 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run N virtual devices (own id, key, outbox, skewed clock) against a collector: the
+    /// load generator and the demo.
+    Simulate {
+        #[arg(long, default_value_t = 3)]
+        devices: usize,
+        /// Events per second per device.
+        #[arg(long, default_value_t = 10.0)]
+        rate: f64,
+        /// Seconds to generate for.
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Events per device (instead of --duration).
+        #[arg(long)]
+        events: Option<u64>,
+        /// Largest wall-clock offset; devices spread over [-X, +X].
+        #[arg(long, default_value_t = 0.0)]
+        clock_offset_ms: f64,
+        /// Largest drift; devices spread over [-Y, +Y].
+        #[arg(long, default_value_t = 0.0)]
+        clock_drift_ppm: f64,
+        #[arg(long, default_value = "127.0.0.1:7400")]
+        collector: SocketAddr,
+        #[arg(long, default_value = "driftlog-agent-data/simulate")]
+        data_dir: PathBuf,
+        /// Derives every device key.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Write the devices' keys, in the collector's key file format, here.
+        #[arg(long)]
+        keys_out: Option<PathBuf>,
+        /// Seconds to wait for every outbox to drain after generating.
+        #[arg(long, default_value_t = 30.0)]
+        drain_timeout: f64,
+        /// Replay rate of each device's backlog after an outage.
+        #[arg(long, default_value_t = 5_000)]
+        backlog_rate: u32,
+    },
     /// Check a config file without running.
     Validate {
         #[arg(long)]
@@ -131,6 +168,54 @@ fn main() -> ExitCode {
                 Err(error) => {
                     eprintln!("error: {error:#}");
                     ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Simulate {
+            devices,
+            rate,
+            duration,
+            events,
+            clock_offset_ms,
+            clock_drift_ppm,
+            collector,
+            data_dir,
+            seed,
+            keys_out,
+            drain_timeout,
+            backlog_rate,
+        } => {
+            let options = driftlog_agent::simulate::SimulateOptions {
+                devices,
+                rate,
+                duration: duration.map(Duration::from_secs_f64),
+                events,
+                clock_offset_ms,
+                clock_drift_ppm,
+                collector,
+                data_dir,
+                seed,
+                drain_timeout: Duration::from_secs_f64(drain_timeout),
+                backlog_events_per_second: backlog_rate,
+            };
+            if let Some(path) = keys_out {
+                let keys = driftlog_agent::simulate::fleet_keys(seed, devices);
+                if let Err(error) = driftlog_agent::simulate::write_keys_file(&path, &keys) {
+                    eprintln!("error: cannot write {}: {error}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+            match driftlog_agent::simulate::run(&options) {
+                Ok(report) => {
+                    println!(
+                        "{} devices generated {} events; {} await acknowledgement, {} retransmitted, {} dropped",
+                        devices, report.generated, report.backlog_remaining, report.retransmitted, report.dropped
+                    );
+                    if report.backlog_remaining == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+                }
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    ExitCode::from(EXIT_CONFIG)
                 }
             }
         }

@@ -23,7 +23,8 @@ const AGENT: &str = env!("CARGO_BIN_EXE_driftlog-agent");
 /// duplicate counter that must stay 0.
 #[derive(Default)]
 struct Log {
-    events: BTreeMap<(u64, u64, u32), (String, f64)>,
+    /// `(device, epoch, seq, stream)` → `(name, value, device wall clock µs)`.
+    events: BTreeMap<(u64, u64, u64, u32), (String, f64, Option<i64>)>,
     duplicates: u64,
 }
 
@@ -40,6 +41,10 @@ impl Collector {
     }
 
     fn start_on(address: std::net::SocketAddr) -> Collector {
+        Collector::start_with(address, BTreeMap::from([(0, (1, MacKey::new(&[0; 32])))]))
+    }
+
+    fn start_with(address: std::net::SocketAddr, keys: BTreeMap<KeyId, (DeviceId, MacKey)>) -> Collector {
         let socket = UdpSocket::bind(address).unwrap();
         socket.set_read_timeout(Some(Duration::from_millis(2))).unwrap();
         let address = socket.local_addr().unwrap();
@@ -47,26 +52,26 @@ impl Collector {
         let stop = Arc::new(AtomicBool::new(false));
         let (thread_log, thread_stop) = (log.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
-            let keys: BTreeMap<KeyId, (DeviceId, MacKey)> = BTreeMap::from([(0, (1, MacKey::new(&[0; 32])))]);
             let mut endpoint = Endpoint::new(EndpointConfig::new(7, 7), keys);
             let origin = StdInstant::now();
             let now = || Instant::from_micros(origin.elapsed().as_micros() as u64);
-            let mut peer = None;
+            let mut peers = BTreeMap::new();
             let mut buf = [0u8; 65_536];
             while !thread_stop.load(Ordering::Relaxed) {
                 if let Ok((len, from)) = socket.recv_from(&mut buf) {
-                    peer = Some(from);
                     if let Ok(received) = endpoint.handle_datagram(now(), &buf[..len]) {
+                        peers.insert(received.stream.device, from);
                         let mut log = thread_log.lock().unwrap();
                         let key = received.stream;
                         for (seq, event) in received.new_events() {
+                            let wall = event.wall.map(|w| w.unix_micros);
                             let value = match event.payload {
                                 Payload::Gauge(sample) | Payload::Counter(sample) => {
-                                    (sample.name.to_string(), sample.value)
+                                    (sample.name.to_string(), sample.value, wall)
                                 }
-                                other => (other.name().to_string(), f64::NAN),
+                                other => (other.name().to_string(), f64::NAN, wall),
                             };
-                            if log.events.insert((key.epoch, seq, key.stream), value).is_some() {
+                            if log.events.insert((key.device, key.epoch, seq, key.stream), value).is_some() {
                                 log.duplicates += 1;
                             }
                         }
@@ -76,7 +81,7 @@ impl Collector {
                 }
                 let mut out = [0u8; 2_048];
                 while let Some(transmit) = endpoint.poll_transmit(now(), &mut out) {
-                    if let Some(peer) = peer {
+                    if let Some(peer) = peers.get(&transmit.device) {
                         let _ = socket.send_to(&out[..transmit.len], peer);
                     }
                 }
@@ -86,7 +91,14 @@ impl Collector {
     }
 
     fn values(&self, stream: u32) -> Vec<f64> {
-        self.log.lock().unwrap().events.iter().filter(|((_, _, s), _)| *s == stream).map(|(_, (_, v))| *v).collect()
+        self.log
+            .lock()
+            .unwrap()
+            .events
+            .iter()
+            .filter(|((_, _, _, s), _)| *s == stream)
+            .map(|(_, (_, v, _))| *v)
+            .collect()
     }
 }
 
@@ -346,10 +358,47 @@ fn every_accepted_event_survives_repeated_kill_9_exactly_once() {
     });
     let log = collector.log.lock().unwrap();
     assert_eq!(log.duplicates, 0, "an event was delivered twice");
-    let values: Vec<u64> = log.events.values().map(|(_, v)| *v as u64).collect();
+    let values: Vec<u64> = log.events.values().map(|(_, v, _)| *v as u64).collect();
     let unique: BTreeSet<u64> = values.iter().copied().collect();
     assert_eq!(unique.len(), values.len(), "one value under two event ids");
     assert!(unique.iter().all(|v| *v < next_value), "delivered a value never sent");
     drop(log);
     assert!(sigterm(&mut agent).success());
+}
+
+#[test]
+fn simulate_runs_skewed_devices_through_the_real_code_paths() {
+    use driftlog_agent::simulate::fleet_keys;
+    let dir = tempfile::tempdir().unwrap();
+    let keys: BTreeMap<KeyId, (DeviceId, MacKey)> =
+        fleet_keys(9, 3).into_iter().map(|k| (k.key_id, (k.device_id, MacKey::new(&k.secret)))).collect();
+    let collector = Collector::start_with("127.0.0.1:0".parse().unwrap(), keys);
+    let output = Command::new(AGENT)
+        .args(["simulate", "--devices", "3", "--events", "200", "--rate", "400", "--clock-offset-ms", "3600000"])
+        .args(["--clock-drift-ppm", "100", "--seed", "9", "--drain-timeout", "20", "--collector"])
+        .arg(collector.address.to_string())
+        .arg("--data-dir")
+        .arg(dir.path().join("sim"))
+        .arg("--keys-out")
+        .arg(dir.path().join("keys.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("generated 600 events; 0 await"));
+    assert!(std::fs::read_to_string(dir.path().join("keys.toml")).unwrap().contains("device_id = 10002"));
+    let log = collector.log.lock().unwrap();
+    assert_eq!(log.duplicates, 0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as i64;
+    for (device, expected_offset_s) in [(10_000u64, -3_600i64), (10_001, 0), (10_002, 3_600)] {
+        let walls: Vec<i64> =
+            log.events.iter().filter(|((d, ..), _)| *d == device).filter_map(|(_, (_, _, w))| *w).collect();
+        assert_eq!(walls.len(), 200, "device {device}");
+        let offset_s = (walls[0] - now) / 1_000_000;
+        assert!((offset_s - expected_offset_s).abs() < 60, "device {device}: wall clock off by {offset_s} s");
+    }
 }
