@@ -21,10 +21,14 @@ const AGENT: &str = env!("CARGO_BIN_EXE_driftlog-agent");
 
 /// `(epoch, seq)` → `(name, value)` of every event the collector side admitted, plus a
 /// duplicate counter that must stay 0.
+/// `(device, epoch, seq, stream)`.
+type EventKey = (u64, u64, u64, u32);
+/// `(name, value, device wall clock µs)`.
+type Logged = (String, f64, Option<i64>);
+
 #[derive(Default)]
 struct Log {
-    /// `(device, epoch, seq, stream)` → `(name, value, device wall clock µs)`.
-    events: BTreeMap<(u64, u64, u64, u32), (String, f64, Option<i64>)>,
+    events: BTreeMap<EventKey, Logged>,
     duplicates: u64,
 }
 
