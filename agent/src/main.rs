@@ -163,7 +163,11 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(driftlog_agent::agent::run(config, shutdown_signal())) {
+            let result = runtime.block_on(async {
+                let shutdown = shutdown_signal()?;
+                driftlog_agent::agent::run(config, shutdown).await
+            });
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("error: {error:#}");
@@ -311,17 +315,16 @@ fn emit_json(event: &str, tags: &[String], kind: Kind) -> Result<String, String>
     Ok(serde_json::json!({ "name": name, "value": value, "kind": kind, "tags": tag_map }).to_string())
 }
 
-/// Completes on ctrl-c or SIGTERM.
-async fn shutdown_signal() {
-    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(signal) => signal,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// Registers SIGINT and SIGTERM handlers now (so a signal during start-up is not fatal)
+/// and returns a future that completes on either. Must be called inside the runtime.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
+    })
 }

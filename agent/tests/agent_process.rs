@@ -3,9 +3,8 @@
 //! shutdown, bad input, and repeated `kill -9` with exactly-once delivery of everything the
 //! agent reported accepted.
 
-use driftlog_protocol::endpoint::{Endpoint, EndpointConfig};
-use driftlog_protocol::wire::{MacKey, Payload};
-use driftlog_protocol::{DeviceId, Instant, KeyId};
+use driftlog_protocol::wire::MacKey;
+use driftlog_protocol::{DeviceId, KeyId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::UdpSocket;
@@ -13,108 +12,16 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as StdInstant};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_driftlog-agent");
 
+#[path = "support/collector.rs"]
+mod collector;
+use collector::Collector;
+
 /// `(epoch, seq)` → `(name, value)` of every event the collector side admitted, plus a
 /// duplicate counter that must stay 0.
-/// `(device, epoch, seq, stream)`.
-type EventKey = (u64, u64, u64, u32);
-/// `(name, value, device wall clock µs)`.
-type Logged = (String, f64, Option<i64>);
-
-#[derive(Default)]
-struct Log {
-    events: BTreeMap<EventKey, Logged>,
-    duplicates: u64,
-}
-
-struct Collector {
-    address: std::net::SocketAddr,
-    log: Arc<Mutex<Log>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Collector {
-    fn start() -> Collector {
-        Collector::start_on("127.0.0.1:0".parse().unwrap())
-    }
-
-    fn start_on(address: std::net::SocketAddr) -> Collector {
-        Collector::start_with(address, BTreeMap::from([(0, (1, MacKey::new(&[0; 32])))]))
-    }
-
-    fn start_with(address: std::net::SocketAddr, keys: BTreeMap<KeyId, (DeviceId, MacKey)>) -> Collector {
-        let socket = UdpSocket::bind(address).unwrap();
-        socket.set_read_timeout(Some(Duration::from_millis(2))).unwrap();
-        let address = socket.local_addr().unwrap();
-        let log = Arc::new(Mutex::new(Log::default()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (thread_log, thread_stop) = (log.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            let mut endpoint = Endpoint::new(EndpointConfig::new(7, 7), keys);
-            let origin = StdInstant::now();
-            let now = || Instant::from_micros(origin.elapsed().as_micros() as u64);
-            let mut peers = BTreeMap::new();
-            let mut buf = [0u8; 65_536];
-            while !thread_stop.load(Ordering::Relaxed) {
-                if let Ok((len, from)) = socket.recv_from(&mut buf) {
-                    if let Ok(received) = endpoint.handle_datagram(now(), &buf[..len]) {
-                        peers.insert(received.stream.device, from);
-                        let mut log = thread_log.lock().unwrap();
-                        let key = received.stream;
-                        for (seq, event) in received.new_events() {
-                            let wall = event.wall.map(|w| w.unix_micros);
-                            let value = match event.payload {
-                                Payload::Gauge(sample) | Payload::Counter(sample) => {
-                                    (sample.name.to_string(), sample.value, wall)
-                                }
-                                other => (other.name().to_string(), f64::NAN, wall),
-                            };
-                            if log.events.insert((key.device, key.epoch, seq, key.stream), value).is_some() {
-                                log.duplicates += 1;
-                            }
-                        }
-                    }
-                    // The in-memory log commits at once.
-                    endpoint.commit_all(now());
-                }
-                let mut out = [0u8; 2_048];
-                while let Some(transmit) = endpoint.poll_transmit(now(), &mut out) {
-                    if let Some(peer) = peers.get(&transmit.device) {
-                        let _ = socket.send_to(&out[..transmit.len], peer);
-                    }
-                }
-            }
-        });
-        Collector { address, log, stop, thread: Some(thread) }
-    }
-
-    fn values(&self, stream: u32) -> Vec<f64> {
-        self.log
-            .lock()
-            .unwrap()
-            .events
-            .iter()
-            .filter(|((_, _, _, s), _)| *s == stream)
-            .map(|(_, (_, v, _))| *v)
-            .collect()
-    }
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 fn write_config(dir: &Path, collector: std::net::SocketAddr, host: bool) -> PathBuf {
     write_config_with(dir, collector, host, 5_000)
 }

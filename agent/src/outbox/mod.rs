@@ -60,6 +60,10 @@ pub struct OutboxConfig {
     pub policy: DropPolicy,
 }
 
+/// redb's page cache. Its default (1 GiB) would let RSS grow with the backlog while it
+/// drains; the outbox reads each range once, so a small cache loses little.
+const CACHE_BYTES: usize = 2 * 1024 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
     #[error("storage: {0}")]
@@ -127,7 +131,7 @@ pub struct Outbox {
 impl Outbox {
     /// Opens (or creates) the outbox at `path` and starts a new boot epoch.
     pub fn open(path: &Path, config: OutboxConfig) -> Result<Outbox, OutboxError> {
-        let db = Database::create(path)?;
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create(path)?;
         let txn = db.begin_write()?;
         let (epoch, held_bytes, held_events);
         {
