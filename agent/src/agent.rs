@@ -1,11 +1,12 @@
 //! `driftlog-agent run`: wires the outbox, the driver thread, the ingest socket and the host
 //! sampler, and shuts them down in order.
 
+use crate::config::TransportKind;
 use crate::config::{AgentConfig, DropPolicyName};
 use crate::driver::{Driver, DriverConfig};
 use crate::key::{DEVELOPMENT_KEY_ID, DEVELOPMENT_SECRET};
 use crate::outbox::{DropPolicy, Outbox, OutboxConfig};
-use crate::transport::UdpTransport;
+use crate::transport::{AnyTransport, UdpTransport, ZmqTransport};
 use anyhow::Context;
 use driftlog_protocol::SenderConfig;
 use driftlog_protocol::wire::MacKey;
@@ -34,7 +35,16 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
             (DEVELOPMENT_KEY_ID, MacKey::new(&DEVELOPMENT_SECRET))
         }
     };
-    let transport = UdpTransport::bind(&config.collector).context("cannot open the UDP socket")?;
+    let transport = match config.collector.transport {
+        TransportKind::Udp | TransportKind::Multicast => {
+            AnyTransport::Udp(UdpTransport::bind(&config.collector).context("cannot open the UDP socket")?)
+        }
+        TransportKind::Zmq => AnyTransport::Zmq(ZmqTransport::start(
+            config.collector.zmq_data_endpoint.clone(),
+            config.collector.zmq_ack_endpoint.clone(),
+            config.device_id,
+        )),
+    };
     let ingest = crate::ingest::socket::bind(&config.ingest_socket()).await?;
     tracing::info!(
         device = config.device_id,

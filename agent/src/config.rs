@@ -39,6 +39,10 @@ pub struct CollectorConfig {
     pub multicast_ttl: u32,
     /// Multicast only: deliver our own datagrams to local listeners too.
     pub multicast_loop: bool,
+    /// ZeroMQ only: the collector's SUB socket, which the agent's PUB connects to.
+    pub zmq_data_endpoint: String,
+    /// ZeroMQ only: the collector's PUB socket for ACKs and NAKs, on topic `d<device_id>.`.
+    pub zmq_ack_endpoint: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -46,6 +50,7 @@ pub struct CollectorConfig {
 pub enum TransportKind {
     Udp,
     Multicast,
+    Zmq,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -124,6 +129,8 @@ impl Default for CollectorConfig {
             multicast_interface: None,
             multicast_ttl: 1,
             multicast_loop: true,
+            zmq_data_endpoint: "tcp://127.0.0.1:7401".into(),
+            zmq_ack_endpoint: "tcp://127.0.0.1:7402".into(),
         }
     }
 }
@@ -231,6 +238,16 @@ impl AgentConfig {
             }
             TransportKind::Multicast if !self.collector.address.ip().is_multicast() => {
                 return Err(invalid("collector.address", "must be a multicast group for the multicast transport"));
+            }
+            TransportKind::Zmq => {
+                for (field, endpoint) in [
+                    ("collector.zmq_data_endpoint", &self.collector.zmq_data_endpoint),
+                    ("collector.zmq_ack_endpoint", &self.collector.zmq_ack_endpoint),
+                ] {
+                    if !endpoint.starts_with("tcp://") {
+                        return Err(invalid(field, format!("must be a tcp:// endpoint, got {endpoint:?}")));
+                    }
+                }
             }
             _ => {}
         }

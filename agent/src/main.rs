@@ -105,7 +105,8 @@ fn parse_transport(text: &str) -> Result<TransportKind, String> {
     match text {
         "udp" => Ok(TransportKind::Udp),
         "multicast" => Ok(TransportKind::Multicast),
-        other => Err(format!("unknown transport {other:?}: udp or multicast")),
+        "zmq" => Ok(TransportKind::Zmq),
+        other => Err(format!("unknown transport {other:?}: udp, multicast or zmq")),
     }
 }
 

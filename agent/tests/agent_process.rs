@@ -313,3 +313,29 @@ fn simulate_runs_skewed_devices_through_the_real_code_paths() {
         assert!((offset_s - expected_offset_s).abs() < 60, "device {device}: wall clock off by {offset_s} s");
     }
 }
+
+#[test]
+fn events_travel_over_zeromq_with_acks_on_the_device_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let (collector, data, ack) = Collector::start_zmq(BTreeMap::from([(0, (1, MacKey::new(&[0; 32])))]));
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "device_id = 1\ndata_dir = {:?}\n[collector]\ntransport = \"zmq\"\nzmq_data_endpoint = \"{data}\"\nzmq_ack_endpoint = \"{ack}\"\n[outbox]\nflush_interval_ms = 5\n[sender]\nheartbeat_interval_ms = 200\n[host]\nenabled = false\n",
+            dir.path().join("data").display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut agent = start_agent(&config);
+    send_lines(&dir.path().join("data/ingest.sock"), "zmq.value", 0..300);
+    wait_for("300 events over zmq", || collector.values(0).len() == 300);
+    // Only ACKs coming back over the collector's PUB can empty the outbox.
+    wait_for("the outbox to drain", || {
+        let output = Command::new(AGENT).args(["status", "--json", "--config"]).arg(&config).output().unwrap();
+        let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+        status["backlog_events"] == 0 && status["released_events"] == 300
+    });
+    assert_eq!(collector.log.lock().unwrap().duplicates, 0);
+    assert!(sigterm(&mut agent).success());
+}

@@ -105,3 +105,60 @@ impl Drop for Collector {
         }
     }
 }
+
+impl Collector {
+    /// The same stand-in over ZeroMQ: binds a SUB for frames and a PUB for ACKs/NAKs (topic
+    /// `d<device>.`). Returns the collector and its `(data, ack)` endpoints.
+    pub fn start_zmq(keys: BTreeMap<KeyId, (DeviceId, MacKey)>) -> (Collector, String, String) {
+        use zeromq::prelude::*;
+        let log = Arc::new(Mutex::new(Log::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (thread_log, thread_stop) = (log.clone(), stop.clone());
+        let (endpoints_tx, endpoints_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let mut sub = zeromq::SubSocket::new();
+                let data = sub.bind("tcp://127.0.0.1:0").await.unwrap();
+                sub.subscribe("").await.unwrap();
+                let mut publisher = zeromq::PubSocket::new();
+                let ack = publisher.bind("tcp://127.0.0.1:0").await.unwrap();
+                endpoints_tx.send((data.to_string(), ack.to_string())).unwrap();
+                let mut endpoint = Endpoint::new(EndpointConfig::new(7, 7), keys);
+                let origin = StdInstant::now();
+                let now = || Instant::from_micros(origin.elapsed().as_micros() as u64);
+                while !thread_stop.load(Ordering::Relaxed) {
+                    if let Ok(Ok(message)) = tokio::time::timeout(Duration::from_millis(5), sub.recv()).await
+                        && let Some(frame) = message.get(0)
+                        && let Ok(received) = endpoint.handle_datagram(now(), frame)
+                    {
+                        let mut log = thread_log.lock().unwrap();
+                        let key = received.stream;
+                        for (seq, event) in received.new_events() {
+                            let wall = event.wall.map(|w| w.unix_micros);
+                            let value = match event.payload {
+                                Payload::Gauge(sample) | Payload::Counter(sample) => {
+                                    (sample.name.to_string(), sample.value, wall)
+                                }
+                                other => (other.name().to_string(), f64::NAN, wall),
+                            };
+                            if log.events.insert((key.device, key.epoch, seq, key.stream), value).is_some() {
+                                log.duplicates += 1;
+                            }
+                        }
+                    }
+                    endpoint.commit_all(now());
+                    let mut out = [0u8; 2_048];
+                    while let Some(transmit) = endpoint.poll_transmit(now(), &mut out) {
+                        let mut message = zeromq::ZmqMessage::from(format!("d{}.", transmit.device));
+                        message.push_back(out[..transmit.len].to_vec().into());
+                        let _ = publisher.send(message).await;
+                    }
+                }
+            });
+        });
+        let (data, ack) = endpoints_rx.recv().unwrap();
+        let address = "0.0.0.0:0".parse().unwrap();
+        (Collector { address, log, stop, thread: Some(thread) }, data, ack)
+    }
+}

@@ -1,23 +1,15 @@
-//! How frames leave the device. One trait, one implementation per carrier; every transport
-//! carries the same authenticated protocol frames, and acknowledgements come back on the
-//! same socket.
+//! UDP unicast and multicast.
 //!
-//! - UDP unicast: frames to the collector's address.
-//! - UDP multicast: frames to a group (`IP_MULTICAST_IF` set explicitly, since a host or
-//!   namespace without a multicast route fails with `ENETUNREACH` otherwise); the collector
+//! - Unicast: frames to the collector's address.
+//! - Multicast: frames to a group, with `IP_MULTICAST_IF` set explicitly, since a host or
+//!   namespace without a multicast route fails with `ENETUNREACH` otherwise; the collector
 //!   answers by unicast to the source address.
 
+use super::Transport;
 use crate::config::{CollectorConfig, TransportKind};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-
-/// A datagram carrier between the agent and the collector.
-pub trait Transport {
-    fn send(&self, datagram: &[u8]) -> impl std::future::Future<Output = io::Result<()>> + Send;
-    /// Receives one datagram into `buf`, returning its length.
-    fn recv(&self, buf: &mut [u8]) -> impl std::future::Future<Output = io::Result<usize>> + Send;
-}
 
 /// UDP unicast or multicast.
 #[derive(Debug)]
