@@ -69,6 +69,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         key,
         status_path: Some(config.status_path()),
     };
+    let initial_backlog = outbox.held_events();
     let driver = Driver::new(driver_config, outbox, transport, crate::clock::SystemClock)?;
     let (submissions, queue) = mpsc::channel(config.ingest.queue_events);
     let (stop, stopped) = watch::channel(false);
@@ -80,6 +81,18 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         Ok::<_, std::io::Error>(runtime.block_on(driver.run(queue, driver_shutdown)))
     })?;
 
+    let metrics_task = match config.metrics.listen {
+        Some(listen) => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on metrics.listen {listen}"))?;
+            Some(tokio::spawn(crate::metrics::serve(listener, config.status_path(), stopped.clone())))
+        }
+        None => None,
+    };
+    if initial_backlog >= PROGRESS_BAR_MIN_EVENTS && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        tokio::spawn(show_drain_progress(config.status_path(), initial_backlog, stopped.clone()));
+    }
     let ingest_task = tokio::spawn(crate::ingest::socket::serve(
         ingest,
         submissions.clone(),
@@ -102,8 +115,36 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     if let Some(task) = host_task {
         let _ = task.await;
     }
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
     let stats = driver_thread.join().map_err(|_| anyhow::anyhow!("the driver thread panicked"))??;
     let _ = std::fs::remove_file(config.ingest_socket());
     tracing::info!(datagrams_sent = stats.datagrams_sent, commits = stats.commits, "agent stopped");
     Ok(())
+}
+
+/// A backlog at least this large at start gets a progress bar (in a terminal).
+const PROGRESS_BAR_MIN_EVENTS: u64 = 10_000;
+
+/// Shows the backlog draining, from the status the driver publishes.
+async fn show_drain_progress(status_path: std::path::PathBuf, initial: u64, mut stopped: watch::Receiver<bool>) {
+    let bar = indicatif::ProgressBar::new(initial);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("draining backlog {bar:40} {pos}/{len} events ({per_sec}, {eta} left)")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => break,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        if let Ok(status) = crate::status::Status::read(&status_path) {
+            bar.set_position(initial.saturating_sub(status.backlog_events));
+            if status.backlog_events == 0 {
+                break;
+            }
+        }
+    }
+    bar.finish_and_clear();
 }

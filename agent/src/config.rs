@@ -25,6 +25,15 @@ pub struct AgentConfig {
     pub sender: SenderSection,
     pub ingest: IngestSection,
     pub host: HostSection,
+    pub metrics: MetricsSection,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Serve Prometheus metrics at `http://LISTEN/metrics`; off when absent. Meant for
+    /// localhost: there is no authentication.
+    pub listen: Option<SocketAddr>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -117,6 +126,7 @@ impl Default for AgentConfig {
             sender: SenderSection::default(),
             ingest: IngestSection::default(),
             host: HostSection::default(),
+            metrics: MetricsSection::default(),
         }
     }
 }

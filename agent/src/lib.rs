@@ -12,6 +12,7 @@
 //! - [`ingest`]: the line format and the Unix socket that applications write to.
 //! - [`host`]: CPU, memory, load, disk, network and thermal readings.
 //! - [`simulate`]: N virtual devices with skewed clocks through the same code paths.
+//! - [`metrics`]: optional Prometheus `/metrics` on localhost, rendered from the status.
 //! - [`status`]: the `status.json` the driver publishes for `driftlog-agent status`.
 //! - [`agent`]: wiring for `driftlog-agent run`.
 
@@ -22,6 +23,7 @@ pub mod driver;
 pub mod host;
 pub mod ingest;
 pub mod key;
+pub mod metrics;
 pub mod outbox;
 pub mod simulate;
 pub mod status;

@@ -339,3 +339,25 @@ fn events_travel_over_zeromq_with_acks_on_the_device_topic() {
     assert_eq!(collector.log.lock().unwrap().duplicates, 0);
     assert!(sigterm(&mut agent).success());
 }
+
+#[test]
+fn prometheus_metrics_are_served_on_the_configured_port() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::start();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = write_config(dir.path(), collector.address, false);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
+    std::fs::write(&config, text).unwrap();
+    let mut agent = start_agent(&config);
+    send_lines(&dir.path().join("data/ingest.sock"), "metric.value", 0..10);
+    wait_for("metrics to show the appended events", || {
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        response.starts_with("HTTP/1.1 200") && response.contains("driftlog_agent_events_appended_total 10\n")
+    });
+    assert!(sigterm(&mut agent).success());
+}

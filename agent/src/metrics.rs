@@ -1,0 +1,147 @@
+//! Optional Prometheus metrics on a local HTTP port (`[metrics] listen = "127.0.0.1:9464"`).
+//!
+//! The text format is rendered from the [`Status`] the driver publishes every second, so
+//! scraping never touches the driver or the outbox. The server answers `GET /metrics` and
+//! nothing else; it is meant for localhost and has no authentication.
+
+use crate::status::Status;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// A per-stream series: name, help, type, and how to read it from a stream's status.
+type PerStream = (&'static str, &'static str, &'static str, fn(&crate::status::StreamStatus) -> f64);
+
+/// Renders `status` in the Prometheus text exposition format.
+pub fn render(status: &Status) -> String {
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, kind: &str, value: f64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    };
+    gauge(
+        "driftlog_agent_backlog_events",
+        "Events held in the outbox until acknowledged.",
+        "gauge",
+        status.backlog_events as f64,
+    );
+    gauge("driftlog_agent_backlog_bytes", "Estimated outbox bytes on disk.", "gauge", status.backlog_bytes as f64);
+    gauge(
+        "driftlog_agent_oldest_unacknowledged_seconds",
+        "Age of the oldest unacknowledged event.",
+        "gauge",
+        status.oldest_unacknowledged_age_s.unwrap_or(0.0),
+    );
+    gauge(
+        "driftlog_agent_events_appended_total",
+        "Events accepted into the outbox.",
+        "counter",
+        status.appended_events as f64,
+    );
+    gauge(
+        "driftlog_agent_events_dropped_total",
+        "Events dropped by the outbox policy (tombstoned).",
+        "counter",
+        status.dropped_events as f64,
+    );
+    gauge(
+        "driftlog_agent_events_refused_total",
+        "Events refused under the block policy.",
+        "counter",
+        status.refused_events as f64,
+    );
+    gauge(
+        "driftlog_agent_events_released_total",
+        "Events freed by collector acknowledgements.",
+        "counter",
+        status.released_events as f64,
+    );
+    gauge("driftlog_agent_datagrams_sent_total", "Datagrams sent.", "counter", status.datagrams_sent as f64);
+    gauge(
+        "driftlog_agent_datagrams_received_total",
+        "Datagrams received.",
+        "counter",
+        status.datagrams_received as f64,
+    );
+    gauge(
+        "driftlog_agent_datagrams_rejected_total",
+        "Received datagrams that failed authentication or decoding.",
+        "counter",
+        status.datagrams_rejected as f64,
+    );
+    gauge(
+        "driftlog_agent_send_errors_total",
+        "Datagrams the transport could not send.",
+        "counter",
+        status.send_errors as f64,
+    );
+    let per_stream: [PerStream; 5] = [
+        ("driftlog_agent_rtt_seconds", "Smoothed round trip to the collector.", "gauge", |s| s.rtt_ms / 1e3),
+        ("driftlog_agent_events_sent_total", "Event transmissions, retransmissions included.", "counter", |s| {
+            s.events_sent as f64
+        }),
+        ("driftlog_agent_events_retransmitted_total", "Events sent again.", "counter", |s| {
+            s.events_retransmitted as f64
+        }),
+        ("driftlog_agent_timeouts_total", "Retransmission timeouts.", "counter", |s| s.timeouts as f64),
+        ("driftlog_agent_collector_unreachable", "1 while the collector does not answer.", "gauge", |s| {
+            f64::from(u8::from(s.unreachable))
+        }),
+    ];
+    for (name, help, kind, value) in per_stream {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for stream in &status.streams {
+            let _ = writeln!(out, "{name}{{stream=\"{}\"}} {}", stream.stream, value(stream));
+        }
+    }
+    out
+}
+
+/// Serves `/metrics` until `shutdown`.
+pub async fn serve(listener: TcpListener, status_path: PathBuf, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            accepted = listener.accept() => {
+                let Ok((mut stream, _)) = accepted else { continue };
+                let status_path = status_path.clone();
+                tokio::spawn(async move {
+                    let mut request = [0u8; 1_024];
+                    let Ok(read) = stream.read(&mut request).await else { return };
+                    let request = String::from_utf8_lossy(&request[..read]);
+                    let response = if request.starts_with("GET /metrics ") {
+                        let body = Status::read(&status_path).map(|s| render(&s)).unwrap_or_default();
+                        format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                    } else {
+                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+                    };
+                    let _ = stream.write_all(response.as_bytes()).await;
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_per_stream_series() {
+        let status = Status {
+            backlog_events: 7,
+            streams: vec![crate::status::StreamStatus {
+                stream: 1,
+                rtt_ms: 12.5,
+                unreachable: true,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let text = render(&status);
+        assert!(text.contains("driftlog_agent_backlog_events 7\n"));
+        assert!(text.contains("driftlog_agent_rtt_seconds{stream=\"1\"} 0.0125\n"));
+        assert!(text.contains("driftlog_agent_collector_unreachable{stream=\"1\"} 1\n"));
+    }
+}
