@@ -361,3 +361,54 @@ fn prometheus_metrics_are_served_on_the_configured_port() {
     });
     assert!(sigterm(&mut agent).success());
 }
+
+/// Multicast needs a network namespace of our own (loopback up, no other traffic): the
+/// parent re-runs this test binary under `unshare -n` with the helper below.
+#[test]
+fn events_travel_over_multicast_with_unicast_acks() {
+    if !is_root() {
+        eprintln!("skipped: multicast in a network namespace needs root (CI runs as root)");
+        return;
+    }
+    let status = Command::new("unshare")
+        .args(["-n", "--"])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "multicast_in_a_namespace", "--ignored", "--nocapture", "--test-threads", "1"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "the multicast run inside the namespace failed");
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+#[test]
+#[ignore = "helper of events_travel_over_multicast_with_unicast_acks; runs inside `unshare -n`"]
+fn multicast_in_a_namespace() {
+    assert!(Command::new("ip").args(["link", "set", "lo", "up"]).status().unwrap().success());
+    let group = std::net::Ipv4Addr::new(239, 255, 10, 1);
+    let loopback = std::net::Ipv4Addr::LOCALHOST;
+    let port = 17_400;
+    let collector =
+        Collector::start_multicast(group, port, loopback, BTreeMap::from([(0, (1, MacKey::new(&[0; 32])))]));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "device_id = 1\ndata_dir = {:?}\n[collector]\ntransport = \"multicast\"\naddress = \"{group}:{port}\"\nmulticast_interface = \"{loopback}\"\n[outbox]\nflush_interval_ms = 5\n[host]\nenabled = false\n",
+            dir.path().join("data").display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut agent = start_agent(&config);
+    send_lines(&dir.path().join("data/ingest.sock"), "multicast.value", 0..200);
+    wait_for("200 events over multicast", || collector.values(0).len() == 200);
+    wait_for("unicast ACKs to drain the outbox", || {
+        let output = Command::new(AGENT).args(["status", "--json", "--config"]).arg(&config).output().unwrap();
+        let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+        status["backlog_events"] == 0 && status["released_events"] == 200
+    });
+    assert!(sigterm(&mut agent).success());
+}

@@ -40,7 +40,22 @@ impl Collector {
     }
 
     pub fn start_with(address: std::net::SocketAddr, keys: BTreeMap<KeyId, (DeviceId, MacKey)>) -> Collector {
-        let socket = UdpSocket::bind(address).unwrap();
+        Collector::start_on_socket(UdpSocket::bind(address).unwrap(), keys)
+    }
+
+    /// Listens on `group:port` (joined on `interface`); answers by unicast to the source.
+    pub fn start_multicast(
+        group: std::net::Ipv4Addr,
+        port: u16,
+        interface: std::net::Ipv4Addr,
+        keys: BTreeMap<KeyId, (DeviceId, MacKey)>,
+    ) -> Collector {
+        let socket = UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, port)).unwrap();
+        socket.join_multicast_v4(&group, &interface).unwrap();
+        Collector::start_on_socket(socket, keys)
+    }
+
+    fn start_on_socket(socket: UdpSocket, keys: BTreeMap<KeyId, (DeviceId, MacKey)>) -> Collector {
         socket.set_read_timeout(Some(Duration::from_millis(2))).unwrap();
         let address = socket.local_addr().unwrap();
         let log = Arc::new(Mutex::new(Log::default()));
