@@ -72,8 +72,17 @@ impl Backlog for StreamBacklog<'_> {
 
     fn tail(&self) -> Position {
         let everything = (Position::new(0, 0), Position::new(Epoch::MAX, Seq::MAX));
-        let event = self.first_event(everything.0, everything.1).ok().flatten();
-        let tombstone = self.first_tombstone(everything.0, everything.1).ok().flatten().map(|(p, _)| p);
+        let (event, tombstone) =
+            match (self.first_event(everything.0, everything.1), self.first_tombstone(everything.0, everything.1)) {
+                (Ok(event), Ok(tombstone)) => (event, tombstone.map(|(position, _)| position)),
+                (Err(error), _) | (_, Err(error)) => {
+                    // The safe answer when the disk cannot say: "everything may still be held".
+                    // Claiming less would let a heartbeat tell the collector that unacknowledged
+                    // events are gone for good.
+                    tracing::warn!(%error, stream = self.stream, "cannot read the outbox tail");
+                    return Position::new(0, 0);
+                }
+            };
         match (event, tombstone) {
             (Some(a), Some(b)) => a.min(b),
             (a, b) => a.or(b).unwrap_or_else(|| self.head()),

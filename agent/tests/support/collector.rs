@@ -71,20 +71,7 @@ impl Collector {
                 if let Ok((len, from)) = socket.recv_from(&mut buf) {
                     if let Ok(received) = endpoint.handle_datagram(now(), &buf[..len]) {
                         peers.insert(received.stream.device, from);
-                        let mut log = thread_log.lock().unwrap();
-                        let key = received.stream;
-                        for (seq, event) in received.new_events() {
-                            let wall = event.wall.map(|w| w.unix_micros);
-                            let value = match event.payload {
-                                Payload::Gauge(sample) | Payload::Counter(sample) => {
-                                    (sample.name.to_string(), sample.value, wall)
-                                }
-                                other => (other.name().to_string(), f64::NAN, wall),
-                            };
-                            if log.events.insert((key.device, key.epoch, seq, key.stream), value).is_some() {
-                                log.duplicates += 1;
-                            }
-                        }
+                        record(&thread_log, &received);
                     }
                     // The in-memory log commits at once.
                     endpoint.commit_all(now());
@@ -147,20 +134,7 @@ impl Collector {
                         && let Some(frame) = message.get(0)
                         && let Ok(received) = endpoint.handle_datagram(now(), frame)
                     {
-                        let mut log = thread_log.lock().unwrap();
-                        let key = received.stream;
-                        for (seq, event) in received.new_events() {
-                            let wall = event.wall.map(|w| w.unix_micros);
-                            let value = match event.payload {
-                                Payload::Gauge(sample) | Payload::Counter(sample) => {
-                                    (sample.name.to_string(), sample.value, wall)
-                                }
-                                other => (other.name().to_string(), f64::NAN, wall),
-                            };
-                            if log.events.insert((key.device, key.epoch, seq, key.stream), value).is_some() {
-                                log.duplicates += 1;
-                            }
-                        }
+                        record(&thread_log, &received);
                     }
                     endpoint.commit_all(now());
                     let mut out = [0u8; 2_048];
@@ -175,5 +149,21 @@ impl Collector {
         let (data, ack) = endpoints_rx.recv().unwrap();
         let address = "0.0.0.0:0".parse().unwrap();
         (Collector { address, log, stop, thread: Some(thread) }, data, ack)
+    }
+}
+
+/// Appends the new events of `received` to the log, counting any event id seen twice.
+fn record(log: &Mutex<Log>, received: &driftlog_protocol::endpoint::Received<'_>) {
+    let mut log = log.lock().unwrap();
+    let key = received.stream;
+    for (seq, event) in received.new_events() {
+        let wall = event.wall.map(|w| w.unix_micros);
+        let value = match event.payload {
+            Payload::Gauge(sample) | Payload::Counter(sample) => (sample.name.to_string(), sample.value, wall),
+            other => (other.name().to_string(), f64::NAN, wall),
+        };
+        if log.events.insert((key.device, key.epoch, seq, key.stream), value).is_some() {
+            log.duplicates += 1;
+        }
     }
 }

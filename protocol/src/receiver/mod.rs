@@ -147,15 +147,9 @@ impl<const N: usize> Receiver<N> {
         range: SeqRange,
         on_new: impl FnMut(SeqRange),
     ) -> Result<u64, Reject> {
-        let new = self.admit(now, range, on_new)?;
-        self.note_frame(now, header);
+        let new = self.admit_frame(now, header, range, on_new)?;
         self.stats.events_new += new;
         self.stats.events_duplicate += range.len() - new;
-        if new < range.len() {
-            // A duplicate suggests our ACK was lost: answer (at the bounded rate).
-            self.ack_needed = true;
-            self.first_unacked_at.get_or_insert(now);
-        }
         Ok(new)
     }
 
@@ -168,13 +162,8 @@ impl<const N: usize> Receiver<N> {
         range: SeqRange,
         on_new: impl FnMut(SeqRange),
     ) -> Result<u64, Reject> {
-        let new = self.admit(now, range, on_new)?;
-        self.note_frame(now, header);
+        let new = self.admit_frame(now, header, range, on_new)?;
         self.stats.tombstoned += new;
-        if new < range.len() {
-            self.ack_needed = true;
-            self.first_unacked_at.get_or_insert(now);
-        }
         Ok(new)
     }
 
@@ -208,6 +197,24 @@ impl<const N: usize> Receiver<N> {
             self.ack_needed = true;
             self.first_unacked_at.get_or_insert(now);
         }
+    }
+
+    /// Admits the range of a data or tombstone frame. A frame that brings nothing new means
+    /// the device missed our ACK: one goes out again (at the bounded rate).
+    fn admit_frame(
+        &mut self,
+        now: Instant,
+        header: &Header,
+        range: SeqRange,
+        on_new: impl FnMut(SeqRange),
+    ) -> Result<u64, Reject> {
+        let new = self.admit(now, range, on_new)?;
+        self.note_frame(now, header);
+        if new < range.len() {
+            self.ack_needed = true;
+            self.first_unacked_at.get_or_insert(now);
+        }
+        Ok(new)
     }
 
     fn note_frame(&mut self, now: Instant, header: &Header) {

@@ -40,7 +40,9 @@ pub trait Backlog {
     /// The current epoch and the sequence number the next event will get.
     fn head(&self) -> Position;
 
-    /// The oldest position still held, or `head()` when nothing is held.
+    /// The oldest position still held, or `head()` when nothing is held. An implementation
+    /// that cannot tell (a storage error) must answer low, never high: heartbeats report
+    /// this position, and a collector treats anything below it that it lacks as lost.
     fn tail(&self) -> Position;
 
     /// The lowest held item at a position in `[from, until)`, with that position.
