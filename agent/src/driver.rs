@@ -177,6 +177,9 @@ impl<T: Transport, C: Clock> Driver<T, C> {
             let events: Vec<OwnedEvent> = submissions.iter().flat_map(|s| s.events.iter().cloned()).collect();
             let result = self.outbox.append_owned(stream, &events);
             self.stats.commits += 1;
+            if let Err(OutboxError::Storage(error)) = &result {
+                self.recover(error);
+            }
             if !self.senders.contains_key(&stream) {
                 let sender = new_sender(&self.config, &mut self.outbox, stream);
                 self.senders.insert(stream, sender);
@@ -233,6 +236,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
                     let mut backlog = self.outbox.backlog(ack.stream);
                     if let Err(error) = sender.handle_ack(now, &header, &ack, &mut backlog) {
                         tracing::warn!(%error, stream = ack.stream, "could not release acknowledged events");
+                        self.recover(&error);
                     }
                 }
             }
@@ -242,6 +246,16 @@ impl<T: Transport, C: Clock> Driver<T, C> {
                 }
             }
             _ => self.stats.datagrams_rejected += 1,
+        }
+    }
+
+    /// After a failed write the outbox must be reopened before it works again.
+    fn recover(&mut self, error: &dyn std::fmt::Display) {
+        match self.outbox.recover_from_storage_error() {
+            Ok(()) => {
+                tracing::warn!(%error, max_bytes = self.outbox.max_bytes(), "outbox write failed; reopened it and lowered its bound")
+            }
+            Err(reopen) => tracing::error!(%error, %reopen, "outbox write failed and reopening it failed too"),
         }
     }
 
@@ -320,6 +334,8 @@ impl<T: Transport, C: Clock> Driver<T, C> {
             dropped_events: outbox.dropped,
             refused_events: outbox.refused,
             released_events: outbox.released,
+            storage_errors: outbox.storage_errors,
+            outbox_max_bytes: self.outbox.max_bytes(),
             datagrams_sent: self.stats.datagrams_sent,
             datagrams_received: self.stats.datagrams_received,
             datagrams_rejected: self.stats.datagrams_rejected,

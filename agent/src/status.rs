@@ -19,6 +19,10 @@ pub struct Status {
     pub dropped_events: u64,
     pub refused_events: u64,
     pub released_events: u64,
+    /// Failed outbox writes (disk full, I/O errors); each reopened the outbox.
+    pub storage_errors: u64,
+    /// The outbox byte bound in force (lowered after the disk filled up).
+    pub outbox_max_bytes: u64,
     pub datagrams_sent: u64,
     pub datagrams_received: u64,
     pub datagrams_rejected: u64,
@@ -71,6 +75,12 @@ impl Status {
             "events                 {} appended, {} released, {} dropped (tombstoned), {} refused\n",
             self.appended_events, self.released_events, self.dropped_events, self.refused_events
         ));
+        if self.storage_errors > 0 {
+            out.push_str(&format!(
+                "storage errors         {} (outbox bound lowered to {} bytes)\n",
+                self.storage_errors, self.outbox_max_bytes
+            ));
+        }
         out.push_str(&format!(
             "datagrams              {} sent, {} received, {} rejected, {} send errors\n",
             self.datagrams_sent, self.datagrams_received, self.datagrams_rejected, self.send_errors

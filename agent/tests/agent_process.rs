@@ -412,3 +412,70 @@ fn multicast_in_a_namespace() {
     });
     assert!(sigterm(&mut agent).success());
 }
+
+/// Unmounts a tmpfs when the test ends, however it ends.
+struct Tmpfs(PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Counts `ok` answers to `count` lines.
+fn send_and_count(socket: &Path, prefix: &str, count: u64) -> u64 {
+    let stream = UnixStream::connect(socket).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    let padding = "p".repeat(150);
+    for value in 0..count {
+        writer.write_all(format!("{prefix}.{padding}={value},tag{padding}=x\n").as_bytes()).unwrap();
+    }
+    let mut ok = 0;
+    for _ in 0..count {
+        let mut answer = String::new();
+        reader.read_line(&mut answer).unwrap();
+        ok += u64::from(answer.starts_with("ok "));
+    }
+    ok
+}
+
+#[test]
+fn a_full_disk_refuses_events_without_stopping_the_agent_and_recovers_when_space_returns() {
+    if !is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root (CI runs as root)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    assert!(
+        Command::new("mount").args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"]).arg(&data).status().unwrap().success()
+    );
+    let _mount = Tmpfs(data.clone());
+    let ballast = data.join("ballast");
+    std::fs::write(&ballast, vec![0u8; 1 << 20]).unwrap();
+    // Nothing listens on the discard port: the outbox only grows.
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!("data_dir = {:?}\n[collector]\naddress = \"127.0.0.1:9\"\n[outbox]\nflush_interval_ms = 5\n[host]\nenabled = false\n", data.display().to_string()),
+    )
+    .unwrap();
+    let mut agent = start_agent(&config);
+    let socket = data.join("ingest.sock");
+    let mut refused_batches = 0;
+    for _ in 0..40 {
+        if send_and_count(&socket, "fill", 1_000) == 0 {
+            refused_batches += 1;
+            if refused_batches == 3 {
+                break;
+            }
+        }
+    }
+    assert_eq!(refused_batches, 3, "the disk never filled");
+    assert!(agent.try_wait().unwrap().is_none(), "the agent stopped on a full disk");
+    std::fs::remove_file(&ballast).unwrap();
+    assert_eq!(send_and_count(&socket, "after", 1_000), 1_000, "the agent did not recover once space returned");
+    assert!(sigterm(&mut agent).success());
+}

@@ -104,6 +104,8 @@ pub struct OutboxStats {
     pub refused: u64,
     pub released: u64,
     pub commits: u64,
+    /// Writes that failed (disk full, I/O error) and made the outbox reopen.
+    pub storage_errors: u64,
 }
 
 /// The result of one [`Outbox::append`].
@@ -120,6 +122,9 @@ pub struct Appended {
 #[derive(Debug)]
 pub struct Outbox {
     db: Database,
+    path: std::path::PathBuf,
+    /// The byte bound in force: the configured one, or lower once the disk filled up.
+    max_bytes: u64,
     epoch: Epoch,
     next_seq: BTreeMap<StreamId, Seq>,
     held_bytes: u64,
@@ -152,6 +157,8 @@ impl Outbox {
         txn.commit()?;
         Ok(Outbox {
             db,
+            path: path.to_path_buf(),
+            max_bytes: config.max_bytes,
             epoch,
             next_seq: BTreeMap::new(),
             held_bytes,
@@ -159,6 +166,32 @@ impl Outbox {
             config,
             stats: OutboxStats::default(),
         })
+    }
+
+    /// Recovers from a failed write (typically a full disk): redb refuses every operation
+    /// after an I/O error until the file is reopened. Reopens it in the same epoch, reloads
+    /// the counts the failed transaction did not change, and lowers the byte bound to 90 %
+    /// of what is held, so the drop policy makes room from now on instead of failing.
+    pub fn recover_from_storage_error(&mut self) -> Result<(), OutboxError> {
+        self.stats.storage_errors += 1;
+        // Only one handle per file may be open: release the poisoned one first.
+        let placeholder = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
+        drop(std::mem::replace(&mut self.db, placeholder));
+        self.db = Database::builder().set_cache_size(CACHE_BYTES).create(&self.path)?;
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        self.held_bytes = meta.get("held_bytes")?.map_or(0, |v| v.value());
+        self.held_events = meta.get("held_events")?.map_or(0, |v| v.value());
+        drop(meta);
+        drop(txn);
+        self.reload_next_seqs()?;
+        self.max_bytes = self.max_bytes.min(self.held_bytes / 10 * 9);
+        Ok(())
+    }
+
+    /// The byte bound in force (lower than configured after the disk filled up).
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
     }
 
     /// The boot epoch this process writes events into.
@@ -217,7 +250,7 @@ impl Outbox {
             for (index, record) in records.iter().enumerate() {
                 let cost = record.len() as u64 + ROW_OVERHEAD_BYTES;
                 let mut store = true;
-                while held_bytes + cost > self.config.max_bytes {
+                while held_bytes + cost > self.max_bytes {
                     match self.config.policy {
                         DropPolicy::Block => {
                             refused = records.len() - index;
@@ -252,7 +285,7 @@ impl Outbox {
                     dropped += 1;
                     // A new tombstone row needs room too: the oldest events make it, so the
                     // bound holds for everything on disk.
-                    while held_bytes > self.config.max_bytes {
+                    while held_bytes > self.max_bytes {
                         let Some(freed) = drop_oldest(&mut table, &mut tombstones)? else { break };
                         held_bytes = held_bytes + freed.tombstone_cost - freed.record_cost;
                         held_events -= 1;
