@@ -370,13 +370,18 @@ fn events_travel_over_multicast_with_unicast_acks() {
         eprintln!("skipped: multicast in a network namespace needs root (CI runs as root)");
         return;
     }
-    let status = Command::new("unshare")
+    assert!(run_in_new_network_namespace("multicast_in_a_namespace"), "the multicast run inside the namespace failed");
+}
+
+/// Runs the ignored helper test `helper` of this binary in a fresh network namespace.
+fn run_in_new_network_namespace(helper: &str) -> bool {
+    Command::new("unshare")
         .args(["-n", "--"])
         .arg(std::env::current_exe().unwrap())
-        .args(["--exact", "multicast_in_a_namespace", "--ignored", "--nocapture", "--test-threads", "1"])
+        .args(["--exact", helper, "--ignored", "--nocapture", "--test-threads", "1"])
         .status()
-        .unwrap();
-    assert!(status.success(), "the multicast run inside the namespace failed");
+        .unwrap()
+        .success()
 }
 
 fn is_root() -> bool {
@@ -488,13 +493,7 @@ fn exactly_once_under_kernel_packet_loss() {
         eprintln!("skipped: needs root and nft (.ci/run installs nftables and runs as root)");
         return;
     }
-    let status = Command::new("unshare")
-        .args(["-n", "--"])
-        .arg(std::env::current_exe().unwrap())
-        .args(["--exact", "kernel_loss_in_a_namespace", "--ignored", "--nocapture", "--test-threads", "1"])
-        .status()
-        .unwrap();
-    assert!(status.success(), "the run under kernel packet loss failed");
+    assert!(run_in_new_network_namespace("kernel_loss_in_a_namespace"), "the run under kernel packet loss failed");
 }
 
 #[test]
