@@ -10,7 +10,7 @@ use crate::ids::StreamKey;
 use crate::receiver::{Control, DedupState, Receiver, ReceiverConfig};
 use crate::wire::{
     Body, ControlRef, DataFrame, Direction, DropReason, Event, Header, HeartbeatRepr, MacKey, Reject, RejectCounts,
-    ReplayGuard, Sealer, open, seal_control,
+    ReplayGuard, Sealer, open_collecting, seal_control,
 };
 use crate::{DeviceId, Epoch, Instant, KeyId, Seq, SeqRange};
 use alloc::collections::{BTreeMap, BTreeSet};
@@ -84,10 +84,12 @@ pub struct Received<'a> {
 #[derive(Clone, Debug)]
 pub enum Delivery<'a> {
     /// `new` lists the pieces of the frame's range seen for the first time: deliver exactly
-    /// the events in them (see [`Received::new_events`]).
+    /// the events in them (see [`Received::new_events`]). `events` holds all of the frame's
+    /// events, decoded once while the frame was validated.
     Events {
         frame: DataFrame<'a>,
         new: Vec<SeqRange>,
+        events: Vec<(Seq, Event<'a>)>,
     },
     Tombstone {
         new: Vec<SeqRange>,
@@ -102,11 +104,11 @@ pub enum Delivery<'a> {
 impl<'a> Received<'a> {
     /// The events to deliver: those of the frame not delivered before, with their seqs.
     pub fn new_events(&self) -> impl Iterator<Item = (Seq, Event<'a>)> + '_ {
-        let (frame, new) = match &self.delivery {
-            Delivery::Events { frame, new } => (Some(frame), new.as_slice()),
-            _ => (None, &[][..]),
+        let (events, new) = match &self.delivery {
+            Delivery::Events { events, new, .. } => (events.as_slice(), new.as_slice()),
+            _ => (&[][..], &[][..]),
         };
-        frame.into_iter().flat_map(|f| f.events()).filter(move |(seq, _)| new.iter().any(|r| r.contains(*seq)))
+        events.iter().filter(move |(seq, _)| new.iter().any(|r| r.contains(*seq))).cloned()
     }
 }
 
@@ -189,9 +191,15 @@ impl<K: Keyring> Endpoint<K> {
 
     fn accept<'a>(&mut self, now: Instant, datagram: &'a [u8]) -> Result<Received<'a>, Reject> {
         let keyring = &self.keyring;
-        let opened = open(datagram, Direction::FromDevice, self.config.max_datagram_bytes, |id| {
-            keyring.key(id).map(|(_, k)| k)
-        })?;
+        // Data frames decode their events once, while they are validated.
+        let mut events = Vec::new();
+        let opened = open_collecting(
+            datagram,
+            Direction::FromDevice,
+            self.config.max_datagram_bytes,
+            |id| keyring.key(id).map(|(_, k)| k),
+            &mut events,
+        )?;
         let header = opened.header;
         let (device, _) = self.keyring.key(header.key_id).ok_or(Reject::UnknownKey)?;
         let sent_at = header.sent_at.as_micros();
@@ -222,7 +230,7 @@ impl<K: Keyring> Endpoint<K> {
             Body::Data(frame) => {
                 let mut new = Vec::new();
                 receiver.handle_data(now, &header, frame.range(), |r| new.push(r))?;
-                Delivery::Events { frame, new }
+                Delivery::Events { frame, new, events }
             }
             Body::Tombstone(tombstone) => {
                 let mut new = Vec::new();

@@ -360,6 +360,39 @@ impl<'a> DataFrame<'a> {
         Ok(DataFrame { stream: head.stream, epoch, first_seq: head.first_seq, count, events })
     }
 
+    /// [`Self::decode`] that also collects the events, in one pass instead of validating
+    /// first and iterating later. On error `events` is left as it was.
+    #[cfg(feature = "alloc")]
+    pub(crate) fn decode_collect(
+        header: &Header,
+        body: &'a [u8],
+        events: &mut alloc::vec::Vec<(Seq, Event<'a>)>,
+    ) -> Result<DataFrame<'a>, Reject> {
+        let start = events.len();
+        let result = (|| {
+            let (head, rest) = postcard::take_from_bytes::<DataHead>(body).map_err(|_| Reject::Malformed)?;
+            let epoch = header.epoch.checked_sub(head.epoch_back).ok_or(Reject::Malformed)?;
+            let mut count = 0u32;
+            let mut chain = Chain::default();
+            let mut input = Reader::new(rest);
+            let mut last_tags = Tags::EMPTY;
+            while !input.is_empty() {
+                let event = chain.read(&mut input, &mut last_tags).ok_or(Reject::Malformed)?;
+                let seq = head.first_seq.checked_add(u64::from(count)).ok_or(Reject::Malformed)?;
+                events.push((seq, event));
+                count = count.checked_add(1).ok_or(Reject::Malformed)?;
+            }
+            if count == 0 || head.first_seq.checked_add(u64::from(count)).is_none() {
+                return Err(Reject::Malformed);
+            }
+            Ok(DataFrame { stream: head.stream, epoch, first_seq: head.first_seq, count, events: rest })
+        })();
+        if result.is_err() {
+            events.truncate(start);
+        }
+        result
+    }
+
     pub fn range(&self) -> SeqRange {
         SeqRange::with_len(self.first_seq, u64::from(self.count))
     }

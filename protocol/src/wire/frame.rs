@@ -43,6 +43,32 @@ pub fn open<'a, 'k>(
     max_datagram_bytes: usize,
     key_for: impl FnOnce(crate::KeyId) -> Option<&'k MacKey>,
 ) -> Result<Opened<'a>, Reject> {
+    let (header, body) = verify(datagram, direction, max_datagram_bytes, key_for)?;
+    decode_body(header, body, DataFrame::decode)
+}
+
+/// [`open`] that also collects a data frame's events into `events` while validating them,
+/// so a receiver decodes each event once. On error `events` is unchanged.
+#[cfg(feature = "alloc")]
+pub fn open_collecting<'a, 'k>(
+    datagram: &'a [u8],
+    direction: Direction,
+    max_datagram_bytes: usize,
+    key_for: impl FnOnce(crate::KeyId) -> Option<&'k MacKey>,
+    events: &mut alloc::vec::Vec<(crate::Seq, super::Event<'a>)>,
+) -> Result<Opened<'a>, Reject> {
+    let (header, body) = verify(datagram, direction, max_datagram_bytes, key_for)?;
+    decode_body(header, body, |header, body| DataFrame::decode_collect(header, body, events))
+}
+
+/// Length, header, direction, key and MAC checks; returns the header and the (now
+/// authenticated, not yet decoded) body.
+fn verify<'a, 'k>(
+    datagram: &'a [u8],
+    direction: Direction,
+    max_datagram_bytes: usize,
+    key_for: impl FnOnce(crate::KeyId) -> Option<&'k MacKey>,
+) -> Result<(Header, &'a [u8]), Reject> {
     if datagram.len() > max_datagram_bytes {
         return Err(Reject::Oversized);
     }
@@ -57,8 +83,16 @@ pub fn open<'a, 'k>(
     if !key.verify(covered, tag) {
         return Err(Reject::Forged);
     }
+    Ok((header, body))
+}
+
+fn decode_body<'a>(
+    header: Header,
+    body: &'a [u8],
+    decode_data: impl FnOnce(&Header, &'a [u8]) -> Result<DataFrame<'a>, Reject>,
+) -> Result<Opened<'a>, Reject> {
     let body = match header.kind {
-        FrameKind::Data => Body::Data(DataFrame::decode(&header, body)?),
+        FrameKind::Data => Body::Data(decode_data(&header, body)?),
         FrameKind::Heartbeat => Body::Heartbeat(HeartbeatRepr::from_wire(&header, decode_all::<HeartbeatWire>(body)?)?),
         FrameKind::Tombstone => Body::Tombstone(TombstoneRepr::from_wire(&header, decode_all::<TombstoneWire>(body)?)?),
         FrameKind::Ack => {

@@ -33,6 +33,8 @@ pub use data::{DataFrame, DataWriter, EventIter, PushError, decode_event_record,
 pub use event::{
     Event, InvalidEvent, MAX_NAME_BYTES, MAX_TAG_BYTES, MAX_TAGS, Member, Opaque, Payload, Sample, Tag, TagIter, Tags,
 };
+#[cfg(feature = "alloc")]
+pub use frame::open_collecting;
 pub use frame::{Body, ControlRef, Direction, Opened, open, seal_control};
 pub use header::{FrameKind, HEADER_BYTES_MAX, Header, MAGIC, VERSION};
 pub use replay::{ReplayGuard, ReplayWindow};
