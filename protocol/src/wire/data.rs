@@ -343,21 +343,9 @@ pub struct DataFrame<'a> {
 }
 
 impl<'a> DataFrame<'a> {
+    /// Validates the whole batch; iterating the returned frame cannot fail.
     pub(crate) fn decode(header: &Header, body: &'a [u8]) -> Result<DataFrame<'a>, Reject> {
-        let (head, events) = postcard::take_from_bytes::<DataHead>(body).map_err(|_| Reject::Malformed)?;
-        let epoch = header.epoch.checked_sub(head.epoch_back).ok_or(Reject::Malformed)?;
-        let mut count = 0u32;
-        let mut chain = Chain::default();
-        let mut input = Reader::new(events);
-        let mut last_tags = Tags::EMPTY;
-        while !input.is_empty() {
-            chain.read(&mut input, &mut last_tags).ok_or(Reject::Malformed)?;
-            count = count.checked_add(1).ok_or(Reject::Malformed)?;
-        }
-        if count == 0 || head.first_seq.checked_add(u64::from(count)).is_none() {
-            return Err(Reject::Malformed);
-        }
-        Ok(DataFrame { stream: head.stream, epoch, first_seq: head.first_seq, count, events })
+        Self::decode_each(header, body, |_, _| {})
     }
 
     /// [`Self::decode`] that also collects the events, in one pass instead of validating
@@ -369,28 +357,36 @@ impl<'a> DataFrame<'a> {
         events: &mut alloc::vec::Vec<(Seq, Event<'a>)>,
     ) -> Result<DataFrame<'a>, Reject> {
         let start = events.len();
-        let result = (|| {
-            let (head, rest) = postcard::take_from_bytes::<DataHead>(body).map_err(|_| Reject::Malformed)?;
-            let epoch = header.epoch.checked_sub(head.epoch_back).ok_or(Reject::Malformed)?;
-            let mut count = 0u32;
-            let mut chain = Chain::default();
-            let mut input = Reader::new(rest);
-            let mut last_tags = Tags::EMPTY;
-            while !input.is_empty() {
-                let event = chain.read(&mut input, &mut last_tags).ok_or(Reject::Malformed)?;
-                let seq = head.first_seq.checked_add(u64::from(count)).ok_or(Reject::Malformed)?;
-                events.push((seq, event));
-                count = count.checked_add(1).ok_or(Reject::Malformed)?;
-            }
-            if count == 0 || head.first_seq.checked_add(u64::from(count)).is_none() {
-                return Err(Reject::Malformed);
-            }
-            Ok(DataFrame { stream: head.stream, epoch, first_seq: head.first_seq, count, events: rest })
-        })();
+        let result = Self::decode_each(header, body, |seq, event| events.push((seq, event)));
         if result.is_err() {
             events.truncate(start);
         }
         result
+    }
+
+    /// Decodes every event, handing each to `each` as it goes; any malformation rejects the
+    /// whole frame.
+    fn decode_each(
+        header: &Header,
+        body: &'a [u8],
+        mut each: impl FnMut(Seq, Event<'a>),
+    ) -> Result<DataFrame<'a>, Reject> {
+        let (head, events) = postcard::take_from_bytes::<DataHead>(body).map_err(|_| Reject::Malformed)?;
+        let epoch = header.epoch.checked_sub(head.epoch_back).ok_or(Reject::Malformed)?;
+        let mut count = 0u32;
+        let mut chain = Chain::default();
+        let mut input = Reader::new(events);
+        let mut last_tags = Tags::EMPTY;
+        while !input.is_empty() {
+            let event = chain.read(&mut input, &mut last_tags).ok_or(Reject::Malformed)?;
+            let seq = head.first_seq.checked_add(u64::from(count)).ok_or(Reject::Malformed)?;
+            each(seq, event);
+            count = count.checked_add(1).ok_or(Reject::Malformed)?;
+        }
+        if count == 0 || head.first_seq.checked_add(u64::from(count)).is_none() {
+            return Err(Reject::Malformed);
+        }
+        Ok(DataFrame { stream: head.stream, epoch, first_seq: head.first_seq, count, events })
     }
 
     pub fn range(&self) -> SeqRange {
