@@ -161,6 +161,11 @@ impl<K: Keyring> Endpoint<K> {
         self.slots.len()
     }
 
+    /// The key id the stream's frames were last authenticated with.
+    pub fn key_id(&self, stream: &StreamKey) -> Option<KeyId> {
+        self.slots.get(stream).map(|slot| slot.key_id)
+    }
+
     pub fn receiver(&self, stream: &StreamKey) -> Option<&Receiver<RECEIVER_RANGES>> {
         self.slots.get(stream).map(|slot| &slot.receiver)
     }
@@ -280,6 +285,32 @@ impl<K: Keyring> Endpoint<K> {
             }
             self.reschedule(stream);
         }
+    }
+
+    /// The commit of the uncommitted state failed (disk full, log at its bound): every
+    /// receiver forgets what it admitted since its last durable state, so the retransmissions
+    /// the devices will send are admitted again instead of being taken for duplicates.
+    pub fn rollback_uncommitted(&mut self) {
+        let dirty = core::mem::take(&mut self.dirty);
+        for stream in dirty {
+            let seed = self.receiver_seed(&stream);
+            if let Some(slot) = self.slots.get_mut(&stream) {
+                let durable = slot.receiver.durable_state().clone();
+                slot.receiver =
+                    Receiver::restore(self.config.receiver.clone(), stream.stream, stream.epoch, seed, durable);
+            }
+            self.reschedule(stream);
+        }
+    }
+
+    /// Installs a new keyring (keys added or revoked). Frames already admitted stay admitted.
+    pub fn replace_keyring(&mut self, keyring: K) {
+        self.keyring = keyring;
+        self.sealers.clear();
+    }
+
+    pub fn keyring(&self) -> &K {
+        &self.keyring
     }
 
     /// For callers without a separate commit step (tests, the simulator's in-memory log):

@@ -278,32 +278,9 @@ impl<'b> DataWriter<'b> {
         if self.count >= self.max_events {
             return Err(PushError::Full);
         }
-        if self.chain.mono.is_some_and(|previous| event.mono.as_micros() < previous) {
-            return Err(PushError::BackInTime);
-        }
         let body_limit = self.buf.len() - MAC_BYTES;
-        let mut out = Writer::new(&mut self.buf[self.len..body_limit]);
-        let mut chain = self.chain;
-        let tags_at = chain.write(event, &mut out).map_err(|_| PushError::Full)?;
-        let end = self.len + out.len();
-        if let Some(relative) = tags_at {
-            let start = self.len + relative;
-            match self.last_tags {
-                Some((last_start, last_end)) if self.buf[last_start..last_end] == self.buf[start..end] => {
-                    // Same list as before: one byte instead of the list.
-                    self.buf[start] = 0;
-                    self.len = start + 1;
-                }
-                _ => {
-                    self.last_tags = Some((start, end));
-                    self.len = end;
-                }
-            }
-        } else {
-            self.len = end;
-        }
+        self.len = push_chained(&mut self.buf[..body_limit], self.len, &mut self.chain, &mut self.last_tags, event)?;
         self.count += 1;
-        self.chain = chain;
         Ok(())
     }
 
@@ -393,6 +370,12 @@ impl<'a> DataFrame<'a> {
         SeqRange::with_len(self.first_seq, u64::from(self.count))
     }
 
+    /// The encoded events (the batch chain), to store as they came: an
+    /// [`EventChainReader`] reads them back.
+    pub fn event_bytes(&self) -> &'a [u8] {
+        self.events
+    }
+
     /// The events with their sequence numbers, in order.
     pub fn events(&self) -> EventIter<'a> {
         EventIter {
@@ -425,6 +408,114 @@ impl<'a> Iterator for EventIter<'a> {
         let seq = self.seq;
         self.seq += 1;
         Some((seq, event))
+    }
+}
+
+/// Writes `event` at `buf[len..]` continuing `chain`; returns the new length. A tag list equal
+/// to the last explicit one (at `last_tags` in `buf`) is written as one byte. On error nothing
+/// changes.
+fn push_chained(
+    buf: &mut [u8],
+    len: usize,
+    chain: &mut Chain,
+    last_tags: &mut Option<(usize, usize)>,
+    event: &Event<'_>,
+) -> Result<usize, PushError> {
+    if chain.mono.is_some_and(|previous| event.mono.as_micros() < previous) {
+        return Err(PushError::BackInTime);
+    }
+    let mut out = Writer::new(&mut buf[len..]);
+    let mut next = *chain;
+    let tags_at = next.write(event, &mut out).map_err(|_| PushError::Full)?;
+    let end = len + out.len();
+    let new_len = match tags_at {
+        Some(relative) => {
+            let start = len + relative;
+            match *last_tags {
+                Some((last_start, last_end)) if buf[last_start..last_end] == buf[start..end] => {
+                    // Same list as before: one byte instead of the list.
+                    buf[start] = 0;
+                    start + 1
+                }
+                _ => {
+                    *last_tags = Some((start, end));
+                    end
+                }
+            }
+        }
+        None => end,
+    };
+    *chain = next;
+    Ok(new_len)
+}
+
+/// Encodes a run of events in the batch form of a `Data` frame body without the frame (delta
+/// times, repeated tag lists as one byte), for storage: the collector's log keeps events this
+/// way. Read it back with [`EventChainReader`].
+#[derive(Debug)]
+pub struct EventChainWriter<'b> {
+    buf: &'b mut [u8],
+    len: usize,
+    count: u32,
+    chain: Chain,
+    last_tags: Option<(usize, usize)>,
+}
+
+impl<'b> EventChainWriter<'b> {
+    pub fn new(buf: &'b mut [u8]) -> Self {
+        EventChainWriter { buf, len: 0, count: 0, chain: Chain::default(), last_tags: None }
+    }
+
+    /// Appends `event`; events must not go back in (monotonic) time.
+    pub fn push(&mut self, event: &Event<'_>) -> Result<(), PushError> {
+        self.len = push_chained(self.buf, self.len, &mut self.chain, &mut self.last_tags, event)?;
+        self.count += 1;
+        Ok(())
+    }
+
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+/// Reads a chain written by [`EventChainWriter`] (or the events of a frame,
+/// [`DataFrame::event_bytes`]). Yields an error once, then ends, on malformed input.
+#[derive(Clone, Debug)]
+pub struct EventChainReader<'a> {
+    input: Reader<'a>,
+    chain: Chain,
+    last_tags: Tags<'a>,
+    failed: bool,
+}
+
+impl<'a> EventChainReader<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        EventChainReader { input: Reader::new(bytes), chain: Chain::default(), last_tags: Tags::EMPTY, failed: false }
+    }
+}
+
+impl<'a> Iterator for EventChainReader<'a> {
+    type Item = Result<Event<'a>, Reject>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.input.is_empty() {
+            return None;
+        }
+        match self.chain.read(&mut self.input, &mut self.last_tags) {
+            Some(event) => Some(Ok(event)),
+            None => {
+                self.failed = true;
+                Some(Err(Reject::Malformed))
+            }
+        }
     }
 }
 

@@ -29,7 +29,10 @@ pub use auth::{MAC_BYTES, MacKey, Sealer};
 pub use control::{
     AckRepr, AckTiming, DropReason, HeartbeatRepr, MAX_NAK_RANGES, MAX_SACK_RANGES, NakRepr, TombstoneRepr,
 };
-pub use data::{DataFrame, DataWriter, EventIter, PushError, decode_event_record, encode_event_record};
+pub use data::{
+    DataFrame, DataWriter, EventChainReader, EventChainWriter, EventIter, PushError, decode_event_record,
+    encode_event_record,
+};
 pub use event::{
     Event, InvalidEvent, MAX_NAME_BYTES, MAX_TAG_BYTES, MAX_TAGS, Member, Opaque, Payload, Sample, Tag, TagIter, Tags,
 };

@@ -1,0 +1,435 @@
+//! The acceptor: one thread that owns the protocol [`Endpoint`] for the whole fleet.
+//!
+//! It takes received datagrams from every source, admits each event once, encodes the new
+//! ones into the next log block, hands a block (with the dedup state of every receiver it
+//! touched) to the committer, and sends the ACKs that the committed state allows back the way
+//! each device's frames came. One commit is in flight at a time while the next block fills,
+//! so disk and CPU work overlap.
+//!
+//! When a commit fails (disk full, log at its bound) every receiver rolls back to its last
+//! durable state and frames are refused until a probe commit succeeds: nothing unwritten is
+//! ever acknowledged or remembered as seen, so the devices keep and retransmit it.
+
+use crate::ingest::{Batch, ReplyPath, Route};
+use crate::keys::Keys;
+use crate::log::block::BlockBuilder;
+use crate::log::record::{EventsHead, GapHead, RecordKind, encode_events, encode_gap};
+use crate::log::{Commit, Committed, Dedup, LogError};
+use crate::metrics::{AcceptorSnapshot, Metrics};
+use driftlog_protocol::endpoint::{Delivery, Endpoint, Received};
+use driftlog_protocol::ids::StreamKey;
+use driftlog_protocol::wire::{DropReason, EventChainWriter};
+use driftlog_protocol::{DeviceId, Instant};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::time::{Duration, Instant as StdInstant};
+
+/// What reaches the acceptor: received datagrams, and the outcome of its commits.
+#[derive(Debug)]
+pub enum Input {
+    Batch(Batch),
+    Committed(Result<Committed, LogError>),
+}
+
+#[derive(Clone, Debug)]
+pub struct AcceptorConfig {
+    pub flush_interval: Duration,
+    pub max_block_bytes: usize,
+    pub keys_file: Option<PathBuf>,
+    pub development_device: Option<DeviceId>,
+}
+
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+const KEYS_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(250);
+const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// Pending block bytes, in blocks, beyond which frames are refused while a commit runs.
+const PENDING_BLOCKS_MAX: usize = 8;
+
+#[derive(Debug)]
+struct InFlight {
+    states: Vec<(StreamKey, Dedup)>,
+    events: u64,
+}
+
+pub struct Acceptor {
+    config: AcceptorConfig,
+    endpoint: Endpoint<Keys>,
+    replies: Vec<Box<dyn ReplyPath>>,
+    /// The way each authenticated device's latest frame came (bounded by the keyring).
+    routes: HashMap<DeviceId, Route>,
+    last_seen_unix_ms: BTreeMap<DeviceId, u64>,
+    builder: BlockBuilder,
+    block_events: u64,
+    block_started: Option<StdInstant>,
+    in_flight: Option<InFlight>,
+    accepting: bool,
+    next_probe: StdInstant,
+    chain_buf: Vec<u8>,
+    commits: SyncSender<Commit>,
+    inputs: Receiver<Input>,
+    metrics: Arc<Metrics>,
+    origin: StdInstant,
+    keys_modified: Option<std::time::SystemTime>,
+    next_keys_check: StdInstant,
+    next_snapshot: StdInstant,
+    next_reject_log: StdInstant,
+    rejects_logged: u64,
+    out: Vec<u8>,
+}
+
+impl std::fmt::Debug for Acceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acceptor").field("streams", &self.endpoint.stream_count()).finish_non_exhaustive()
+    }
+}
+
+pub fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn modified(path: &Option<PathBuf>) -> Option<std::time::SystemTime> {
+    path.as_ref().and_then(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+}
+
+impl Acceptor {
+    pub fn new(
+        config: AcceptorConfig,
+        endpoint: Endpoint<Keys>,
+        replies: Vec<Box<dyn ReplyPath>>,
+        commits: SyncSender<Commit>,
+        inputs: Receiver<Input>,
+        metrics: Arc<Metrics>,
+    ) -> Acceptor {
+        let now = StdInstant::now();
+        let keys_modified = modified(&config.keys_file);
+        Acceptor {
+            config,
+            endpoint,
+            replies,
+            routes: HashMap::new(),
+            last_seen_unix_ms: BTreeMap::new(),
+            builder: BlockBuilder::default(),
+            block_events: 0,
+            block_started: None,
+            in_flight: None,
+            accepting: true,
+            next_probe: now,
+            chain_buf: vec![0; 65_536],
+            commits,
+            inputs,
+            metrics,
+            origin: now,
+            keys_modified,
+            next_keys_check: now + KEYS_CHECK_INTERVAL,
+            next_snapshot: now,
+            next_reject_log: now + REJECT_LOG_INTERVAL,
+            rejects_logged: 0,
+            out: vec![0; 2_048],
+        }
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_micros(self.origin.elapsed().as_micros() as u64)
+    }
+
+    /// Runs until `shutdown` is set, then commits what it holds, sends the last ACKs and
+    /// returns.
+    pub fn run(mut self, shutdown: &std::sync::atomic::AtomicBool) {
+        while !shutdown.load(Ordering::Relaxed) {
+            let wait = self.next_wakeup().saturating_duration_since(StdInstant::now()).min(Duration::from_millis(50));
+            match self.inputs.recv_timeout(wait) {
+                Ok(input) => self.handle_input(input),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            // Take whatever else is queued before deciding on a commit.
+            for _ in 0..64 {
+                match self.inputs.try_recv() {
+                    Ok(input) => self.handle_input(input),
+                    Err(_) => break,
+                }
+            }
+            self.tick(false);
+        }
+        self.drain_for_shutdown();
+    }
+
+    fn drain_for_shutdown(&mut self) {
+        while let Ok(input) = self.inputs.try_recv() {
+            self.handle_input(input);
+        }
+        let deadline = StdInstant::now() + Duration::from_secs(10);
+        while StdInstant::now() < deadline {
+            self.tick(true);
+            if self.in_flight.is_none() && self.builder.is_empty() {
+                break;
+            }
+            if let Ok(Input::Committed(result)) = self.inputs.recv_timeout(Duration::from_millis(50)) {
+                self.handle_committed(result);
+            }
+        }
+        self.send_replies();
+        self.publish_snapshot();
+    }
+
+    fn next_wakeup(&self) -> StdInstant {
+        let mut at = StdInstant::now() + Duration::from_millis(50);
+        if let Some(started) = self.block_started {
+            at = at.min(started + self.config.flush_interval);
+        }
+        if let Some(deadline) = self.endpoint.poll_timeout() {
+            let now = self.now();
+            let wait = Duration::from_micros(deadline.as_micros().saturating_sub(now.as_micros()));
+            at = at.min(StdInstant::now() + wait);
+        }
+        at
+    }
+
+    fn handle_input(&mut self, input: Input) {
+        match input {
+            Input::Batch(batch) => self.handle_batch(&batch),
+            Input::Committed(result) => self.handle_committed(result),
+        }
+    }
+
+    fn tick(&mut self, shutting_down: bool) {
+        self.maybe_commit(shutting_down);
+        self.send_replies();
+        let now = StdInstant::now();
+        if now >= self.next_snapshot {
+            self.publish_snapshot();
+            self.next_snapshot = now + SNAPSHOT_INTERVAL;
+        }
+        if now >= self.next_keys_check {
+            self.reload_keys();
+            self.next_keys_check = now + KEYS_CHECK_INTERVAL;
+        }
+        if now >= self.next_reject_log {
+            self.log_rejects();
+            self.next_reject_log = now + REJECT_LOG_INTERVAL;
+        }
+    }
+
+    fn handle_batch(&mut self, batch: &Batch) {
+        let refuse = !self.accepting || self.builder.bytes() > PENDING_BLOCKS_MAX * self.config.max_block_bytes;
+        if refuse {
+            // Not admitted, so not remembered: the devices retransmit once we accept again.
+            self.metrics.frames_refused_log_unavailable.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            return;
+        }
+        let now = self.now();
+        let received_unix_ms = (batch.received_unix_us / 1_000).max(0) as u64;
+        let mut accepted = false;
+        for (datagram, route) in batch.iter() {
+            let Ok(received) = self.endpoint.handle_datagram(now, datagram) else { continue };
+            accepted = true;
+            let device = received.stream.device;
+            self.routes.insert(device, route);
+            self.last_seen_unix_ms.insert(device, received_unix_ms);
+            self.record(&received, batch.received_unix_us);
+        }
+        if accepted && self.block_started.is_none() {
+            self.block_started = Some(StdInstant::now());
+        }
+    }
+
+    /// Appends the new parts of an accepted frame to the next block.
+    fn record(&mut self, received: &Received<'_>, received_unix_us: i64) {
+        let key = received.stream;
+        match &received.delivery {
+            Delivery::Events { frame, new, events } => {
+                for range in new {
+                    let head = EventsHead {
+                        device: key.device,
+                        stream: key.stream,
+                        epoch: key.epoch,
+                        first_seq: range.start,
+                        count: range.len() as u32,
+                        sent_at_us: received.header.sent_at.as_micros(),
+                        sent_epoch: received.header.epoch,
+                        received_unix_us,
+                    };
+                    self.block_events += range.len();
+                    if *range == frame.range() {
+                        // The whole frame is new (the common case): store its bytes as they came.
+                        self.builder.push(range.len(), |out| encode_events(&head, frame.event_bytes(), out));
+                        continue;
+                    }
+                    let mut writer = EventChainWriter::new(&mut self.chain_buf);
+                    for (_, event) in events.iter().filter(|(seq, _)| range.contains(*seq)) {
+                        // The frame held these in order within one datagram: they fit.
+                        let _ = writer.push(event);
+                    }
+                    let len = writer.len();
+                    let bytes = &self.chain_buf[..len];
+                    self.builder.push(range.len(), |out| encode_events(&head, bytes, out));
+                }
+            }
+            Delivery::Tombstone { new, reason } => {
+                for range in new {
+                    let head = GapHead {
+                        device: key.device,
+                        stream: key.stream,
+                        epoch: key.epoch,
+                        range: *range,
+                        reason: *reason,
+                        received_unix_us,
+                    };
+                    self.builder.push(1, |out| encode_gap(RecordKind::Tombstone, &head, out));
+                }
+            }
+            Delivery::Heartbeat { unrecoverable, .. } => {
+                for range in unrecoverable {
+                    let head = GapHead {
+                        device: key.device,
+                        stream: key.stream,
+                        epoch: key.epoch,
+                        range: *range,
+                        reason: DropReason::Unrecoverable,
+                        received_unix_us,
+                    };
+                    self.builder.push(1, |out| encode_gap(RecordKind::Gap, &head, out));
+                }
+            }
+        }
+    }
+
+    fn maybe_commit(&mut self, shutting_down: bool) {
+        if self.in_flight.is_some() {
+            return;
+        }
+        if !self.accepting {
+            if StdInstant::now() >= self.next_probe {
+                // Ask whether a full block fits again; frames stay refused until it does.
+                let probe = Commit { reserve_bytes: self.config.max_block_bytes as u64, ..Commit::default() };
+                if self.commits.try_send(probe).is_ok() {
+                    self.in_flight = Some(InFlight { states: Vec::new(), events: 0 });
+                }
+                self.next_probe = StdInstant::now() + PROBE_INTERVAL;
+            }
+            return;
+        }
+        let Some(started) = self.block_started else { return };
+        let due = shutting_down
+            || started.elapsed() >= self.config.flush_interval
+            || self.builder.bytes() >= self.config.max_block_bytes;
+        if !due {
+            return;
+        }
+        let states = self.endpoint.uncommitted();
+        self.block_started = None;
+        if states.is_empty() && self.builder.is_empty() {
+            return; // Nothing changed (a heartbeat, a duplicate).
+        }
+        let streams = states
+            .iter()
+            .map(|(key, state)| (*key, self.endpoint.key_id(key).unwrap_or_default(), state.clone()))
+            .collect();
+        let offsets = self.builder.offsets();
+        let commit = Commit { block: self.builder.finish(now_unix_ms()), offsets, streams, reserve_bytes: 0 };
+        let events = std::mem::take(&mut self.block_events);
+        // The committer takes one commit at a time and we send only when none is in flight.
+        if self.commits.try_send(commit).is_err() {
+            tracing::error!("committer is gone; rolling back");
+            self.endpoint.rollback_uncommitted();
+            return;
+        }
+        self.in_flight = Some(InFlight { states, events });
+    }
+
+    fn handle_committed(&mut self, result: Result<Committed, LogError>) {
+        let Some(in_flight) = self.in_flight.take() else { return };
+        let now = self.now();
+        match result {
+            Ok(_) => {
+                for (stream, state) in &in_flight.states {
+                    self.endpoint.handle_durable(now, *stream, state);
+                }
+                self.metrics.events_committed.fetch_add(in_flight.events, Ordering::Relaxed);
+                if !self.accepting {
+                    tracing::info!("log accepts writes again; acknowledging");
+                    self.accepting = true;
+                    self.metrics.log_accepting.store(true, Ordering::Relaxed);
+                }
+            }
+            Err(error) => {
+                if self.accepting {
+                    tracing::error!(%error, "commit failed: not acknowledging until the log takes writes again");
+                }
+                self.accepting = false;
+                self.metrics.log_accepting.store(false, Ordering::Relaxed);
+                // Forget everything not durable, including what was admitted after this
+                // commit was cut: the devices still hold it and will send it again.
+                self.endpoint.rollback_uncommitted();
+                self.builder.finish(0);
+                self.block_events = 0;
+                self.block_started = None;
+                self.next_probe = StdInstant::now() + PROBE_INTERVAL;
+            }
+        }
+    }
+
+    fn send_replies(&mut self) {
+        let now = self.now();
+        while let Some(transmit) = self.endpoint.poll_transmit(now, &mut self.out) {
+            let sent = match self.routes.get(&transmit.device) {
+                Some(route) => match self.replies.get_mut(usize::from(route.source)) {
+                    Some(reply) => reply.send(transmit.device, route.peer, &self.out[..transmit.len]),
+                    None => false,
+                },
+                None => false,
+            };
+            if !sent {
+                self.metrics.replies_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn publish_snapshot(&self) {
+        let snapshot = AcceptorSnapshot {
+            endpoint: self.endpoint.stats(),
+            streams: self.endpoint.stream_count(),
+            devices_last_seen_unix_ms: self.last_seen_unix_ms.clone(),
+        };
+        *self.metrics.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = snapshot;
+    }
+
+    fn reload_keys(&mut self) {
+        let current = modified(&self.config.keys_file);
+        if current == self.keys_modified {
+            return;
+        }
+        self.keys_modified = current;
+        let Some(path) = &self.config.keys_file else { return };
+        match Keys::load(path) {
+            Ok(keys) => {
+                let keys = match self.config.development_device {
+                    Some(device) => keys.with_development_key(device),
+                    None => keys,
+                };
+                tracing::info!(keys = keys.len(), path = %path.display(), "keys file reloaded");
+                self.endpoint.replace_keyring(keys);
+            }
+            Err(error) => tracing::warn!(
+                error = format!("{error:#}"),
+                "keys file changed but cannot be used; keeping the old keys"
+            ),
+        }
+    }
+
+    /// Per-packet problems are summarised at most every [`REJECT_LOG_INTERVAL`].
+    fn log_rejects(&mut self) {
+        let rejects = self.endpoint.stats().rejects;
+        let total = rejects.total();
+        if total > self.rejects_logged {
+            let by_reason: Vec<String> =
+                rejects.iter().filter(|(_, n)| *n > 0).map(|(r, n)| format!("{}={n}", r.name())).collect();
+            tracing::warn!(new = total - self.rejects_logged, totals = %by_reason.join(","), "frames rejected");
+            self.rejects_logged = total;
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! `collector.toml`: every setting, its unit and its default. Unknown fields are errors.
+//!
+//! Loading goes raw TOML → [`CollectorConfig`] → [`CollectorConfig::validate`];
+//! `driftlog-collector validate --config FILE` runs exactly that and nothing else.
+
+use serde::Deserialize;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+/// The whole collector configuration. Every field has a default, so no file at all runs a
+/// collector for agents on this machine.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorConfig {
+    /// The log (`log.redb`) lives here.
+    pub data_dir: PathBuf,
+    /// Device keys: `[[device]] device_id, key_id, key` (what `keygen` appends to). Re-read
+    /// when it changes, so new devices need no restart.
+    pub keys_file: Option<PathBuf>,
+    /// Accept the published development key (key id 0, all-zero secret) as device
+    /// `development_device_id`. Anyone can forge frames with it: turn it off in production.
+    pub development_key: bool,
+    pub development_device_id: u64,
+    pub ingest: IngestSection,
+    pub log: LogSection,
+    pub http: HttpSection,
+    pub forward: ForwardSection,
+    pub limits: LimitsSection,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestSection {
+    pub udp: UdpSection,
+    pub multicast: Option<MulticastSection>,
+    pub zmq: Option<ZmqSection>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UdpSection {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    /// Sockets bound to `listen` with `SO_REUSEPORT`, one receive thread each; the kernel
+    /// spreads devices over them by address hash. 0 = one per core.
+    pub sockets: usize,
+    /// `SO_RCVBUF` per socket, bytes (the kernel may clamp it; `SO_RCVBUFFORCE` is tried first).
+    pub receive_buffer_bytes: usize,
+    /// Datagrams per `recvmmsg` call.
+    pub batch_datagrams: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MulticastSection {
+    pub group: Ipv4Addr,
+    pub port: u16,
+    /// The local interface address to join on.
+    #[serde(default = "unspecified")]
+    pub interface: Ipv4Addr,
+}
+
+fn unspecified() -> Ipv4Addr {
+    Ipv4Addr::UNSPECIFIED
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ZmqSection {
+    /// The SUB socket agents' PUB sockets connect to.
+    pub data_endpoint: String,
+    /// The PUB socket for ACKs and NAKs, topic `d<device_id>.`.
+    pub ack_endpoint: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// Group commit: datagrams that arrive within this interval share one fsync. It bounds
+    /// how long an ACK waits for its commit.
+    pub flush_interval_ms: u64,
+    /// Commit at once when the next block reaches this size.
+    pub max_block_bytes: usize,
+    /// Retention by size (sum of stored records), bytes.
+    pub retention_max_bytes: u64,
+    /// Retention by age, seconds; 0 keeps records until the size bound needs their room.
+    pub retention_max_age_s: u64,
+    /// redb's page cache, bytes.
+    pub cache_bytes: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// `/metrics` (Prometheus) and `/health`; no authentication, keep it local.
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardSection {
+    pub jetstream: Option<JetStreamSection>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JetStreamSection {
+    /// `nats://host:port`.
+    pub url: String,
+    /// The stream, created when missing with subjects `<subject_prefix>.>`.
+    pub stream: String,
+    pub subject_prefix: String,
+    /// Publish acknowledgements awaited at once (pipelining).
+    pub max_in_flight: usize,
+    /// JetStream's duplicate window, seconds: redelivery of a message id within it is dropped
+    /// by the server. Set on stream creation.
+    pub duplicate_window_s: u64,
+    /// The forwarder's name for its stored offset; two collectors feeding one stream need
+    /// different names only if they share a data directory (they should not).
+    pub reader: String,
+    /// Keep records the forwarder has not published: at the log's size bound the collector
+    /// stops acknowledging instead of deleting them.
+    pub protect_unforwarded: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Receivers `(device, stream, epoch)` held at once; frames for more are rejected.
+    pub max_streams: usize,
+    /// Receive batches queued between the sockets and the acceptor; a full queue makes the
+    /// sockets wait, and the kernel's receive buffer (counted) takes the overflow.
+    pub ingest_queue_batches: usize,
+    pub max_datagram_bytes: usize,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> CollectorConfig {
+        CollectorConfig {
+            data_dir: PathBuf::from("driftlog-data"),
+            keys_file: None,
+            development_key: true,
+            development_device_id: 1,
+            ingest: IngestSection::default(),
+            log: LogSection::default(),
+            http: HttpSection::default(),
+            forward: ForwardSection::default(),
+            limits: LimitsSection::default(),
+        }
+    }
+}
+
+impl Default for IngestSection {
+    fn default() -> Self {
+        IngestSection { udp: UdpSection::default(), multicast: None, zmq: None }
+    }
+}
+
+impl Default for UdpSection {
+    fn default() -> Self {
+        UdpSection {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            sockets: 0,
+            receive_buffer_bytes: 8 << 20,
+            batch_datagrams: 64,
+        }
+    }
+}
+
+impl Default for ZmqSection {
+    fn default() -> Self {
+        ZmqSection { data_endpoint: "tcp://127.0.0.1:7401".into(), ack_endpoint: "tcp://127.0.0.1:7402".into() }
+    }
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            flush_interval_ms: 10,
+            max_block_bytes: 1 << 20,
+            retention_max_bytes: 10 << 30,
+            retention_max_age_s: 0,
+            cache_bytes: 64 << 20,
+        }
+    }
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection { listen: Some(SocketAddr::from(([127, 0, 0, 1], 9400))) }
+    }
+}
+
+impl Default for JetStreamSection {
+    fn default() -> Self {
+        JetStreamSection {
+            url: "nats://127.0.0.1:4222".into(),
+            stream: "DRIFTLOG".into(),
+            subject_prefix: "driftlog".into(),
+            max_in_flight: 1_024,
+            duplicate_window_s: 120,
+            reader: "jetstream".into(),
+            protect_unforwarded: true,
+        }
+    }
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection { max_streams: 100_000, ingest_queue_batches: 256, max_datagram_bytes: 1_472 }
+    }
+}
+
+/// A config that cannot be used, naming the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{field}: {message}")]
+    Invalid { field: &'static str, message: String },
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { field, message: message.into() }
+}
+
+impl CollectorConfig {
+    /// Reads and validates `path`; `None` gives the defaults.
+    pub fn load(path: Option<&Path>) -> Result<CollectorConfig, ConfigError> {
+        let config = match path {
+            None => CollectorConfig::default(),
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+                toml::from_str(&text)
+                    .map_err(|error| ConfigError::Parse { path: path.into(), message: error.to_string() })?
+            }
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.ingest.udp.enabled && self.ingest.multicast.is_none() && self.ingest.zmq.is_none() {
+            return Err(invalid("ingest", "enable at least one of udp, multicast, zmq"));
+        }
+        let udp = &self.ingest.udp;
+        if udp.enabled {
+            if udp.sockets > 64 {
+                return Err(invalid("ingest.udp.sockets", "must be at most 64 (0 = one per core)"));
+            }
+            if !(1..=1024).contains(&udp.batch_datagrams) {
+                return Err(invalid("ingest.udp.batch_datagrams", "must be between 1 and 1024"));
+            }
+            if udp.listen.ip().is_multicast() {
+                return Err(invalid("ingest.udp.listen", "is a multicast group; use [ingest.multicast]"));
+            }
+        }
+        if let Some(multicast) = &self.ingest.multicast
+            && !multicast.group.is_multicast()
+        {
+            return Err(invalid("ingest.multicast.group", format!("{} is not a multicast group", multicast.group)));
+        }
+        if let Some(zmq) = &self.ingest.zmq {
+            for (field, endpoint) in
+                [("ingest.zmq.data_endpoint", &zmq.data_endpoint), ("ingest.zmq.ack_endpoint", &zmq.ack_endpoint)]
+            {
+                if !endpoint.starts_with("tcp://") {
+                    return Err(invalid(field, format!("must be a tcp:// endpoint, got {endpoint:?}")));
+                }
+            }
+        }
+        if !(1..=1_000).contains(&self.log.flush_interval_ms) {
+            return Err(invalid("log.flush_interval_ms", "must be between 1 and 1000 ms"));
+        }
+        if !(4_096..=64 << 20).contains(&self.log.max_block_bytes) {
+            return Err(invalid("log.max_block_bytes", "must be between 4096 and 67108864"));
+        }
+        if self.log.retention_max_bytes < 4 * self.log.max_block_bytes as u64 {
+            return Err(invalid("log.retention_max_bytes", "must hold at least four blocks (4 x log.max_block_bytes)"));
+        }
+        if self.limits.max_streams == 0 || self.limits.ingest_queue_batches == 0 {
+            return Err(invalid("limits", "max_streams and ingest_queue_batches must be at least 1"));
+        }
+        if !(256..=driftlog_protocol::wire::MAX_DATAGRAM_BYTES).contains(&self.limits.max_datagram_bytes) {
+            return Err(invalid("limits.max_datagram_bytes", "must be between 256 and 65507"));
+        }
+        if let Some(js) = &self.forward.jetstream {
+            if !js.url.starts_with("nats://") {
+                return Err(invalid("forward.jetstream.url", format!("must be a nats:// URL, got {:?}", js.url)));
+            }
+            let token_ok =
+                |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !token_ok(&js.stream) {
+                return Err(invalid("forward.jetstream.stream", "must be letters, digits, '_' or '-'"));
+            }
+            if !js.subject_prefix.split('.').all(token_ok) {
+                return Err(invalid(
+                    "forward.jetstream.subject_prefix",
+                    "must be dot-separated tokens without wildcards",
+                ));
+            }
+            if !(1..=65_536).contains(&js.max_in_flight) {
+                return Err(invalid("forward.jetstream.max_in_flight", "must be between 1 and 65536"));
+            }
+            if js.duplicate_window_s == 0 {
+                return Err(invalid("forward.jetstream.duplicate_window_s", "must be at least 1 s"));
+            }
+            if js.reader.is_empty() {
+                return Err(invalid("forward.jetstream.reader", "must not be empty"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.data_dir.join("log.redb")
+    }
+
+    pub fn udp_sockets(&self) -> usize {
+        match self.ingest.udp.sockets {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<CollectorConfig, String> {
+        let config: CollectorConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.validate().map_err(|e| e.to_string())?;
+        Ok(config)
+    }
+
+    #[test]
+    fn the_example_config_parses_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/collector.toml");
+        let config = CollectorConfig::load(Some(&path)).unwrap();
+        assert!(config.forward.jetstream.is_some());
+        assert!(config.ingest.zmq.is_some());
+    }
+
+    #[test]
+    fn empty_config_is_the_defaults() {
+        let config = parse("").unwrap();
+        assert_eq!(config.ingest.udp.listen.port(), 7400);
+        assert_eq!(config.data_dir, PathBuf::from("driftlog-data"));
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        assert!(parse("nonsense = 1").unwrap_err().contains("nonsense"));
+        assert!(parse("[log]\nflush_interval_ms = 0").unwrap_err().contains("log.flush_interval_ms"));
+        assert!(
+            parse("[ingest.multicast]\ngroup = \"10.0.0.1\"\nport = 1").unwrap_err().contains("ingest.multicast.group")
+        );
+        assert!(parse("[forward.jetstream]\nurl = \"http://x\"").unwrap_err().contains("forward.jetstream.url"));
+        assert!(parse("[ingest.udp]\nenabled = false").unwrap_err().contains("ingest"));
+        assert!(parse("[log]\nretention_max_bytes = 10").unwrap_err().contains("retention_max_bytes"));
+    }
+}

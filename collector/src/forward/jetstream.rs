@@ -1,0 +1,157 @@
+//! The JetStream forwarder: publishes every log offset, in order, to a stream, with
+//! `Nats-Msg-Id` set to the record's global id, up to `max_in_flight` publish
+//! acknowledgements outstanding, and stores the offset below which JetStream has
+//! acknowledged everything.
+//!
+//! On any error it reconnects with backoff and resumes from the stored offset; what it
+//! resends is inside the stream's duplicate window, so the server drops the second copy.
+//! It never skips: when it falls behind, the log (which protects unforwarded records) fills
+//! and the collector stops acknowledging, which is the backpressure.
+
+use super::message::{Message, messages};
+use crate::config::JetStreamSection;
+use crate::log::Log;
+use crate::metrics::Metrics;
+use async_nats::jetstream;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::watch;
+
+const BLOCKS_PER_READ: usize = 8;
+const OFFSET_STORE_INTERVAL: Duration = Duration::from_millis(200);
+const IDLE_POLL: Duration = Duration::from_millis(20);
+
+#[derive(Debug, thiserror::Error)]
+enum ForwardError {
+    #[error("connect: {0}")]
+    Connect(#[from] async_nats::ConnectError),
+    #[error("stream: {0}")]
+    Stream(String),
+    #[error("publish: {0}")]
+    Publish(#[from] async_nats::jetstream::context::PublishError),
+    #[error("log: {0}")]
+    Log(#[from] crate::log::LogError),
+    #[error("log read task: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Runs until `shutdown` changes, reconnecting after errors.
+pub async fn run(config: JetStreamSection, log: Arc<Log>, metrics: Arc<Metrics>, mut shutdown: watch::Receiver<bool>) {
+    metrics.forwarder_enabled.store(true, Ordering::Relaxed);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let attempt = forward(&config, &log, &metrics, &mut backoff);
+        let result = tokio::select! {
+            result = attempt => result,
+            _ = shutdown.changed() => return,
+        };
+        metrics.forwarder_connected.store(false, Ordering::Relaxed);
+        if let Err(error) = result {
+            metrics.forwarder_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "JetStream forwarder failed; will resume from its stored offset");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+async fn forward(
+    config: &JetStreamSection,
+    log: &Arc<Log>,
+    metrics: &Metrics,
+    backoff: &mut Duration,
+) -> Result<(), ForwardError> {
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(2))
+        .connect(config.url.as_str())
+        .await?;
+    let context = jetstream::new(client);
+    context
+        .get_or_create_stream(jetstream::stream::Config {
+            name: config.stream.clone(),
+            subjects: vec![format!("{}.>", config.subject_prefix)],
+            duplicate_window: Duration::from_secs(config.duplicate_window_s),
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| ForwardError::Stream(e.to_string()))?;
+    metrics.forwarder_connected.store(true, Ordering::Relaxed);
+    tracing::info!(url = %config.url, stream = %config.stream, "JetStream forwarder connected");
+
+    let reader = config.reader.clone();
+    let start = {
+        let (log, reader) = (log.clone(), reader.clone());
+        tokio::task::spawn_blocking(move || log.reader_offset(&reader)).await??.unwrap_or(0)
+    };
+    // `next_read`: the next offset to fetch; `acked`: everything below it is in the stream.
+    let mut next_read = start;
+    let mut acked = start;
+    let mut stored = start;
+    metrics.forwarder_offset.store(acked, Ordering::Relaxed);
+    let mut pending: VecDeque<Message> = VecDeque::new();
+    let mut in_flight = FuturesOrdered::new();
+    let mut last_store = tokio::time::Instant::now();
+    loop {
+        // Refill from the log when the queue ran dry and the log has more.
+        if pending.is_empty() && metrics.log_next_offset.load(Ordering::Relaxed) > next_read {
+            let (log2, from) = (log.clone(), next_read);
+            let blocks = tokio::task::spawn_blocking(move || log2.read_blocks(from, BLOCKS_PER_READ)).await??;
+            for block in &blocks {
+                let (_, records) = block.decode()?;
+                for (offset, record) in &records {
+                    let mut out = Vec::new();
+                    messages(&config.subject_prefix, *offset, record, &mut out);
+                    pending.extend(out.into_iter().filter(|m| m.offset >= next_read));
+                }
+            }
+            if let Some(last) = pending.back() {
+                next_read = last.offset + 1;
+            }
+        }
+        // Publish up to the in-flight bound.
+        while in_flight.len() < config.max_in_flight {
+            let Some(message) = pending.pop_front() else { break };
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", message.id.as_str());
+            let ack = context.publish_with_headers(message.subject, headers, message.payload.into()).await?;
+            let offset = message.offset;
+            in_flight.push_back(async move { (offset, std::future::IntoFuture::into_future(ack).await) });
+        }
+        if in_flight.is_empty() {
+            if acked > stored {
+                store(log, &reader, acked).await?;
+                stored = acked;
+            }
+            tokio::time::sleep(IDLE_POLL).await;
+            continue;
+        }
+        // Wait for the oldest acknowledgement (in order, so `acked` only moves forward over
+        // a contiguous prefix).
+        if let Some((offset, result)) = in_flight.next().await {
+            result?;
+            acked = offset + 1;
+            metrics.forwarder_published.fetch_add(1, Ordering::Relaxed);
+            metrics.forwarder_offset.store(acked, Ordering::Relaxed);
+            *backoff = Duration::from_millis(100);
+        }
+        if last_store.elapsed() >= OFFSET_STORE_INTERVAL && acked > stored {
+            store(log, &reader, acked).await?;
+            stored = acked;
+            last_store = tokio::time::Instant::now();
+        }
+    }
+}
+
+async fn store(log: &Arc<Log>, reader: &str, offset: u64) -> Result<(), ForwardError> {
+    let (log, reader) = (log.clone(), reader.to_string());
+    tokio::task::spawn_blocking(move || log.set_reader_offset(&reader, offset)).await??;
+    Ok(())
+}

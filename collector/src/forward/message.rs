@@ -1,0 +1,59 @@
+//! What one log offset becomes when forwarded: a subject, a message id that is the same
+//! whichever collector forwards it (so JetStream's duplicate window drops a second copy),
+//! and a JSON payload.
+
+use crate::log::record::{Record, event_json, global_id};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Message {
+    pub offset: u64,
+    pub subject: String,
+    pub id: String,
+    pub payload: Vec<u8>,
+}
+
+/// The messages of one record at `offset` (one per event for an events record).
+pub fn messages(prefix: &str, offset: u64, record: &Record<'_>, out: &mut Vec<Message>) {
+    match record {
+        Record::Events { head, .. } => {
+            for (index, item) in record.events().enumerate() {
+                let Ok((seq, event)) = item else { break };
+                let offset = offset + index as u64;
+                out.push(Message {
+                    offset,
+                    subject: format!("{prefix}.events.{}", head.device),
+                    id: global_id(head.device, head.stream, head.epoch, seq),
+                    payload: event_json(offset, head, seq, &event).to_string().into_bytes(),
+                });
+            }
+        }
+        Record::Gap { kind, head } => {
+            let mut lines = Vec::new();
+            crate::log::record::to_json_lines(offset, record, &mut lines);
+            out.push(Message {
+                offset,
+                subject: format!("{prefix}.gaps.{}", head.device),
+                id: format!(
+                    "{}-{}-{}-{}-{}-{}",
+                    kind.name(),
+                    head.device,
+                    head.stream,
+                    head.epoch,
+                    head.range.start,
+                    head.range.end
+                ),
+                payload: lines.first().map(|l| l.to_string().into_bytes()).unwrap_or_default(),
+            });
+        }
+        Record::Other { .. } => {
+            let mut lines = Vec::new();
+            crate::log::record::to_json_lines(offset, record, &mut lines);
+            out.push(Message {
+                offset,
+                subject: format!("{prefix}.{}", record.kind_name()),
+                id: format!("{}-{offset}", record.kind_name()),
+                payload: lines.first().map(|l| l.to_string().into_bytes()).unwrap_or_default(),
+            });
+        }
+    }
+}

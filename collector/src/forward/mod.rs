@@ -1,0 +1,5 @@
+//! Forwarders read the log from their own durably stored offset and publish elsewhere.
+//! Today: NATS JetStream.
+
+pub mod jetstream;
+pub mod message;

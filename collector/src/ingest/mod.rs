@@ -1,0 +1,84 @@
+//! Sources of agent frames, one module each behind [`Source`]: UDP unicast (`SO_REUSEPORT`
+//! sockets with `recvmmsg`), UDP multicast, ZeroMQ SUB. Each hands received datagrams to the
+//! acceptor in [`Batch`]es over one bounded queue and gives it a [`ReplyPath`], so ACKs and
+//! NAKs go back the way the frame came.
+
+pub mod udp;
+pub mod zmq;
+
+use driftlog_protocol::DeviceId;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+/// Where a datagram came from: the source's index and, for UDP, the peer address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub source: u16,
+    pub peer: Option<SocketAddr>,
+}
+
+/// Datagrams received together, packed in one buffer.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub bytes: Vec<u8>,
+    /// `(start, len, route)` into `bytes`.
+    pub datagrams: Vec<(u32, u32, Route)>,
+    /// The collector's wall clock when the batch arrived (t3), µs since 1970.
+    pub received_unix_us: i64,
+}
+
+impl Batch {
+    pub fn push(&mut self, datagram: &[u8], route: Route) {
+        let start = self.bytes.len() as u32;
+        self.bytes.extend_from_slice(datagram);
+        self.datagrams.push((start, datagram.len() as u32, route));
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], Route)> {
+        self.datagrams
+            .iter()
+            .map(|(start, len, route)| (&self.bytes[*start as usize..(*start + *len) as usize], *route))
+    }
+
+    pub fn len(&self) -> usize {
+        self.datagrams.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.datagrams.is_empty()
+    }
+}
+
+pub type Sink = std::sync::mpsc::SyncSender<Batch>;
+
+/// Set once to stop every source.
+pub type Shutdown = Arc<AtomicBool>;
+
+/// Sends an ACK or NAK back to a device.
+pub trait ReplyPath: Send + std::fmt::Debug {
+    /// Best effort: the protocol re-sends what is lost. Returns false when the reply was
+    /// dropped (counted by the caller).
+    fn send(&mut self, device: DeviceId, peer: Option<SocketAddr>, datagram: &[u8]) -> bool;
+}
+
+/// A running source: its reply path and the threads to join on shutdown.
+#[derive(Debug)]
+pub struct Started {
+    pub reply: Box<dyn ReplyPath>,
+    pub threads: Vec<std::thread::JoinHandle<()>>,
+    /// Where it listens, for logs and tests.
+    pub local: String,
+}
+
+pub trait Source: Send {
+    fn name(&self) -> &'static str;
+    /// Binds and starts receiving into `sink` under source index `id`.
+    fn start(self: Box<Self>, id: u16, sink: Sink, shutdown: Shutdown) -> anyhow::Result<Started>;
+}
+
+pub fn now_unix_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,169 @@
+//! UDP unicast and multicast: sockets bound with `SO_REUSEPORT` (the kernel spreads peers
+//! over them by address hash, so each core gets a receive thread), drained with `recvmmsg`,
+//! with `SO_RXQ_OVFL` reporting kernel receive-buffer drops.
+//!
+//! The receive threads block in `recvmmsg` with a socket timeout so they notice shutdown;
+//! ACKs and NAKs are sent on the socket the frame arrived on.
+
+use super::{Batch, ReplyPath, Route, Shutdown, Sink, Source, Started, now_unix_us};
+use crate::metrics::Metrics;
+use anyhow::Context;
+use driftlog_protocol::DeviceId;
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, setsockopt, sockopt};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io::IoSliceMut;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+const READ_TIMEOUT: Duration = Duration::from_millis(100);
+const MAX_DATAGRAM: usize = 65_536;
+
+#[derive(Debug)]
+pub struct UdpSource {
+    pub listen: SocketAddr,
+    pub sockets: usize,
+    pub receive_buffer_bytes: usize,
+    pub batch_datagrams: usize,
+    /// Join this group on this interface (multicast source).
+    pub multicast: Option<(Ipv4Addr, Ipv4Addr)>,
+    pub metrics: Arc<Metrics>,
+}
+
+fn bind(listen: SocketAddr, receive_buffer_bytes: usize) -> anyhow::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(listen), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_port(true)?;
+    socket.set_reuse_address(true)?;
+    // SO_RCVBUFFORCE passes the rmem_max clamp when we run as root; otherwise the clamp applies.
+    if setsockopt(&socket, sockopt::RcvBufForce, &receive_buffer_bytes).is_err() {
+        socket.set_recv_buffer_size(receive_buffer_bytes)?;
+    }
+    setsockopt(&socket, sockopt::RxqOvfl, &1).context("SO_RXQ_OVFL")?;
+    socket.set_read_timeout(Some(READ_TIMEOUT))?;
+    socket.bind(&listen.into()).with_context(|| format!("cannot bind UDP {listen}"))?;
+    Ok(socket)
+}
+
+impl Source for UdpSource {
+    fn name(&self) -> &'static str {
+        if self.multicast.is_some() { "multicast" } else { "udp" }
+    }
+
+    fn start(self: Box<Self>, id: u16, sink: Sink, shutdown: Shutdown) -> anyhow::Result<Started> {
+        let mut sockets: Vec<UdpSocket> = Vec::new();
+        let mut listen = self.listen;
+        for _ in 0..self.sockets.max(1) {
+            let socket: UdpSocket = bind(listen, self.receive_buffer_bytes)?.into();
+            // Port 0: the first socket picks the port, the others share it.
+            listen = socket.local_addr()?;
+            if let Some((group, interface)) = self.multicast {
+                socket.join_multicast_v4(&group, &interface).with_context(|| format!("cannot join {group}"))?;
+            }
+            sockets.push(socket);
+        }
+        let mut threads = Vec::new();
+        let mut reply_sockets = Vec::new();
+        for (index, socket) in sockets.into_iter().enumerate() {
+            reply_sockets.push(socket.try_clone()?);
+            let (sink, shutdown, metrics) = (sink.clone(), shutdown.clone(), self.metrics.clone());
+            let batch = self.batch_datagrams;
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("udp-recv-{index}"))
+                    .spawn(move || receive_loop(socket, id, batch, sink, shutdown, metrics))?,
+            );
+        }
+        // Replies for a peer go out of the socket the kernel hashes that peer to; any of
+        // them works for UDP, and the first is as good as any.
+        Ok(Started { reply: Box::new(UdpReply { sockets: reply_sockets }), threads, local: listen.to_string() })
+    }
+}
+
+fn receive_loop(
+    socket: UdpSocket,
+    source: u16,
+    batch_size: usize,
+    sink: Sink,
+    shutdown: Shutdown,
+    metrics: Arc<Metrics>,
+) {
+    let mut buffers: Vec<Vec<u8>> = (0..batch_size).map(|_| vec![0u8; MAX_DATAGRAM]).collect();
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(batch_size, Some(nix::cmsg_space!(u32)));
+    let mut last_drops = 0u32;
+    let fd = socket.as_raw_fd();
+    while !shutdown.load(Ordering::Relaxed) {
+        let received = match receive(fd, &mut headers, &mut buffers) {
+            Ok(received) => received,
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => continue,
+            Err(error) => {
+                tracing::warn!(%error, "recvmmsg failed");
+                std::thread::sleep(READ_TIMEOUT);
+                continue;
+            }
+        };
+        for (_, _, drops) in &received {
+            // A running count per socket: add what is new.
+            if let Some(drops) = *drops
+                && drops > last_drops
+            {
+                metrics.kernel_drops.fetch_add(u64::from(drops - last_drops), Ordering::Relaxed);
+                last_drops = drops;
+            }
+        }
+        let mut batch = Batch { received_unix_us: now_unix_us(), ..Batch::default() };
+        let mut bytes = 0;
+        for ((len, peer, _), buffer) in received.into_iter().zip(&buffers) {
+            bytes += len as u64;
+            batch.push(&buffer[..len.min(buffer.len())], Route { source, peer });
+        }
+        metrics.datagrams_received.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        metrics.datagram_bytes_received.fetch_add(bytes, Ordering::Relaxed);
+        if !batch.is_empty() && sink.send(batch).is_err() {
+            return; // The acceptor has gone: shutting down.
+        }
+    }
+}
+
+/// One `recvmmsg` call: waits for the first datagram (up to the socket timeout), then takes
+/// what else is queued. Returns `(length, peer, kernel drop count)` per datagram, in buffer order.
+fn receive(
+    fd: std::os::fd::RawFd,
+    headers: &mut MultiHeaders<SockaddrStorage>,
+    buffers: &mut [Vec<u8>],
+) -> nix::Result<Vec<(usize, Option<SocketAddr>, Option<u32>)>> {
+    let mut slices: Vec<[IoSliceMut<'_>; 1]> = buffers.iter_mut().map(|b| [IoSliceMut::new(&mut b[..])]).collect();
+    let results = recvmmsg(fd, headers, slices.iter_mut(), MsgFlags::MSG_WAITFORONE, None)?;
+    let mut out = Vec::new();
+    for message in results {
+        let peer = message.address.and_then(|address| {
+            address
+                .as_sockaddr_in()
+                .map(|v4| SocketAddr::V4((*v4).into()))
+                .or_else(|| address.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into())))
+        });
+        let drops = message.cmsgs().ok().and_then(|mut cmsgs| {
+            cmsgs.find_map(|cmsg| match cmsg {
+                ControlMessageOwned::RxqOvfl(drops) => Some(drops),
+                _ => None,
+            })
+        });
+        out.push((message.bytes, peer, drops));
+    }
+    Ok(out)
+}
+
+#[derive(Debug)]
+struct UdpReply {
+    sockets: Vec<UdpSocket>,
+}
+
+impl ReplyPath for UdpReply {
+    fn send(&mut self, _device: DeviceId, peer: Option<SocketAddr>, datagram: &[u8]) -> bool {
+        match (peer, self.sockets.first()) {
+            (Some(peer), Some(socket)) => socket.send_to(datagram, peer).is_ok(),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! The driftlog collector: receives agent frames over UDP, multicast and ZeroMQ, admits each
+//! event exactly once into a durable redb log (dedup state committed with the events, ACKs
+//! only after the commit), serves metrics, and forwards the log to NATS JetStream.
+//!
+//! Data flow: sources ([`ingest`]) → one bounded queue → [`acceptor`] (protocol endpoint,
+//! block building, ACKs) ⇄ [`committer`] (one fsynced transaction per block) → [`log`];
+//! readers ([`forward`], `log tail`, [`replay`]) keep their own offsets.
+
+pub mod acceptor;
+pub mod committer;
+pub mod config;
+pub mod forward;
+pub mod http;
+pub mod ingest;
+pub mod keys;
+pub mod log;
+pub mod metrics;
+pub mod replay;
+pub mod service;
+pub mod tail;

@@ -1,0 +1,321 @@
+//! The durable log: append-only records addressed by a monotonically increasing offset, in one
+//! redb file.
+//!
+//! The committer appends one block per group commit, in the same write transaction as the
+//! dedup state of every receiver whose events the block holds (`streams` table), so a crash
+//! either keeps both or neither: a retransmission after a crash meets the state that
+//! matches the log. Retention deletes whole blocks from the front, by total size and by age,
+//! and never past an offset a protected reader (the JetStream forwarder) has not passed yet:
+//! when that leaves no room, the commit fails with [`LogError::Full`] and the collector stops
+//! acknowledging instead of dropping.
+
+pub mod block;
+pub mod record;
+
+use block::{BlockHead, decode_block};
+use driftlog_protocol::KeyId;
+use driftlog_protocol::endpoint::RECEIVER_RANGES;
+use driftlog_protocol::ids::StreamKey;
+use driftlog_protocol::receiver::DedupState;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
+const STREAMS: TableDefinition<(u64, u32, u64), &[u8]> = TableDefinition::new("streams");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const READERS: TableDefinition<&str, u64> = TableDefinition::new("readers");
+
+const NEXT_OFFSET: &str = "next_offset";
+const HELD_BYTES: &str = "held_bytes";
+const EPOCH: &str = "epoch";
+
+pub type Dedup = DedupState<RECEIVER_RANGES>;
+
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// Retention by size: the sum of stored block sizes.
+    pub max_bytes: u64,
+    /// Retention by age; `None` keeps records until the size bound needs their room.
+    pub max_age_ms: Option<u64>,
+    /// Readers whose offset retention must not pass (records they have not read stay).
+    pub protected_readers: Vec<String>,
+    /// redb's page cache.
+    pub cache_bytes: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { max_bytes: 10 << 30, max_age_ms: None, protected_readers: Vec::new(), cache_bytes: 64 << 20 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("storage: {0}")]
+    Storage(#[from] redb::Error),
+    #[error(
+        "log full: {held} bytes held, bound {bound}, and retention cannot free records a protected reader has not read"
+    )]
+    Full { held: u64, bound: u64 },
+    #[error("corrupt block at offset {offset}: {error}")]
+    Corrupt { offset: u64, error: block::BlockError },
+    #[error("corrupt stream state for {0:?}")]
+    CorruptState(StreamKey),
+}
+
+macro_rules! storage_error_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for LogError {
+            fn from(error: $t) -> LogError {
+                LogError::Storage(error.into())
+            }
+        }
+    )*};
+}
+storage_error_from!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+/// One group commit: a block and the receiver states it makes durable.
+#[derive(Debug, Default)]
+pub struct Commit {
+    /// Encoded by [`block::BlockBuilder::finish`]; empty when only states change.
+    pub block: Vec<u8>,
+    pub offsets: u64,
+    pub streams: Vec<(StreamKey, KeyId, Dedup)>,
+    /// Fail with [`LogError::Full`] unless retention leaves room for at least this many
+    /// bytes (a probe with an empty block asks whether a full block would fit again).
+    pub reserve_bytes: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Committed {
+    pub first_offset: u64,
+    pub next_offset: u64,
+    pub held_bytes: u64,
+    /// Blocks retention deleted in this commit.
+    pub blocks_deleted: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LogStats {
+    pub first_offset: u64,
+    pub next_offset: u64,
+    pub held_bytes: u64,
+    pub blocks: u64,
+    pub file_bytes: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredStream {
+    key_id: KeyId,
+    state: Dedup,
+}
+
+/// A stored block, copied out of the database.
+#[derive(Clone, Debug)]
+pub struct OwnedBlock {
+    pub first_offset: u64,
+    pub value: Vec<u8>,
+}
+
+impl OwnedBlock {
+    pub fn decode(&self) -> Result<(BlockHead, Vec<(u64, record::Record<'_>)>), LogError> {
+        decode_block(self.first_offset, &self.value)
+            .map_err(|error| LogError::Corrupt { offset: self.first_offset, error })
+    }
+}
+
+#[derive(Debug)]
+pub struct Log {
+    path: PathBuf,
+    config: LogConfig,
+    /// Replaced on reopen: redb refuses all work after an I/O error until reopened, and only
+    /// one handle per file may exist, so readers hold the read lock while they use it.
+    db: RwLock<Database>,
+}
+
+impl Log {
+    pub fn open(path: &Path, config: LogConfig) -> Result<Log, LogError> {
+        let db = Database::builder().set_cache_size(config.cache_bytes).create(path)?;
+        let txn = db.begin_write()?;
+        txn.open_table(BLOCKS)?;
+        txn.open_table(STREAMS)?;
+        txn.open_table(META)?;
+        txn.open_table(READERS)?;
+        txn.commit()?;
+        Ok(Log { path: path.to_path_buf(), config, db: RwLock::new(db) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    fn db(&self) -> std::sync::RwLockReadGuard<'_, Database> {
+        self.db.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Reopens the file after a storage error.
+    pub fn reopen(&self) -> Result<(), LogError> {
+        let mut db = self.db.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let placeholder = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
+        drop(std::mem::replace(&mut *db, placeholder));
+        *db = Database::builder().set_cache_size(self.config.cache_bytes).create(&self.path)?;
+        Ok(())
+    }
+
+    /// The collector's boot epoch for this run: one more than the last, persisted. A fresh
+    /// log starts at a random point in the upper half, so a reinstalled collector does not
+    /// reuse epochs an agent's replay filter remembers.
+    pub fn next_epoch(&self, fresh_start: u64) -> Result<u64, LogError> {
+        let db = self.db();
+        let txn = db.begin_write()?;
+        let epoch = {
+            let mut meta = txn.open_table(META)?;
+            let last = meta.get(EPOCH)?.map(|v| v.value());
+            let epoch = last.map_or(fresh_start | (1 << 62), |last| last + 1);
+            meta.insert(EPOCH, epoch)?;
+            epoch
+        };
+        txn.commit()?;
+        Ok(epoch)
+    }
+
+    /// Every receiver's committed dedup state.
+    pub fn streams(&self) -> Result<Vec<(StreamKey, KeyId, Dedup)>, LogError> {
+        let db = self.db();
+        let txn = db.begin_read()?;
+        let table = txn.open_table(STREAMS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (key, value) = entry?;
+            let (device, stream, epoch) = key.value();
+            let key = StreamKey { device, stream, epoch };
+            let stored: StoredStream = postcard::from_bytes(value.value()).map_err(|_| LogError::CorruptState(key))?;
+            out.push((key, stored.key_id, stored.state));
+        }
+        Ok(out)
+    }
+
+    /// Appends `commit` in one fsynced transaction, applying retention first.
+    pub fn commit(&self, commit: &Commit, now_unix_ms: u64) -> Result<Committed, LogError> {
+        let db = self.db();
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        let committed = {
+            let mut blocks = txn.open_table(BLOCKS)?;
+            let mut meta = txn.open_table(META)?;
+            let readers = txn.open_table(READERS)?;
+            let next_offset = meta.get(NEXT_OFFSET)?.map_or(0, |v| v.value());
+            let mut held = meta.get(HELD_BYTES)?.map_or(0, |v| v.value());
+            let floor = self.protected_floor(&readers)?;
+            let incoming = commit.block.len() as u64;
+            let mut deleted = 0;
+            // Whole blocks from the front: over the size bound, or past the age bound.
+            loop {
+                let Some((first, value)) = blocks.first()?.map(|(k, v)| (k.value(), v.value().to_vec())) else { break };
+                let head: BlockHead = postcard::take_from_bytes(&value).map(|(h, _)| h).unwrap_or_default();
+                let over_size = held + incoming.max(commit.reserve_bytes) > self.config.max_bytes;
+                let over_age =
+                    self.config.max_age_ms.is_some_and(|age| head.written_unix_ms.saturating_add(age) < now_unix_ms);
+                if !(over_size || over_age) || first + head.offsets > floor.unwrap_or(u64::MAX) {
+                    break;
+                }
+                blocks.remove(first)?;
+                held = held.saturating_sub(value.len() as u64);
+                deleted += 1;
+            }
+            let needed = incoming.max(commit.reserve_bytes);
+            if needed > 0 && held + needed > self.config.max_bytes {
+                return Err(LogError::Full { held, bound: self.config.max_bytes });
+            }
+            if incoming > 0 {
+                blocks.insert(next_offset, commit.block.as_slice())?;
+            }
+            let next = next_offset + commit.offsets;
+            held += incoming;
+            meta.insert(NEXT_OFFSET, next)?;
+            meta.insert(HELD_BYTES, held)?;
+            let mut streams = txn.open_table(STREAMS)?;
+            for (key, key_id, state) in &commit.streams {
+                let stored = postcard::to_allocvec(&StoredStream { key_id: *key_id, state: state.clone() })
+                    .map_err(|_| LogError::CorruptState(*key))?;
+                streams.insert((key.device, key.stream, key.epoch), stored.as_slice())?;
+            }
+            let first_offset = blocks.first()?.map_or(next, |(k, _)| k.value());
+            Committed { first_offset, next_offset: next, held_bytes: held, blocks_deleted: deleted }
+        };
+        txn.commit()?;
+        Ok(committed)
+    }
+
+    fn protected_floor(&self, readers: &impl ReadableTable<&'static str, u64>) -> Result<Option<u64>, LogError> {
+        let mut floor: Option<u64> = None;
+        for name in &self.config.protected_readers {
+            let offset = readers.get(name.as_str())?.map_or(0, |v| v.value());
+            floor = Some(floor.map_or(offset, |f| f.min(offset)));
+        }
+        Ok(floor)
+    }
+
+    /// Up to `max_blocks` blocks holding offsets at or after `offset`, in order.
+    pub fn read_blocks(&self, offset: u64, max_blocks: usize) -> Result<Vec<OwnedBlock>, LogError> {
+        let db = self.db();
+        let txn = db.begin_read()?;
+        let table = txn.open_table(BLOCKS)?;
+        // The block holding `offset` starts at or before it.
+        let start = table.range(..=offset)?.next_back().transpose()?.map_or(offset, |(k, _)| k.value());
+        let mut out = Vec::new();
+        for entry in table.range(start..)? {
+            if out.len() >= max_blocks {
+                break;
+            }
+            let (key, value) = entry?;
+            out.push(OwnedBlock { first_offset: key.value(), value: value.value().to_vec() });
+        }
+        Ok(out)
+    }
+
+    pub fn stats(&self) -> Result<LogStats, LogError> {
+        let db = self.db();
+        let txn = db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let blocks = txn.open_table(BLOCKS)?;
+        let next_offset = meta.get(NEXT_OFFSET)?.map_or(0, |v| v.value());
+        Ok(LogStats {
+            first_offset: blocks.first()?.map_or(next_offset, |(k, _)| k.value()),
+            next_offset,
+            held_bytes: meta.get(HELD_BYTES)?.map_or(0, |v| v.value()),
+            blocks: blocks.len()?,
+            file_bytes: std::fs::metadata(&self.path).map_or(0, |m| m.len()),
+        })
+    }
+
+    pub fn reader_offset(&self, name: &str) -> Result<Option<u64>, LogError> {
+        let db = self.db();
+        let txn = db.begin_read()?;
+        let readers = txn.open_table(READERS)?;
+        Ok(readers.get(name)?.map(|v| v.value()))
+    }
+
+    /// Stores a reader's offset (the next offset it will read), fsynced. A forwarder stores
+    /// only offsets its destination has acknowledged, so a crash makes it resend, never skip.
+    pub fn set_reader_offset(&self, name: &str, offset: u64) -> Result<(), LogError> {
+        let db = self.db();
+        let txn = db.begin_write()?;
+        txn.open_table(READERS)?.insert(name, offset)?;
+        txn.commit()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,251 @@
+//! Log records: what one offset (or, for events, a run of offsets) holds.
+//!
+//! A record is a kind byte, a postcard head, and for events the run's encoded events in the
+//! batch form of the wire (delta times, repeated tag lists as one byte), which is why the log
+//! costs little more than the frames it came from. An `Events` record covers one offset per
+//! event; every other kind covers one offset.
+
+use driftlog_protocol::wire::{DropReason, Event, EventChainReader, Payload, Reject};
+use driftlog_protocol::{DeviceId, Epoch, Seq, SeqRange, StreamId};
+use serde::{Deserialize, Serialize};
+
+/// Record kinds. Later issues add to the reserved numbers; a reader shows unknown kinds raw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RecordKind {
+    Events = 1,
+    Tombstone = 2,
+    /// A gap the collector inferred from a heartbeat: the device no longer holds the range.
+    Gap = 3,
+    /// Window results (the event-time issue).
+    Window = 4,
+    /// StatsD flushes (the StatsD issue).
+    StatsdFlush = 5,
+    /// Events later than the allowed lateness (the event-time issue).
+    Late = 6,
+}
+
+impl RecordKind {
+    pub fn from_byte(byte: u8) -> Option<RecordKind> {
+        Some(match byte {
+            1 => RecordKind::Events,
+            2 => RecordKind::Tombstone,
+            3 => RecordKind::Gap,
+            4 => RecordKind::Window,
+            5 => RecordKind::StatsdFlush,
+            6 => RecordKind::Late,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RecordKind::Events => "events",
+            RecordKind::Tombstone => "tombstone",
+            RecordKind::Gap => "gap",
+            RecordKind::Window => "window",
+            RecordKind::StatsdFlush => "statsd_flush",
+            RecordKind::Late => "late",
+        }
+    }
+}
+
+/// Where a run of events came from and the raw times the event-time issue corrects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventsHead {
+    pub device: DeviceId,
+    pub stream: StreamId,
+    pub epoch: Epoch,
+    pub first_seq: Seq,
+    pub count: u32,
+    /// t2: the device's monotonic clock when it sealed the frame, µs since its boot.
+    pub sent_at_us: u64,
+    /// The device's boot epoch when it sent (events may be from an older epoch).
+    pub sent_epoch: Epoch,
+    /// t3: the collector's wall clock when the datagram arrived, µs since 1970.
+    pub received_unix_us: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GapHead {
+    pub device: DeviceId,
+    pub stream: StreamId,
+    pub epoch: Epoch,
+    pub range: SeqRange,
+    pub reason: DropReason,
+    pub received_unix_us: i64,
+}
+
+/// A decoded record borrowing its block.
+#[derive(Clone, Debug)]
+pub enum Record<'a> {
+    Events {
+        head: EventsHead,
+        events: &'a [u8],
+    },
+    /// A device's tombstone (`kind` Tombstone) or an inferred gap (`kind` Gap).
+    Gap {
+        kind: RecordKind,
+        head: GapHead,
+    },
+    /// Kinds this build does not interpret (or that carry their own encoding).
+    Other {
+        kind: u8,
+        bytes: &'a [u8],
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("record is empty")]
+    Empty,
+    #[error("record head is malformed")]
+    Head,
+    #[error("events are malformed")]
+    Events,
+}
+
+impl<'a> Record<'a> {
+    /// How many offsets the record occupies.
+    pub fn width(&self) -> u64 {
+        match self {
+            Record::Events { head, .. } => u64::from(head.count),
+            _ => 1,
+        }
+    }
+
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Record::Events { .. } => RecordKind::Events.name(),
+            Record::Gap { kind, .. } => kind.name(),
+            Record::Other { kind, .. } => RecordKind::from_byte(*kind).map_or("unknown", RecordKind::name),
+        }
+    }
+
+    pub fn decode(bytes: &'a [u8]) -> Result<Record<'a>, RecordError> {
+        let (&kind, rest) = bytes.split_first().ok_or(RecordError::Empty)?;
+        match RecordKind::from_byte(kind) {
+            Some(RecordKind::Events) => {
+                let (head, events) = postcard::take_from_bytes::<EventsHead>(rest).map_err(|_| RecordError::Head)?;
+                if head.count == 0 {
+                    return Err(RecordError::Head);
+                }
+                Ok(Record::Events { head, events })
+            }
+            Some(k @ (RecordKind::Tombstone | RecordKind::Gap)) => {
+                let (head, _) = postcard::take_from_bytes::<GapHead>(rest).map_err(|_| RecordError::Head)?;
+                Ok(Record::Gap { kind: k, head })
+            }
+            _ => Ok(Record::Other { kind, bytes: rest }),
+        }
+    }
+
+    /// The events of an `Events` record with their sequence numbers; empty for other kinds.
+    pub fn events(&self) -> impl Iterator<Item = Result<(Seq, Event<'a>), RecordError>> + 'a {
+        let (first, bytes) = match self {
+            Record::Events { head, events } => (head.first_seq, *events),
+            _ => (0, &[][..]),
+        };
+        EventChainReader::new(bytes).enumerate().map(move |(index, event)| {
+            event.map(|e| (first + index as u64, e)).map_err(|_: Reject| RecordError::Events)
+        })
+    }
+}
+
+/// Appends an `Events` record (`head` plus the already encoded `events`) to `out`.
+pub fn encode_events(head: &EventsHead, events: &[u8], out: &mut Vec<u8>) {
+    out.push(RecordKind::Events as u8);
+    // Serialising a fixed struct into a Vec cannot fail.
+    if let Ok(bytes) = postcard::to_allocvec(head) {
+        out.extend_from_slice(&bytes);
+    }
+    out.extend_from_slice(events);
+}
+
+pub fn encode_gap(kind: RecordKind, head: &GapHead, out: &mut Vec<u8>) {
+    out.push(kind as u8);
+    if let Ok(bytes) = postcard::to_allocvec(head) {
+        out.extend_from_slice(&bytes);
+    }
+}
+
+/// `device-stream-epoch-seq`: the event's global id, as `Nats-Msg-Id` and in JSON.
+pub fn global_id(device: DeviceId, stream: StreamId, epoch: Epoch, seq: Seq) -> String {
+    format!("{device}-{stream}-{epoch}-{seq}")
+}
+
+/// One JSON object per offset: each event of an `Events` record is its own line.
+pub fn to_json_lines(offset: u64, record: &Record<'_>, out: &mut Vec<serde_json::Value>) {
+    use serde_json::json;
+    match record {
+        Record::Events { head, .. } => {
+            for (index, item) in record.events().enumerate() {
+                let offset = offset + index as u64;
+                let Ok((seq, event)) = item else {
+                    out.push(json!({"offset": offset, "kind": "corrupt", "error": "events are malformed"}));
+                    break;
+                };
+                out.push(event_json(offset, head, seq, &event));
+            }
+        }
+        Record::Gap { kind, head } => out.push(json!({
+            "offset": offset,
+            "kind": kind.name(),
+            "device": head.device,
+            "stream": head.stream,
+            "epoch": head.epoch,
+            "seq_start": head.range.start,
+            "seq_end": head.range.end,
+            "reason": format!("{:?}", head.reason),
+            "t3_received_unix_us": head.received_unix_us,
+        })),
+        Record::Other { kind, bytes } => out.push(json!({
+            "offset": offset,
+            "kind": record.kind_name(),
+            "kind_byte": kind,
+            "bytes": bytes.len(),
+        })),
+    }
+}
+
+pub fn event_json(offset: u64, head: &EventsHead, seq: Seq, event: &Event<'_>) -> serde_json::Value {
+    use serde_json::json;
+    let tags: serde_json::Map<String, serde_json::Value> =
+        event.payload.tags().iter().map(|t| (t.key.to_string(), json!(t.value))).collect();
+    let mut object = json!({
+        "offset": offset,
+        "kind": "event",
+        "id": global_id(head.device, head.stream, head.epoch, seq),
+        "device": head.device,
+        "stream": head.stream,
+        "epoch": head.epoch,
+        "seq": seq,
+        "name": event.payload.name(),
+        "type": event.payload.kind_name(),
+        "tags": tags,
+        "t1_mono_us": event.mono.as_micros(),
+        "t2_sent_us": head.sent_at_us,
+        "t3_received_unix_us": head.received_unix_us,
+    });
+    let map = object.as_object_mut().expect("json! of an object literal is an object");
+    match &event.payload {
+        Payload::Counter(s)
+        | Payload::Gauge(s)
+        | Payload::GaugeDelta(s)
+        | Payload::Timer(s)
+        | Payload::Histogram(s) => {
+            map.insert("value".into(), json!(s.value));
+        }
+        Payload::Set(m) => {
+            map.insert("member".into(), json!(m.member));
+        }
+        Payload::Opaque(o) => {
+            map.insert("bytes".into(), json!(o.bytes.len()));
+        }
+    }
+    if let Some(wall) = event.wall {
+        map.insert("t1_wall_unix_us".into(), json!(wall.unix_micros));
+        map.insert("wall_quality".into(), json!(format!("{:?}", wall.quality).to_lowercase()));
+    }
+    object
+}

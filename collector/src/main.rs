@@ -1,0 +1,307 @@
+//! `driftlog-collector`: parses the command line, sets up logging, and calls into the library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use driftlog_collector::config::CollectorConfig;
+use driftlog_collector::log::Log;
+use driftlog_collector::service;
+use driftlog_collector::tail::{http_get, human, read_lines};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "driftlog-collector", version, about = "The driftlog collector")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the collector (defaults: agent frames on UDP 127.0.0.1:7400, the log under
+    /// ./driftlog-data, metrics and health on http://127.0.0.1:9400).
+    Run {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// UDP address for agent frames.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Address for /metrics and /health.
+        #[arg(long)]
+        http: Option<SocketAddr>,
+        /// Device keys file (`[[device]] device_id, key_id, key`).
+        #[arg(long)]
+        keys: Option<PathBuf>,
+    },
+    /// Check a config file and exit.
+    Validate {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Create a key for a device, append it to the keys file, and print the agent's key file.
+    Keygen {
+        #[arg(long)]
+        device: u64,
+        /// The keys file to append to (default: the config's keys_file, else ./driftlog-keys.toml).
+        #[arg(long)]
+        keys: Option<PathBuf>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Read the log.
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+        /// The running collector's HTTP address, used when it holds the log file.
+        #[arg(long, global = true)]
+        http: Option<SocketAddr>,
+    },
+}
+
+#[derive(Subcommand)]
+enum LogCommand {
+    /// Print records from an offset (one JSON object per line with --json).
+    Tail {
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Keep printing new records as they are committed.
+        #[arg(long)]
+        follow: bool,
+        #[arg(long)]
+        json: bool,
+        /// Stop after this many records (without --follow).
+        #[arg(long)]
+        max: Option<u64>,
+    },
+    /// Print record counts, sizes and the offset range.
+    Stats,
+    /// Re-run the processing pipeline over stored events from an offset.
+    Replay {
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Run { config, listen, data_dir, http, keys } => {
+            let mut config = match CollectorConfig::load(config.as_deref()) {
+                Ok(config) => config,
+                Err(error) => return usage_error(&error.to_string()),
+            };
+            if let Some(listen) = listen {
+                config.ingest.udp.listen = listen;
+                config.ingest.udp.enabled = true;
+            }
+            if let Some(dir) = data_dir {
+                config.data_dir = dir;
+            }
+            if let Some(http) = http {
+                config.http.listen = Some(http);
+            }
+            if let Some(keys) = keys {
+                config.keys_file = Some(keys);
+            }
+            if let Err(error) = config.validate() {
+                return usage_error(&error.to_string());
+            }
+            let shutdown = Arc::new(AtomicBool::new(false));
+            if let Err(error) = install_signal_handlers(shutdown.clone()) {
+                return failure(&anyhow::anyhow!(error).context("cannot install signal handlers"));
+            }
+            let result = service::run(&config, shutdown, |listening| {
+                for (name, local) in &listening.sources {
+                    eprintln!("driftlog-collector: {name} listening on {local}");
+                }
+                if let Some(http) = listening.http {
+                    eprintln!("driftlog-collector: metrics on http://{http}/metrics, health on /health");
+                }
+            });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => failure(&error),
+            }
+        }
+        Command::Validate { config } => match CollectorConfig::load(Some(&config)) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(error) => usage_error(&error.to_string()),
+        },
+        Command::Keygen { device, keys, config } => {
+            let config = match CollectorConfig::load(config.as_deref()) {
+                Ok(config) => config,
+                Err(error) => return usage_error(&error.to_string()),
+            };
+            let path = keys.or(config.keys_file).unwrap_or_else(|| PathBuf::from("driftlog-keys.toml"));
+            match driftlog_collector::keys::keygen(&path, device) {
+                Ok((key_id, agent_file)) => {
+                    println!("# Added device {device} with key id {key_id} to {}.", path.display());
+                    println!("# Save the lines below as the agent's key file (mode 0600), for example");
+                    println!("# /etc/driftlog/agent.key, and set `key_file` in agent.toml or run");
+                    println!("# `driftlog-agent run --device-id {device} --key-file /etc/driftlog/agent.key`.");
+                    println!(
+                        "# A running collector with keys_file = {} picks the key up within seconds.",
+                        path.display()
+                    );
+                    print!("{agent_file}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => failure(&error),
+            }
+        }
+        Command::Log { command, config, data_dir, http } => {
+            let mut config = match CollectorConfig::load(config.as_deref()) {
+                Ok(config) => config,
+                Err(error) => return usage_error(&error.to_string()),
+            };
+            if let Some(dir) = data_dir {
+                config.data_dir = dir;
+            }
+            let http = http.or(config.http.listen);
+            match log_command(command, &config, http) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => failure(&error),
+            }
+        }
+    }
+}
+
+/// Opens the log file, or, when a running collector holds it, talks to that collector.
+enum LogAccess {
+    File(Log),
+    Http(SocketAddr),
+}
+
+fn open_log(config: &CollectorConfig, http: Option<SocketAddr>) -> anyhow::Result<LogAccess> {
+    let path = config.log_path();
+    anyhow::ensure!(path.exists(), "no log at {} (is --data-dir right?)", path.display());
+    match Log::open(&path, service::log_config(config)) {
+        Ok(log) => Ok(LogAccess::File(log)),
+        Err(driftlog_collector::log::LogError::Storage(redb::Error::DatabaseAlreadyOpen)) => match http {
+            Some(address) => Ok(LogAccess::Http(address)),
+            None => anyhow::bail!("a running collector holds {} and has no HTTP port to ask", path.display()),
+        },
+        Err(error) => Err(error).with_context(|| format!("cannot open {}", path.display())),
+    }
+}
+
+fn fetch(address: SocketAddr, path: &str) -> anyhow::Result<String> {
+    let (status, body) = http_get(address, path).with_context(|| format!("cannot reach the collector at {address}"))?;
+    anyhow::ensure!(status == 200, "collector answered {status}: {}", body.trim());
+    Ok(body)
+}
+
+fn log_command(command: LogCommand, config: &CollectorConfig, http: Option<SocketAddr>) -> anyhow::Result<()> {
+    let access = open_log(config, http)?;
+    match command {
+        LogCommand::Tail { from, follow, json, max } => {
+            let mut next = from;
+            let mut remaining = max.unwrap_or(u64::MAX);
+            use std::io::Write;
+            let stdout = std::io::stdout();
+            loop {
+                let batch = remaining.min(1_000) as usize;
+                let (lines, after) = match &access {
+                    LogAccess::File(log) => read_lines(log, next, batch)?,
+                    LogAccess::Http(address) => {
+                        let body = fetch(*address, &format!("/log/tail?from={next}&max={batch}"))?;
+                        let mut rows = body.lines();
+                        let head: serde_json::Value = serde_json::from_str(rows.next().unwrap_or("{}"))?;
+                        let after = head.get("next_offset").and_then(|v| v.as_u64()).unwrap_or(next);
+                        let lines = rows.map(serde_json::from_str).collect::<Result<Vec<_>, _>>()?;
+                        (lines, after)
+                    }
+                };
+                let mut out = stdout.lock();
+                for line in &lines {
+                    let text = if json { line.to_string() } else { human(line) };
+                    if writeln!(out, "{text}").is_err() {
+                        return Ok(()); // stdout closed (a pipe into `head`).
+                    }
+                }
+                out.flush().ok();
+                remaining = remaining.saturating_sub(lines.len() as u64);
+                next = after;
+                if remaining == 0 {
+                    return Ok(());
+                }
+                if lines.is_empty() {
+                    if !follow {
+                        return Ok(());
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+        LogCommand::Stats => {
+            let text = match &access {
+                LogAccess::File(log) => serde_json::to_string_pretty(&log.stats()?)?,
+                LogAccess::Http(address) => {
+                    let value: serde_json::Value = serde_json::from_str(&fetch(*address, "/log/stats")?)?;
+                    serde_json::to_string_pretty(&value)?
+                }
+            };
+            println!("{text}");
+            Ok(())
+        }
+        LogCommand::Replay { from } => {
+            let text = match &access {
+                LogAccess::File(log) => serde_json::to_string_pretty(&driftlog_collector::replay::replay(log, from)?)?,
+                LogAccess::Http(address) => {
+                    let value: serde_json::Value =
+                        serde_json::from_str(&fetch(*address, &format!("/log/replay?from={from}"))?)?;
+                    serde_json::to_string_pretty(&value)?
+                }
+            };
+            println!("{text}");
+            Ok(())
+        }
+    }
+}
+
+/// SIGTERM and SIGINT set `shutdown`; registered before start-up so an early signal is not
+/// fatal.
+fn install_signal_handlers(shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (mut terminate, mut interrupt) = runtime.block_on(async {
+        Ok::<_, std::io::Error>((signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?))
+    })?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        runtime.block_on(async {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+        });
+        shutdown.store(true, Ordering::Relaxed);
+    })?;
+    Ok(())
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("driftlog-collector: {message}");
+    ExitCode::from(2)
+}
+
+fn failure(error: &anyhow::Error) -> ExitCode {
+    eprintln!("driftlog-collector: {error:#}");
+    ExitCode::from(1)
+}

@@ -1,0 +1,243 @@
+//! Counters every component updates and `/metrics` renders (Prometheus text format).
+//!
+//! Hot counters are atomics; the acceptor publishes the endpoint's counters and per-device
+//! last-seen times as a snapshot every few hundred milliseconds, so scraping never touches
+//! the acceptor's state.
+
+use driftlog_protocol::DeviceId;
+use driftlog_protocol::endpoint::EndpointStats;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Commit latency buckets, seconds (upper bounds).
+pub const COMMIT_BUCKETS_S: [f64; 12] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0];
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub datagrams_received: AtomicU64,
+    pub datagram_bytes_received: AtomicU64,
+    /// Kernel receive-buffer drops (`SO_RXQ_OVFL`), summed over sockets.
+    pub kernel_drops: AtomicU64,
+    /// Frames refused because the log could not take them (full or failing): never
+    /// admitted, never acknowledged, so the devices keep them and retransmit.
+    pub frames_refused_log_unavailable: AtomicU64,
+    /// ACKs/NAKs that could not be sent (socket error, ZeroMQ queue full).
+    pub replies_dropped: AtomicU64,
+    pub events_committed: AtomicU64,
+    pub commits: AtomicU64,
+    pub commit_failures: AtomicU64,
+    commit_latency_buckets: [AtomicU64; COMMIT_BUCKETS_S.len()],
+    commit_latency_sum_us: AtomicU64,
+    pub log_held_bytes: AtomicU64,
+    pub log_file_bytes: AtomicU64,
+    pub log_first_offset: AtomicU64,
+    pub log_next_offset: AtomicU64,
+    pub log_blocks_deleted: AtomicU64,
+    /// False while the log refuses writes (full, disk error): the collector is not
+    /// acknowledging.
+    pub log_accepting: AtomicBool,
+    pub forwarder_offset: AtomicU64,
+    pub forwarder_published: AtomicU64,
+    pub forwarder_errors: AtomicU64,
+    pub forwarder_connected: AtomicBool,
+    pub forwarder_enabled: AtomicBool,
+    pub snapshot: Mutex<AcceptorSnapshot>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct AcceptorSnapshot {
+    pub endpoint: EndpointStats,
+    pub streams: usize,
+    pub devices_last_seen_unix_ms: BTreeMap<DeviceId, u64>,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let metrics = Metrics::default();
+        metrics.log_accepting.store(true, Ordering::Relaxed);
+        metrics
+    }
+
+    pub fn observe_commit(&self, seconds: f64) {
+        if let Some(index) = COMMIT_BUCKETS_S.iter().position(|bound| seconds <= *bound) {
+            self.commit_latency_buckets[index].fetch_add(1, Ordering::Relaxed);
+        }
+        self.commit_latency_sum_us.fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+        self.commits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The commit latency quantile `q` from the histogram (upper bucket bound), seconds.
+    pub fn commit_latency_quantile(&self, q: f64) -> Option<f64> {
+        let counts: Vec<u64> = self.commit_latency_buckets.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let target = (q * total as f64).ceil() as u64;
+        let mut seen = 0;
+        for (count, bound) in counts.iter().zip(COMMIT_BUCKETS_S) {
+            seen += count;
+            if seen >= target {
+                return Some(bound);
+            }
+        }
+        COMMIT_BUCKETS_S.last().copied()
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+        let mut series = |name: &str, help: &str, kind: &str, value: f64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        };
+        series(
+            "driftlog_datagrams_received_total",
+            "Datagrams received from all sources.",
+            "counter",
+            load(&self.datagrams_received),
+        );
+        series(
+            "driftlog_datagram_bytes_received_total",
+            "Bytes of datagrams received.",
+            "counter",
+            load(&self.datagram_bytes_received),
+        );
+        series(
+            "driftlog_kernel_receive_drops_total",
+            "Datagrams the kernel dropped because a socket's receive buffer was full (SO_RXQ_OVFL).",
+            "counter",
+            load(&self.kernel_drops),
+        );
+        series(
+            "driftlog_frames_refused_log_unavailable_total",
+            "Frames refused while the log could not take writes; devices retransmit them.",
+            "counter",
+            load(&self.frames_refused_log_unavailable),
+        );
+        series(
+            "driftlog_replies_dropped_total",
+            "ACKs and NAKs that could not be sent.",
+            "counter",
+            load(&self.replies_dropped),
+        );
+        series(
+            "driftlog_events_committed_total",
+            "Events committed to the log.",
+            "counter",
+            load(&self.events_committed),
+        );
+        series("driftlog_commit_failures_total", "Group commits that failed.", "counter", load(&self.commit_failures));
+        series("driftlog_log_bytes", "Bytes of records held by the log.", "gauge", load(&self.log_held_bytes));
+        series("driftlog_log_file_bytes", "Size of the log file.", "gauge", load(&self.log_file_bytes));
+        series("driftlog_log_first_offset", "Oldest offset retention kept.", "gauge", load(&self.log_first_offset));
+        series("driftlog_log_next_offset", "Offset the next record gets.", "gauge", load(&self.log_next_offset));
+        series(
+            "driftlog_log_blocks_deleted_total",
+            "Blocks retention deleted.",
+            "counter",
+            load(&self.log_blocks_deleted),
+        );
+        series(
+            "driftlog_log_accepting",
+            "1 while the log takes writes; 0 means the collector is not acknowledging (log full or storage failing).",
+            "gauge",
+            f64::from(u8::from(self.log_accepting.load(Ordering::Relaxed))),
+        );
+        if self.forwarder_enabled.load(Ordering::Relaxed) {
+            let next = load(&self.log_next_offset);
+            let forwarded = load(&self.forwarder_offset);
+            series(
+                "driftlog_forwarder_offset",
+                "Next log offset the JetStream forwarder publishes.",
+                "gauge",
+                forwarded,
+            );
+            series(
+                "driftlog_forwarder_lag_offsets",
+                "Log offsets not yet acknowledged by JetStream.",
+                "gauge",
+                (next - forwarded).max(0.0),
+            );
+            series(
+                "driftlog_forwarder_published_total",
+                "Messages JetStream acknowledged.",
+                "counter",
+                load(&self.forwarder_published),
+            );
+            series(
+                "driftlog_forwarder_errors_total",
+                "Forwarder connection and publish errors (each retried).",
+                "counter",
+                load(&self.forwarder_errors),
+            );
+            series(
+                "driftlog_forwarder_connected",
+                "1 while connected to NATS.",
+                "gauge",
+                f64::from(u8::from(self.forwarder_connected.load(Ordering::Relaxed))),
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP driftlog_commit_seconds Group commit latency (write and fsync).\n# TYPE driftlog_commit_seconds histogram"
+        );
+        let mut cumulative = 0;
+        for (bucket, bound) in self.commit_latency_buckets.iter().zip(COMMIT_BUCKETS_S) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let _ = writeln!(out, "driftlog_commit_seconds_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let commits = self.commits.load(Ordering::Relaxed);
+        let _ = writeln!(out, "driftlog_commit_seconds_bucket{{le=\"+Inf\"}} {commits}");
+        let _ = writeln!(out, "driftlog_commit_seconds_sum {}", load(&self.commit_latency_sum_us) / 1e6);
+        let _ = writeln!(out, "driftlog_commit_seconds_count {commits}");
+        let snapshot = self.snapshot.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let endpoint = snapshot.endpoint;
+        let mut series = |name: &str, help: &str, kind: &str, value: f64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        };
+        series(
+            "driftlog_events_received_total",
+            "Events admitted for the first time.",
+            "counter",
+            endpoint.events_new as f64,
+        );
+        series(
+            "driftlog_events_duplicate_total",
+            "Events received again and dropped as duplicates.",
+            "counter",
+            endpoint.events_duplicate as f64,
+        );
+        series(
+            "driftlog_events_tombstoned_total",
+            "Sequence numbers devices reported dropped (tombstones).",
+            "counter",
+            endpoint.tombstoned as f64,
+        );
+        series(
+            "driftlog_events_unrecoverable_total",
+            "Sequence numbers inferred lost (the device no longer holds them).",
+            "counter",
+            endpoint.unrecoverable as f64,
+        );
+        series("driftlog_acks_sent_total", "ACKs sent.", "counter", endpoint.acks_sent as f64);
+        series("driftlog_naks_sent_total", "NAKs sent.", "counter", endpoint.naks_sent as f64);
+        series("driftlog_streams", "Receivers (device, stream, epoch) held.", "gauge", snapshot.streams as f64);
+        let _ = writeln!(
+            out,
+            "# HELP driftlog_frames_rejected_total Frames rejected, by reason.\n# TYPE driftlog_frames_rejected_total counter"
+        );
+        for (reason, count) in endpoint.rejects.iter() {
+            let _ = writeln!(out, "driftlog_frames_rejected_total{{reason=\"{}\"}} {count}", reason.name());
+        }
+        let _ = writeln!(
+            out,
+            "# HELP driftlog_device_last_seen_seconds When a device's last accepted frame arrived (unix time).\n# TYPE driftlog_device_last_seen_seconds gauge"
+        );
+        for (device, at_ms) in &snapshot.devices_last_seen_unix_ms {
+            let _ = writeln!(out, "driftlog_device_last_seen_seconds{{device=\"{device}\"}} {}", *at_ms as f64 / 1e3);
+        }
+        out
+    }
+}

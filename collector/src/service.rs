@@ -1,0 +1,195 @@
+//! `driftlog-collector run`: opens the log, restores every receiver's dedup state, starts the
+//! sources, the acceptor, the committer, HTTP and the forwarder, and shuts them down in
+//! order on SIGTERM or ctrl-c: stop ingest, commit what was admitted, send the last ACKs,
+//! stop the forwarder, exit 0.
+
+use crate::acceptor::{Acceptor, AcceptorConfig, Input};
+use crate::config::CollectorConfig;
+use crate::ingest::udp::UdpSource;
+use crate::ingest::zmq::ZmqSource;
+use crate::ingest::{Source, Started};
+use crate::keys::Keys;
+use crate::log::{Log, LogConfig};
+use crate::metrics::Metrics;
+use anyhow::Context;
+use driftlog_protocol::endpoint::{Endpoint, EndpointConfig};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Where a running collector listens (tests and logs).
+#[derive(Clone, Debug, Default)]
+pub struct Listening {
+    pub sources: Vec<(String, String)>,
+    pub http: Option<std::net::SocketAddr>,
+}
+
+pub fn log_config(config: &CollectorConfig) -> LogConfig {
+    let mut protected_readers = Vec::new();
+    if let Some(js) = &config.forward.jetstream
+        && js.protect_unforwarded
+    {
+        protected_readers.push(js.reader.clone());
+    }
+    LogConfig {
+        max_bytes: config.log.retention_max_bytes,
+        max_age_ms: (config.log.retention_max_age_s > 0).then(|| config.log.retention_max_age_s * 1_000),
+        protected_readers,
+        cache_bytes: config.log.cache_bytes,
+    }
+}
+
+pub fn load_keys(config: &CollectorConfig) -> anyhow::Result<Keys> {
+    let keys = match &config.keys_file {
+        Some(path) => Keys::load(path)?,
+        None => Keys::default(),
+    };
+    Ok(if config.development_key { keys.with_development_key(config.development_device_id) } else { keys })
+}
+
+/// Runs the collector until `shutdown` is set. `on_listening` is called once everything is
+/// bound.
+pub fn run(
+    config: &CollectorConfig,
+    shutdown: Arc<AtomicBool>,
+    on_listening: impl FnOnce(&Listening),
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    let keys = load_keys(config)?;
+    if config.development_key {
+        tracing::warn!(
+            device = config.development_device_id,
+            "accepting the published development key (key id 0): anyone can forge frames; set development_key = false in production"
+        );
+    }
+    let log = Arc::new(Log::open(&config.log_path(), log_config(config)).context("cannot open the log")?);
+    let fresh = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let epoch = log.next_epoch(fresh >> 2)?;
+    let metrics = Arc::new(Metrics::new());
+    let stats = log.stats()?;
+    metrics.log_next_offset.store(stats.next_offset, Ordering::Relaxed);
+    metrics.log_first_offset.store(stats.first_offset, Ordering::Relaxed);
+    metrics.log_held_bytes.store(stats.held_bytes, Ordering::Relaxed);
+    metrics.log_file_bytes.store(stats.file_bytes, Ordering::Relaxed);
+
+    let mut endpoint_config = EndpointConfig::new(epoch, epoch ^ 0x5EED);
+    endpoint_config.max_streams = config.limits.max_streams;
+    endpoint_config.max_datagram_bytes = config.limits.max_datagram_bytes;
+    let mut endpoint = Endpoint::new(endpoint_config, keys.clone());
+    let restored = log.streams()?;
+    let restored_count = restored.len();
+    for (stream, key_id, state) in restored {
+        endpoint.restore(stream, key_id, state);
+    }
+    tracing::info!(epoch, streams = restored_count, keys = keys.len(), next_offset = stats.next_offset, "log opened");
+
+    let (input_tx, input_rx) = std::sync::mpsc::sync_channel::<Input>(config.limits.ingest_queue_batches);
+    let (batch_tx, batch_rx) = std::sync::mpsc::sync_channel(config.limits.ingest_queue_batches);
+    // Sources send batches; a relay wraps them as inputs so the committer shares the queue.
+    let relay_tx = input_tx.clone();
+    let relay = std::thread::Builder::new().name("ingest-relay".into()).spawn(move || {
+        for batch in batch_rx {
+            if relay_tx.send(Input::Batch(batch)).is_err() {
+                return;
+            }
+        }
+    })?;
+
+    let source_shutdown = Arc::new(AtomicBool::new(false));
+    let mut sources: Vec<Box<dyn Source>> = Vec::new();
+    let udp = &config.ingest.udp;
+    if udp.enabled {
+        sources.push(Box::new(UdpSource {
+            listen: udp.listen,
+            sockets: config.udp_sockets(),
+            receive_buffer_bytes: udp.receive_buffer_bytes,
+            batch_datagrams: udp.batch_datagrams,
+            multicast: None,
+            metrics: metrics.clone(),
+        }));
+    }
+    if let Some(multicast) = &config.ingest.multicast {
+        sources.push(Box::new(UdpSource {
+            listen: std::net::SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, multicast.port)),
+            sockets: 1,
+            receive_buffer_bytes: udp.receive_buffer_bytes,
+            batch_datagrams: udp.batch_datagrams,
+            multicast: Some((multicast.group, multicast.interface)),
+            metrics: metrics.clone(),
+        }));
+    }
+    if let Some(zmq) = &config.ingest.zmq {
+        sources.push(Box::new(ZmqSource {
+            data_endpoint: zmq.data_endpoint.clone(),
+            ack_endpoint: zmq.ack_endpoint.clone(),
+            metrics: metrics.clone(),
+        }));
+    }
+    let mut listening = Listening::default();
+    let mut replies = Vec::new();
+    let mut source_threads = Vec::new();
+    for (id, source) in sources.into_iter().enumerate() {
+        let name = source.name();
+        let Started { reply, threads, local } = source.start(id as u16, batch_tx.clone(), source_shutdown.clone())?;
+        tracing::info!(source = name, listen = %local, "ingest started");
+        listening.sources.push((name.to_string(), local));
+        replies.push(reply);
+        source_threads.extend(threads);
+    }
+    drop(batch_tx);
+
+    let (commit_tx, commit_rx) = std::sync::mpsc::sync_channel(1);
+    let committer = crate::committer::spawn(log.clone(), commit_rx, input_tx, metrics.clone())?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(address) = config.http.listen {
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(address))
+            .with_context(|| format!("cannot bind HTTP {address}"))?;
+        listening.http = listener.local_addr().ok();
+        runtime.spawn(crate::http::serve(listener, metrics.clone(), log.clone(), stop_rx.clone()));
+    }
+    let forwarder = config
+        .forward
+        .jetstream
+        .clone()
+        .map(|js| runtime.spawn(crate::forward::jetstream::run(js, log.clone(), metrics.clone(), stop_rx.clone())));
+    on_listening(&listening);
+
+    let acceptor_config = AcceptorConfig {
+        flush_interval: Duration::from_millis(config.log.flush_interval_ms),
+        max_block_bytes: config.log.max_block_bytes,
+        keys_file: config.keys_file.clone(),
+        development_device: config.development_key.then_some(config.development_device_id),
+    };
+    let acceptor = Acceptor::new(acceptor_config, endpoint, replies, commit_tx, input_rx, metrics.clone());
+    // The acceptor runs until shutdown; sources stop first so it can drain what they queued.
+    let acceptor_shutdown = Arc::new(AtomicBool::new(false));
+    let acceptor_flag = acceptor_shutdown.clone();
+    let acceptor_thread =
+        std::thread::Builder::new().name("acceptor".into()).spawn(move || acceptor.run(&acceptor_flag))?;
+    while !shutdown.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    tracing::info!("shutting down: stopping ingest");
+    source_shutdown.store(true, Ordering::Relaxed);
+    // The relay ends once every receive thread has stopped and dropped its queue handle.
+    let _ = relay.join();
+    acceptor_shutdown.store(true, Ordering::Relaxed);
+    let _ = acceptor_thread.join();
+    // Reply threads (the ZeroMQ PUB) end when the acceptor drops their queues.
+    for thread in source_threads {
+        let _ = thread.join();
+    }
+    let _ = committer.join();
+    let _ = stop_tx.send(true);
+    if let Some(forwarder) = forwarder {
+        let _ = runtime.block_on(forwarder);
+    }
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    let stats = log.stats()?;
+    tracing::info!(next_offset = stats.next_offset, held_bytes = stats.held_bytes, "stopped");
+    Ok(())
+}
