@@ -71,6 +71,20 @@ pub fn answer_log(request: &str, log: &Log) -> Option<String> {
     })
 }
 
+/// Reads until the end of the request head (or 1 KiB: only the request line matters).
+async fn read_head(stream: &mut tokio::net::TcpStream) -> std::io::Result<String> {
+    let mut request = Vec::with_capacity(256);
+    let mut buf = [0u8; 512];
+    while request.len() < 1_024 && !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        let read = stream.read(&mut buf).await?;
+        if read == 0 {
+            break;
+        }
+        request.extend_from_slice(&buf[..read]);
+    }
+    Ok(String::from_utf8_lossy(&request).into_owned())
+}
+
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, log: Arc<Log>, mut shutdown: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -81,10 +95,8 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, log: Arc<Log>, 
                 let Ok(permit) = slots.clone().try_acquire_owned() else { continue };
                 let (metrics, log) = (metrics.clone(), log.clone());
                 tokio::spawn(async move {
-                    let mut request = [0u8; 1_024];
-                    let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut request)).await;
-                    let Ok(Ok(read)) = read else { return };
-                    let request = String::from_utf8_lossy(&request[..read]).to_string();
+                    let read = tokio::time::timeout(std::time::Duration::from_secs(5), read_head(&mut stream)).await;
+                    let Ok(Ok(request)) = read else { return };
                     let text = if request.starts_with("GET /log/") {
                         let answered = tokio::task::spawn_blocking(move || answer_log(&request, &log)).await;
                         answered.ok().flatten().unwrap_or_else(|| response("404 Not Found", "text/plain", ""))

@@ -80,7 +80,8 @@ pub fn http_get(address: std::net::SocketAddr, path: &str) -> std::io::Result<(u
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(2))?;
     stream.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n")?;
+    // One write: a server that reads one segment sees the whole request.
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
