@@ -27,12 +27,8 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant as StdInstant};
 
-/// What reaches the acceptor: received datagrams, and the outcome of its commits.
-#[derive(Debug)]
-pub enum Input {
-    Batch(Batch),
-    Committed(Result<Committed, LogError>),
-}
+/// The committer's answer to one commit.
+pub type CommitResult = Result<Committed, LogError>;
 
 #[derive(Clone, Debug)]
 pub struct AcceptorConfig {
@@ -46,8 +42,6 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 const KEYS_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(250);
 const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(10);
-/// Pending block bytes, in blocks, beyond which frames are refused while a commit runs.
-const PENDING_BLOCKS_MAX: usize = 8;
 
 #[derive(Debug)]
 struct InFlight {
@@ -70,7 +64,8 @@ pub struct Acceptor {
     next_probe: StdInstant,
     chain_buf: Vec<u8>,
     commits: SyncSender<Commit>,
-    inputs: Receiver<Input>,
+    batches: Receiver<Batch>,
+    results: Receiver<CommitResult>,
     metrics: Arc<Metrics>,
     origin: StdInstant,
     keys_modified: Option<std::time::SystemTime>,
@@ -101,7 +96,8 @@ impl Acceptor {
         endpoint: Endpoint<Keys>,
         replies: Vec<Box<dyn ReplyPath>>,
         commits: SyncSender<Commit>,
-        inputs: Receiver<Input>,
+        batches: Receiver<Batch>,
+        results: Receiver<CommitResult>,
         metrics: Arc<Metrics>,
     ) -> Acceptor {
         let now = StdInstant::now();
@@ -120,7 +116,8 @@ impl Acceptor {
             next_probe: now,
             chain_buf: vec![0; 65_536],
             commits,
-            inputs,
+            batches,
+            results,
             metrics,
             origin: now,
             keys_modified,
@@ -136,20 +133,41 @@ impl Acceptor {
         Instant::from_micros(self.origin.elapsed().as_micros() as u64)
     }
 
-    /// Runs until `shutdown` is set, then commits what it holds, sends the last ACKs and
-    /// returns.
+    /// Runs until `shutdown` is set (or every source is gone), then commits what it holds,
+    /// sends the last ACKs and returns.
     pub fn run(mut self, shutdown: &std::sync::atomic::AtomicBool) {
         while !shutdown.load(Ordering::Relaxed) {
-            let wait = self.next_wakeup().saturating_duration_since(StdInstant::now()).min(Duration::from_millis(50));
-            match self.inputs.recv_timeout(wait) {
-                Ok(input) => self.handle_input(input),
+            // Commit outcomes first: they release ACKs.
+            while let Ok(result) = self.results.try_recv() {
+                self.handle_committed(result);
+            }
+            if self.in_flight.is_some() && self.builder.bytes() >= self.config.max_block_bytes {
+                // The next block is full and the disk is busy: wait for it instead of reading
+                // on. The sockets' receive buffers hold what arrives meanwhile (overflow is
+                // counted as kernel drops, and the devices retransmit it).
+                if let Ok(result) = self.results.recv_timeout(Duration::from_millis(50)) {
+                    self.handle_committed(result);
+                }
+                self.tick(false);
+                continue;
+            }
+            let wait = if self.in_flight.is_some() {
+                Duration::from_millis(1)
+            } else {
+                self.next_wakeup().saturating_duration_since(StdInstant::now()).min(Duration::from_millis(50))
+            };
+            match self.batches.recv_timeout(wait) {
+                Ok(batch) => self.handle_batch(&batch),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             // Take whatever else is queued before deciding on a commit.
             for _ in 0..64 {
-                match self.inputs.try_recv() {
-                    Ok(input) => self.handle_input(input),
+                if self.builder.bytes() >= self.config.max_block_bytes {
+                    break;
+                }
+                match self.batches.try_recv() {
+                    Ok(batch) => self.handle_batch(&batch),
                     Err(_) => break,
                 }
             }
@@ -159,8 +177,8 @@ impl Acceptor {
     }
 
     fn drain_for_shutdown(&mut self) {
-        while let Ok(input) = self.inputs.try_recv() {
-            self.handle_input(input);
+        while let Ok(batch) = self.batches.try_recv() {
+            self.handle_batch(&batch);
         }
         let deadline = StdInstant::now() + Duration::from_secs(10);
         while StdInstant::now() < deadline {
@@ -168,7 +186,7 @@ impl Acceptor {
             if self.in_flight.is_none() && self.builder.is_empty() {
                 break;
             }
-            if let Ok(Input::Committed(result)) = self.inputs.recv_timeout(Duration::from_millis(50)) {
+            if let Ok(result) = self.results.recv_timeout(Duration::from_millis(50)) {
                 self.handle_committed(result);
             }
         }
@@ -187,13 +205,6 @@ impl Acceptor {
             at = at.min(StdInstant::now() + wait);
         }
         at
-    }
-
-    fn handle_input(&mut self, input: Input) {
-        match input {
-            Input::Batch(batch) => self.handle_batch(&batch),
-            Input::Committed(result) => self.handle_committed(result),
-        }
     }
 
     fn tick(&mut self, shutting_down: bool) {
@@ -215,8 +226,7 @@ impl Acceptor {
     }
 
     fn handle_batch(&mut self, batch: &Batch) {
-        let refuse = !self.accepting || self.builder.bytes() > PENDING_BLOCKS_MAX * self.config.max_block_bytes;
-        if refuse {
+        if !self.accepting {
             // Not admitted, so not remembered: the devices retransmit once we accept again.
             self.metrics.frames_refused_log_unavailable.fetch_add(batch.len() as u64, Ordering::Relaxed);
             return;

@@ -2,7 +2,7 @@
 //! transaction each, and reports every outcome back. It is a thread of its own so the
 //! acceptor keeps admitting the next block while the disk works.
 
-use crate::acceptor::{Input, now_unix_ms};
+use crate::acceptor::{CommitResult, now_unix_ms};
 use crate::log::{Commit, Log, LogError};
 use crate::metrics::Metrics;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use std::sync::mpsc::{Receiver, SyncSender};
 pub fn spawn(
     log: Arc<Log>,
     commits: Receiver<Commit>,
-    results: SyncSender<Input>,
+    results: SyncSender<CommitResult>,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("committer".into()).spawn(move || {
@@ -43,7 +43,7 @@ pub fn spawn(
                     }
                 }
             }
-            if results.send(Input::Committed(result)).is_err() {
+            if results.send(result).is_err() {
                 return;
             }
         }

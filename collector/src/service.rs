@@ -3,7 +3,7 @@
 //! order on SIGTERM or ctrl-c: stop ingest, commit what was admitted, send the last ACKs,
 //! stop the forwarder, exit 0.
 
-use crate::acceptor::{Acceptor, AcceptorConfig, Input};
+use crate::acceptor::{Acceptor, AcceptorConfig};
 use crate::config::CollectorConfig;
 use crate::ingest::udp::UdpSource;
 use crate::ingest::zmq::ZmqSource;
@@ -84,18 +84,7 @@ pub fn run(
     }
     tracing::info!(epoch, streams = restored_count, keys = keys.len(), next_offset = stats.next_offset, "log opened");
 
-    let (input_tx, input_rx) = std::sync::mpsc::sync_channel::<Input>(config.limits.ingest_queue_batches);
     let (batch_tx, batch_rx) = std::sync::mpsc::sync_channel(config.limits.ingest_queue_batches);
-    // Sources send batches; a relay wraps them as inputs so the committer shares the queue.
-    let relay_tx = input_tx.clone();
-    let relay = std::thread::Builder::new().name("ingest-relay".into()).spawn(move || {
-        for batch in batch_rx {
-            if relay_tx.send(Input::Batch(batch)).is_err() {
-                return;
-            }
-        }
-    })?;
-
     let source_shutdown = Arc::new(AtomicBool::new(false));
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
     let udp = &config.ingest.udp;
@@ -140,7 +129,8 @@ pub fn run(
     drop(batch_tx);
 
     let (commit_tx, commit_rx) = std::sync::mpsc::sync_channel(1);
-    let committer = crate::committer::spawn(log.clone(), commit_rx, input_tx, metrics.clone())?;
+    let (result_tx, result_rx) = std::sync::mpsc::sync_channel(1);
+    let committer = crate::committer::spawn(log.clone(), commit_rx, result_tx, metrics.clone())?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -164,7 +154,7 @@ pub fn run(
         keys_file: config.keys_file.clone(),
         development_device: config.development_key.then_some(config.development_device_id),
     };
-    let acceptor = Acceptor::new(acceptor_config, endpoint, replies, commit_tx, input_rx, metrics.clone());
+    let acceptor = Acceptor::new(acceptor_config, endpoint, replies, commit_tx, batch_rx, result_rx, metrics.clone());
     // The acceptor runs until shutdown; sources stop first so it can drain what they queued.
     let acceptor_shutdown = Arc::new(AtomicBool::new(false));
     let acceptor_flag = acceptor_shutdown.clone();
@@ -175,8 +165,7 @@ pub fn run(
     }
     tracing::info!("shutting down: stopping ingest");
     source_shutdown.store(true, Ordering::Relaxed);
-    // The relay ends once every receive thread has stopped and dropped its queue handle.
-    let _ = relay.join();
+    // The acceptor drains what the sources queued, commits it and sends the last ACKs.
     acceptor_shutdown.store(true, Ordering::Relaxed);
     let _ = acceptor_thread.join();
     // Reply threads (the ZeroMQ PUB) end when the acceptor drops their queues.

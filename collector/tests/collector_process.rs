@@ -135,3 +135,39 @@ fn sigterm_commits_acknowledges_and_exits_zero() {
     let stats = collector.get("/log/stats").unwrap().1;
     assert!(stats.contains("\"next_offset\":600"), "{stats}");
 }
+
+#[test]
+fn a_full_log_stops_acknowledging_instead_of_dropping_and_resumes_when_room_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    write_fleet_keys(&dir.path().join("keys.toml"), 2);
+    // Retention may not delete what the (unreachable) forwarder has not published, so the
+    // log fills at its size bound.
+    let small = "[log]\nmax_block_bytes = 4096\nretention_max_bytes = 16384\n\
+                 [forward.jetstream]\nurl = \"nats://127.0.0.1:9\"\n";
+    let mut collector = CollectorProcess::start(dir.path(), small);
+    let agents = dir.path().join("agents");
+    let report = simulate(collector.udp, &agents, 2, 1_500, 1_000.0, Duration::from_secs(3));
+    assert!(report.backlog_remaining > 0, "the agents keep what was not acknowledged: {report:?}");
+    assert_eq!(report.dropped, 0);
+    assert_eq!(collector.metric("driftlog_log_accepting"), 0.0);
+    assert!(collector.metric("driftlog_frames_refused_log_unavailable_total") > 0.0);
+    assert_eq!(collector.get("/health").map(|r| r.0), Some(503));
+    assert!(collector.stderr.lock().unwrap().iter().any(|l| l.contains("not acknowledging")));
+    let held = collector.metric("driftlog_log_bytes");
+    assert!(held <= 16_384.0, "the bound holds: {held}");
+
+    // More room (a bigger bound, no forwarder): the agents' backlog is delivered, each event once.
+    collector.terminate();
+    std::fs::write(
+        &collector.config_path,
+        std::fs::read_to_string(&collector.config_path).unwrap().replace(small, "[log]\nmax_block_bytes = 4096\n"),
+    )
+    .unwrap();
+    collector.spawn();
+    let rest = simulate(collector.udp, &agents, 2, 0, 1_000.0, Duration::from_secs(60));
+    assert_eq!(rest.backlog_remaining, 0);
+    assert_eq!(collector.get("/health").map(|r| r.0), Some(200));
+    let ids = event_ids(&collector.log_json());
+    assert_eq!(ids.len(), 3_000);
+    assert!(ids.values().all(|n| *n == 1));
+}

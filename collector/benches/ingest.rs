@@ -1,0 +1,336 @@
+//! Collector figures: end-to-end ingest (frames authenticated, decoded, deduplicated and
+//! committed with fsync) against the raw UDP receive rate of this machine, measured in the
+//! same run; commit latency; on-disk bytes per event; JetStream forwarding rate (when
+//! `nats-server` is installed).
+//!
+//! Method: the collector binary runs as a child with 1 GiB receive buffers and is paused
+//! (SIGSTOP) while every datagram is queued in the kernel, then resumed; the clock runs from
+//! SIGCONT until `/metrics` shows every event committed. The ceiling is the same queue
+//! drained by a bare `recvmmsg` loop. So neither number is limited by the sender.
+//!
+//! `cargo bench -p driftlog-collector --bench ingest` (FIGURES_EVENTS, FIGURES_SINGLE to
+//! change the sizes).
+
+use driftlog_collector::tail::http_get;
+use driftlog_protocol::Instant;
+use driftlog_protocol::wire::{DataWriter, Event, FrameKind, MacKey, Payload, Sample, Sealer, Tag, Tags};
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant as StdInstant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_driftlog-collector");
+const DEVICES: u64 = 64;
+const SENDERS: usize = 8;
+
+struct Frames {
+    datagrams: Vec<Vec<u8>>,
+    events: u64,
+    /// Bytes of the events inside the frames (frame header, batch head and MAC excluded).
+    event_bytes: u64,
+    keys_toml: String,
+}
+
+fn frames(total_events: u64, per_frame: u32) -> Frames {
+    let mut keys_toml = String::new();
+    let mut sealers: Vec<Sealer> = (0..DEVICES)
+        .map(|device| {
+            let secret = [device as u8 + 1; 32];
+            let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+            keys_toml.push_str(&format!(
+                "[[device]]\ndevice_id = {}\nkey_id = {}\nkey = \"{hex}\"\n",
+                device + 100,
+                device + 100
+            ));
+            Sealer::new(device as u32 + 100, MacKey::new(&secret), 1)
+        })
+        .collect();
+    let tags = [Tag { key: "room", value: "lab" }];
+    let mut next_seq = vec![0u64; DEVICES as usize];
+    let mut datagrams = Vec::new();
+    let (mut events, mut event_bytes) = (0u64, 0u64);
+    let mut clock = 1_000u64;
+    while events < total_events {
+        let device = (datagrams.len() as u64 % DEVICES) as usize;
+        clock += 10;
+        let header = sealers[device].header(FrameKind::Data, Instant::from_micros(clock));
+        let mut buf = vec![0u8; 1_400];
+        let mut writer = DataWriter::new(&mut buf, &header, 0, 1, next_seq[device], per_frame).unwrap();
+        let empty = writer.len();
+        while writer.count() < per_frame && events < total_events {
+            let n = next_seq[device] + u64::from(writer.count());
+            let sample =
+                Sample { name: "sensor.temperature", value: 20.0 + (n % 100) as f64 * 0.25, tags: Tags::new(&tags) };
+            let event = Event { mono: Instant::from_micros(n * 1_000), wall: None, payload: Payload::Gauge(sample) };
+            if writer.push(&event).is_err() {
+                break;
+            }
+            events += 1;
+        }
+        next_seq[device] += u64::from(writer.count());
+        event_bytes += (writer.len() - empty) as u64;
+        let (sealed, len) = writer.into_parts();
+        let total = sealers[device].seal(sealed, len).unwrap();
+        buf.truncate(total);
+        datagrams.push(buf);
+    }
+    Frames { datagrams, events, event_bytes, keys_toml }
+}
+
+/// Queues every datagram to `to` from `SENDERS` sockets (so SO_REUSEPORT spreads them).
+fn send_all(datagrams: &[Vec<u8>], to: SocketAddr) {
+    let senders: Vec<UdpSocket> = (0..SENDERS).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+    for (index, datagram) in datagrams.iter().enumerate() {
+        // Each device's frames from one socket, in order.
+        let socket = &senders[(index % DEVICES as usize) % SENDERS];
+        while socket.send_to(datagram, to).is_err() {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+}
+
+/// The ceiling: the same datagrams queued into `sockets` REUSEPORT sockets, drained by bare
+/// recvmmsg loops (one thread each). Returns datagrams/s.
+fn raw_ceiling(frames: &Frames, sockets: usize) -> f64 {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut bound: Vec<UdpSocket> = Vec::new();
+    let mut address: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    for _ in 0..sockets {
+        let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+        socket.set_reuse_port(true).unwrap();
+        let _ = nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::RcvBufForce, &(1usize << 30));
+        socket.bind(&address.into()).unwrap();
+        let socket: UdpSocket = socket.into();
+        address = socket.local_addr().unwrap();
+        socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        bound.push(socket);
+    }
+    send_all(&frames.datagrams, address);
+    let started = StdInstant::now();
+    let threads: Vec<_> = bound
+        .into_iter()
+        .map(|socket| {
+            std::thread::spawn(move || {
+                let mut count = 0u64;
+                let mut buf = [0u8; 2_048];
+                let mut last = StdInstant::now();
+                loop {
+                    match socket.recv(&mut buf) {
+                        Ok(_) => {
+                            count += 1;
+                            last = StdInstant::now();
+                        }
+                        Err(_) => return (count, last),
+                    }
+                }
+            })
+        })
+        .collect();
+    let results: Vec<(u64, StdInstant)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let received: u64 = results.iter().map(|r| r.0).sum();
+    let end = results.iter().map(|r| r.1).max().unwrap();
+    received as f64 / (end - started).as_secs_f64()
+}
+
+struct Collector {
+    child: Child,
+    udp: SocketAddr,
+    http: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start_collector(keys_toml: &str, extra: &str) -> Collector {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("keys.toml"), keys_toml).unwrap();
+    let udp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = format!(
+        "data_dir = {:?}\nkeys_file = {:?}\ndevelopment_key = false\n{extra}\n[ingest.udp]\nlisten = \"{udp}\"\nsockets = 2\nreceive_buffer_bytes = 1073741824\n[http]\nlisten = \"{http}\"\n[limits]\ningest_queue_batches = 4096\n",
+        dir.path().join("data"),
+        dir.path().join("keys.toml")
+    );
+    let config_path = dir.path().join("collector.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config_path)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let collector = Collector { child, udp, http, _dir: dir };
+    let deadline = StdInstant::now() + Duration::from_secs(30);
+    while http_get(collector.http, "/health").is_err() {
+        assert!(StdInstant::now() < deadline, "collector did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    collector
+}
+
+fn metrics(http: SocketAddr) -> BTreeMap<String, f64> {
+    let Ok((_, body)) = http_get(http, "/metrics") else { return BTreeMap::new() };
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn signal(child: &Child, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+}
+
+/// Commit latency quantile from the histogram: the upper bound of the bucket holding it.
+fn quantile(metrics: &BTreeMap<String, f64>, q: f64) -> String {
+    let count = metrics.get("driftlog_commit_seconds_count").copied().unwrap_or(0.0);
+    let mut buckets: Vec<(f64, f64)> = metrics
+        .iter()
+        .filter_map(|(k, v)| {
+            let bound = k.strip_prefix("driftlog_commit_seconds_bucket{le=\"")?.strip_suffix("\"}")?;
+            Some((bound.parse().ok()?, *v))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let target = q * count;
+    buckets.iter().find(|(_, c)| *c >= target).map_or("n/a".into(), |(b, _)| format!("<= {:.1} ms", b * 1e3))
+}
+
+struct Ingest {
+    started: StdInstant,
+    events_per_s: f64,
+    datagrams_per_s: f64,
+    metrics: BTreeMap<String, f64>,
+}
+
+fn ingest(frames: &Frames, extra: &str) -> (Ingest, Collector) {
+    let collector = start_collector(&frames.keys_toml, extra);
+    signal(&collector.child, nix::sys::signal::Signal::SIGSTOP);
+    send_all(&frames.datagrams, collector.udp);
+    let started = StdInstant::now();
+    signal(&collector.child, nix::sys::signal::Signal::SIGCONT);
+    let deadline = started + Duration::from_secs(300);
+    let mut last = BTreeMap::new();
+    while StdInstant::now() < deadline {
+        last = metrics(collector.http);
+        if last.get("driftlog_events_committed_total").copied().unwrap_or(0.0) >= frames.events as f64 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let committed = last.get("driftlog_events_committed_total").copied().unwrap_or(0.0);
+    let result = Ingest {
+        started,
+        events_per_s: committed / elapsed,
+        datagrams_per_s: frames.datagrams.len() as f64 * (committed / frames.events as f64) / elapsed,
+        metrics: last,
+    };
+    (result, collector)
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else to parse.
+    let batched_events = env_u64("FIGURES_EVENTS", 2_000_000);
+    let single_events = env_u64("FIGURES_SINGLE", 200_000);
+    println!("collector ingest figures (2 REUSEPORT sockets, {DEVICES} devices, fsync per group commit)\n");
+
+    for (label, per_frame, total) in
+        [("batched (up to 64 events/frame)", 64, batched_events), ("single-event frames", 1, single_events)]
+    {
+        let frames = frames(total, per_frame);
+        let ceiling = raw_ceiling(&frames, 2);
+        let (result, _collector) = ingest(&frames, "");
+        let m = &result.metrics;
+        let committed = m.get("driftlog_events_committed_total").copied().unwrap_or(0.0);
+        println!(
+            "{label}: {} events in {} datagrams ({:.1} events/datagram)",
+            frames.events,
+            frames.datagrams.len(),
+            frames.events as f64 / frames.datagrams.len() as f64
+        );
+        println!(
+            "  committed            {committed:.0} events (kernel drops {:.0})",
+            m.get("driftlog_kernel_receive_drops_total").copied().unwrap_or(0.0)
+        );
+        println!(
+            "  ingest end to end    {:>10.0} events/s  {:>9.0} datagrams/s",
+            result.events_per_s, result.datagrams_per_s
+        );
+        println!("  raw UDP ceiling      {:>10} events/s  {ceiling:>9.0} datagrams/s (bare recv loop, same queue)", "");
+        println!("  ceiling / ingest     {:.2}x (datagrams)", ceiling / result.datagrams_per_s);
+        println!(
+            "  commit latency       p50 {}  p99 {}  ({:.0} commits)",
+            quantile(m, 0.5),
+            quantile(m, 0.99),
+            m.get("driftlog_commit_seconds_count").copied().unwrap_or(0.0)
+        );
+        let encoded = frames.event_bytes as f64 / frames.events as f64;
+        let stored = m.get("driftlog_log_bytes").copied().unwrap_or(0.0) / committed.max(1.0);
+        let file = m.get("driftlog_log_file_bytes").copied().unwrap_or(0.0) / committed.max(1.0);
+        println!(
+            "  bytes per event      encoded {encoded:.1}  stored {stored:.1} ({:.2}x)  log file {file:.1} ({:.2}x)\n",
+            stored / encoded,
+            file / encoded
+        );
+    }
+
+    // JetStream: the forwarder publishing a log that is being filled.
+    let nats = ["/usr/sbin/nats-server", "/usr/bin/nats-server"].into_iter().find(|p| std::path::Path::new(p).exists());
+    let Some(nats) = nats else {
+        println!("JetStream forwarding: skipped (nats-server not installed)");
+        return;
+    };
+    let events = env_u64("FIGURES_JETSTREAM", 200_000);
+    let frames = frames(events, 64);
+    let store = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = Command::new(nats)
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(store.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let extra = format!("[forward.jetstream]\nurl = \"nats://127.0.0.1:{port}\"\nmax_in_flight = 4096\n");
+    let (result, collector) = ingest(&frames, &extra);
+    let started = result.started;
+    let mut forwarded = 0.0;
+    while started.elapsed() < Duration::from_secs(300) {
+        let m = metrics(collector.http);
+        forwarded = m.get("driftlog_forwarder_published_total").copied().unwrap_or(0.0);
+        if m.get("driftlog_forwarder_lag_offsets").copied().unwrap_or(1.0) == 0.0 && forwarded > 0.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The forwarder runs alongside the ingest: from SIGCONT until it has published everything.
+    let m = metrics(collector.http);
+    println!(
+        "JetStream forwarding (nats-server, file storage, 4096 acks in flight): {forwarded:.0} messages, \
+         {:.0} messages/s, errors {:.0}",
+        forwarded / (started.elapsed().as_secs_f64()).max(1e-3),
+        m.get("driftlog_forwarder_errors_total").copied().unwrap_or(0.0)
+    );
+    drop(collector);
+    let _ = server.kill();
+    let _ = server.wait();
+}
