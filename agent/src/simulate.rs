@@ -54,14 +54,22 @@ pub struct FleetKey {
 
 /// The keys `simulate --seed SEED --devices N` uses.
 pub fn fleet_keys(seed: u64, devices: usize) -> Vec<FleetKey> {
+    fleet_keys_from(seed, FIRST_SIMULATED_DEVICE, devices)
+}
+
+/// The keys of `devices` simulated devices with ids from `first_device` on; a device's key
+/// depends only on the seed and its id, so `fleet_keys` is `fleet_keys_from` at
+/// `FIRST_SIMULATED_DEVICE`.
+pub fn fleet_keys_from(seed: u64, first_device: DeviceId, devices: usize) -> Vec<FleetKey> {
     (0..devices as u64)
-        .map(|index| {
-            let mut rng = SplitMix64::new(seed ^ (index + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        .map(|position| {
+            let id = first_device + position;
+            let index = id.wrapping_sub(FIRST_SIMULATED_DEVICE);
+            let mut rng = SplitMix64::new(seed ^ index.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
             let mut secret = [0u8; 32];
             for chunk in secret.chunks_mut(8) {
                 chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
             }
-            let id = FIRST_SIMULATED_DEVICE + index;
             FleetKey { device_id: id, key_id: id as KeyId, secret }
         })
         .collect()
@@ -95,11 +103,17 @@ fn spread(index: usize, count: usize, max: f64) -> f64 {
 }
 
 pub fn run(options: &SimulateOptions) -> anyhow::Result<SimulationReport> {
+    run_fleet(options, &fleet_keys(options.seed, options.devices))
+}
+
+/// `run` with the fleet's keys given (`options.devices` of them), e.g. from
+/// `fleet_keys_from` for a fleet whose ids do not start at `FIRST_SIMULATED_DEVICE`.
+pub fn run_fleet(options: &SimulateOptions, keys: &[FleetKey]) -> anyhow::Result<SimulationReport> {
     anyhow::ensure!(options.devices >= 1 && options.devices <= 1_000, "--devices must be between 1 and 1000");
+    anyhow::ensure!(keys.len() == options.devices, "one key per simulated device");
     anyhow::ensure!(options.rate > 0.0 && options.rate <= 100_000.0, "--rate must be between 0 and 100000 events/s");
     anyhow::ensure!(options.duration.is_some() || options.events.is_some(), "give --duration or --events");
     std::fs::create_dir_all(&options.data_dir)?;
-    let keys = fleet_keys(options.seed, options.devices);
     let (stop, stopped) = watch::channel(false);
     let mut threads = Vec::new();
     let mut status_paths = Vec::new();
@@ -223,6 +237,9 @@ mod tests {
         assert_ne!(a[0].secret, a[1].secret);
         assert_ne!(a[0].secret, fleet_keys(2, 1)[0].secret);
         assert_eq!(a[2].device_id, FIRST_SIMULATED_DEVICE + 2);
+        let b = fleet_keys_from(1, FIRST_SIMULATED_DEVICE + 2, 2);
+        assert_eq!(b[0], a[2], "a device's key depends on the seed and its id only");
+        assert_eq!(b[1].device_id, FIRST_SIMULATED_DEVICE + 3);
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub struct CollectorConfig {
     pub limits: LimitsSection,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestSection {
     pub udp: UdpSection,
@@ -147,12 +147,6 @@ impl Default for CollectorConfig {
             forward: ForwardSection::default(),
             limits: LimitsSection::default(),
         }
-    }
-}
-
-impl Default for IngestSection {
-    fn default() -> Self {
-        IngestSection { udp: UdpSection::default(), multicast: None, zmq: None }
     }
 }
 

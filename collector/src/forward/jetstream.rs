@@ -3,8 +3,10 @@
 //! acknowledgements outstanding, and stores the offset below which JetStream has
 //! acknowledged everything.
 //!
-//! On any error it reconnects with backoff and resumes from the stored offset; what it
-//! resends is inside the stream's duplicate window, so the server drops the second copy.
+//! On any error, and when the connection drops (the client would reconnect on its own, but
+//! silently, with the in-flight acknowledgements lost), it reconnects with backoff and
+//! resumes from the stored offset; what it resends is inside the stream's duplicate window,
+//! so the server drops the second copy.
 //! It never skips: when it falls behind, the log (which protects unforwarded records) fills
 //! and the collector stops acknowledging, which is the backpressure.
 
@@ -31,6 +33,8 @@ enum ForwardError {
     Connect(#[from] async_nats::ConnectError),
     #[error("stream: {0}")]
     Stream(String),
+    #[error("disconnected from the server")]
+    Disconnected,
     #[error("publish: {0}")]
     Publish(#[from] async_nats::jetstream::context::PublishError),
     #[error("log: {0}")]
@@ -42,23 +46,51 @@ enum ForwardError {
 /// Runs until `shutdown` changes, reconnecting after errors.
 pub async fn run(config: JetStreamSection, log: Arc<Log>, metrics: Arc<Metrics>, mut shutdown: watch::Receiver<bool>) {
     metrics.forwarder_enabled.store(true, Ordering::Relaxed);
+    // Until the first connection, the lag counts from the stored offset, not from 0.
+    let (log2, reader) = (log.clone(), config.reader.clone());
+    if let Ok(Ok(Some(stored))) = tokio::task::spawn_blocking(move || log2.reader_offset(&reader)).await {
+        metrics.forwarder_offset.store(stored, Ordering::Relaxed);
+    }
     let mut backoff = Duration::from_millis(100);
     loop {
         let attempt = forward(&config, &log, &metrics, &mut backoff);
         let result = tokio::select! {
             result = attempt => result,
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => break,
         };
         metrics.forwarder_connected.store(false, Ordering::Relaxed);
+        store_acknowledged(&config, &log, &metrics).await;
         if let Err(error) = result {
             metrics.forwarder_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "JetStream forwarder failed; will resume from its stored offset");
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => break,
         }
         backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+    metrics.forwarder_connected.store(false, Ordering::Relaxed);
+    store_acknowledged(&config, &log, &metrics).await;
+}
+
+/// Stores the offset below which JetStream acknowledged everything (`forwarder_offset`) when
+/// an attempt ends, since the attempt stores it only every `OFFSET_STORE_INTERVAL`. Without
+/// this, a reconnect after an outage longer than the duplicate window, or a restart after
+/// a graceful stop, would resend acknowledged messages the server no longer recognises,
+/// and the stream would hold them twice. Never moves the stored offset back.
+async fn store_acknowledged(config: &JetStreamSection, log: &Arc<Log>, metrics: &Metrics) {
+    let acked = metrics.forwarder_offset.load(Ordering::Relaxed);
+    let (log2, reader) = (log.clone(), config.reader.clone());
+    let stored = match tokio::task::spawn_blocking(move || log2.reader_offset(&reader)).await {
+        Ok(Ok(stored)) => stored.unwrap_or(0),
+        Ok(Err(error)) => return tracing::warn!(%error, "cannot read the forwarder's stored offset"),
+        Err(error) => return tracing::warn!(%error, "cannot read the forwarder's stored offset"),
+    };
+    if acked > stored
+        && let Err(error) = store(log, &config.reader, acked).await
+    {
+        tracing::warn!(%error, offset = acked, "cannot store the forwarder's offset; it will resend from the last stored one");
     }
 }
 
@@ -68,8 +100,15 @@ async fn forward(
     metrics: &Metrics,
     backoff: &mut Duration,
 ) -> Result<(), ForwardError> {
+    let (disconnected_tx, mut disconnected) = watch::channel(false);
     let client = async_nats::ConnectOptions::new()
         .connection_timeout(Duration::from_secs(2))
+        .event_callback(move |event| {
+            if matches!(event, async_nats::Event::Disconnected) {
+                disconnected_tx.send_replace(true);
+            }
+            std::future::ready(())
+        })
         .connect(config.url.as_str())
         .await?;
     let context = jetstream::new(client);
@@ -100,6 +139,9 @@ async fn forward(
     let mut in_flight = FuturesOrdered::new();
     let mut last_store = tokio::time::Instant::now();
     loop {
+        if *disconnected.borrow() {
+            return Err(ForwardError::Disconnected);
+        }
         // Refill from the log when the queue ran dry and the log has more.
         if pending.is_empty() && metrics.log_next_offset.load(Ordering::Relaxed) > next_read {
             let (log2, from) = (log.clone(), next_read);
@@ -121,7 +163,11 @@ async fn forward(
             let Some(message) = pending.pop_front() else { break };
             let mut headers = async_nats::HeaderMap::new();
             headers.insert("Nats-Msg-Id", message.id.as_str());
-            let ack = context.publish_with_headers(message.subject, headers, message.payload.into()).await?;
+            let publish = context.publish_with_headers(message.subject, headers, message.payload.into());
+            let ack = tokio::select! {
+                ack = publish => ack?,
+                _ = disconnected.wait_for(|d| *d) => return Err(ForwardError::Disconnected),
+            };
             let offset = message.offset;
             in_flight.push_back(async move { (offset, std::future::IntoFuture::into_future(ack).await) });
         }
@@ -135,7 +181,11 @@ async fn forward(
         }
         // Wait for the oldest acknowledgement (in order, so `acked` only moves forward over
         // a contiguous prefix).
-        if let Some((offset, result)) = in_flight.next().await {
+        let next = tokio::select! {
+            next = in_flight.next() => next,
+            _ = disconnected.wait_for(|d| *d) => return Err(ForwardError::Disconnected),
+        };
+        if let Some((offset, result)) = next {
             result?;
             acked = offset + 1;
             metrics.forwarder_published.fetch_add(1, Ordering::Relaxed);

@@ -171,8 +171,14 @@ pub const FLEET_SEED: u64 = 7;
 
 /// Writes the keys of `simulate`'s fleet of `devices` as the collector's keys file.
 pub fn write_fleet_keys(keys_file: &Path, devices: usize) {
-    use driftlog_agent::simulate::{fleet_keys, write_keys_file};
-    write_keys_file(keys_file, &fleet_keys(FLEET_SEED, devices)).unwrap();
+    write_fleet_keys_from(keys_file, driftlog_agent::simulate::FIRST_SIMULATED_DEVICE, devices);
+}
+
+/// Writes the keys of `simulate_fleet`'s fleet (`devices` ids from `first_device`) as the
+/// collector's keys file.
+pub fn write_fleet_keys_from(keys_file: &Path, first_device: u64, devices: usize) {
+    use driftlog_agent::simulate::{fleet_keys_from, write_keys_file};
+    write_keys_file(keys_file, &fleet_keys_from(FLEET_SEED, first_device, devices)).unwrap();
 }
 
 /// Runs `driftlog-agent simulate` in-process (the agent library: real UDP sockets, real
@@ -185,20 +191,39 @@ pub fn simulate(
     rate: f64,
     drain_timeout: Duration,
 ) -> driftlog_agent::simulate::SimulationReport {
-    use driftlog_agent::simulate::{SimulateOptions, run};
+    let first = driftlog_agent::simulate::FIRST_SIMULATED_DEVICE;
+    simulate_fleet(collector, data_dir, first, devices, events, rate, drain_timeout)
+}
+
+/// `simulate` with device ids from `first_device` (two calls with disjoint ranges are two
+/// fleets).
+pub fn simulate_fleet(
+    collector: SocketAddr,
+    data_dir: &Path,
+    first_device: u64,
+    devices: usize,
+    events: u64,
+    rate: f64,
+    drain_timeout: Duration,
+) -> driftlog_agent::simulate::SimulationReport {
+    use driftlog_agent::simulate::{SimulateOptions, fleet_keys_from, run_fleet};
     let seed = FLEET_SEED;
-    run(&SimulateOptions {
-        devices,
-        rate,
-        duration: None,
-        events: Some(events),
-        clock_offset_ms: 5_000.0,
-        clock_drift_ppm: 50.0,
-        collector,
-        data_dir: data_dir.to_path_buf(),
-        seed,
-        drain_timeout,
-        backlog_events_per_second: 20_000,
-    })
+    let keys = fleet_keys_from(seed, first_device, devices);
+    run_fleet(
+        &SimulateOptions {
+            devices,
+            rate,
+            duration: None,
+            events: Some(events),
+            clock_offset_ms: 5_000.0,
+            clock_drift_ppm: 50.0,
+            collector,
+            data_dir: data_dir.to_path_buf(),
+            seed,
+            drain_timeout,
+            backlog_events_per_second: 20_000,
+        },
+        &keys,
+    )
     .unwrap()
 }
