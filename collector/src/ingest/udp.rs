@@ -41,6 +41,16 @@ fn bind(listen: SocketAddr, receive_buffer_bytes: usize) -> anyhow::Result<Socke
         socket.set_recv_buffer_size(receive_buffer_bytes)?;
     }
     setsockopt(&socket, sockopt::RxqOvfl, &1).context("SO_RXQ_OVFL")?;
+    // Only the groups this socket joins itself. Linux's default (IP_MULTICAST_ALL on) hands a
+    // socket bound to the wildcard address every group joined anywhere on the host at its
+    // port: a unicast listener on 0.0.0.0 at the multicast port would take each multicast
+    // frame once more per socket.
+    if listen.is_ipv4() {
+        socket.set_multicast_all_v4(false).context("IP_MULTICAST_ALL")?;
+    } else {
+        // Dual-stack sockets get IPv4 multicast too; best effort where the option is refused.
+        let _ = socket.set_multicast_all_v4(false);
+    }
     socket.set_read_timeout(Some(READ_TIMEOUT))?;
     socket.bind(&listen.into()).with_context(|| format!("cannot bind UDP {listen}"))?;
     Ok(socket)
@@ -126,13 +136,16 @@ fn receive_loop(
     }
 }
 
+/// One received datagram: `(length, peer, kernel drop count)`.
+type Received = (usize, Option<SocketAddr>, Option<u32>);
+
 /// One `recvmmsg` call: waits for the first datagram (up to the socket timeout), then takes
-/// what else is queued. Returns `(length, peer, kernel drop count)` per datagram, in buffer order.
+/// what else is queued. Returns one [`Received`] per datagram, in buffer order.
 fn receive(
     fd: std::os::fd::RawFd,
     headers: &mut MultiHeaders<SockaddrStorage>,
     buffers: &mut [Vec<u8>],
-) -> nix::Result<Vec<(usize, Option<SocketAddr>, Option<u32>)>> {
+) -> nix::Result<Vec<Received>> {
     let mut slices: Vec<[IoSliceMut<'_>; 1]> = buffers.iter_mut().map(|b| [IoSliceMut::new(&mut b[..])]).collect();
     let results = recvmmsg(fd, headers, slices.iter_mut(), MsgFlags::MSG_WAITFORONE, None)?;
     let mut out = Vec::new();
