@@ -245,14 +245,10 @@ fn a_zeromq_agent_started_before_the_collector_delivers_everything_once_it_is_up
 /// agent: the agent's sockets reconnect, and what it submits while the collector is down
 /// and after it is back is delivered, once.
 ///
-/// Fails today: the agent's PUB socket never reconnects. `zeromq` 0.7 reconnects only SUB and
-/// XSUB sockets (`connect_with_reconnect`); a PUB's `connect` has no reconnect task, so once
-/// the collector's SUB goes away the agent's frames go nowhere until the agent restarts (the
-/// collector receives 0 datagrams after its restart; the agent's ACK SUB does reconnect).
-/// A fix belongs in `agent/src/transport/zmq.rs`, e.g. replace the PUB with a freshly
-/// connected one when its peer disconnects (its `monitor()` events, or sends that fail).
+/// `zeromq` 0.7 reconnects only SUB and XSUB sockets (`connect_with_reconnect`); a PUB's
+/// `connect` has no reconnect task, so the agent replaces its PUB with a freshly connected
+/// one when the monitor reports the peer gone (`agent/src/transport/zmq.rs`).
 #[test]
-#[ignore = "agent bug: zeromq 0.7 PUB sockets do not reconnect (see the comment)"]
 fn zeromq_agents_reconnect_after_the_collector_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let keys = fleet(dir.path(), 1);

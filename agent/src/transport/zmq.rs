@@ -10,9 +10,12 @@
 //!   collector is down.
 //! - No high-water mark, silent drops when a peer's queue fills: our sequence numbers, NAKs
 //!   and ACKs detect and repair every loss, and the sender's window is the flow control.
+//! - The PUB socket does not reconnect after the collector restarts: the agent watches its
+//!   monitor and connects a fresh socket when the peer disconnects.
 //! - Sockets need `&mut`: each lives in one task, reached through bounded channels.
 
 use super::Transport;
+use futures_util::StreamExt;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,17 +47,33 @@ impl ZmqTransport {
         let (outgoing, mut to_send) = mpsc::channel::<Vec<u8>>(OUTGOING_FRAMES);
         let (deliver, incoming) = mpsc::channel::<Vec<u8>>(INCOMING_FRAMES);
         tokio::spawn(async move {
-            let mut options = SocketOptions::default();
-            options.no_connect_timeout();
-            let mut socket = PubSocket::with_options(options);
-            if let Err(error) = socket.connect(&data_endpoint).await {
-                tracing::error!(%error, endpoint = %data_endpoint, "zmq PUB cannot connect");
-                return;
-            }
-            while let Some(frame) = to_send.recv().await {
-                if let Err(error) = socket.send(ZmqMessage::from(frame)).await {
-                    tracing::debug!(%error, "zmq send failed");
+            // The crate's PUB does not reconnect after the collector restarts: watch its
+            // monitor and replace the socket when the peer goes away.
+            loop {
+                let mut options = SocketOptions::default();
+                options.no_connect_timeout();
+                let mut socket = PubSocket::with_options(options);
+                let mut events = socket.monitor();
+                if let Err(error) = socket.connect(&data_endpoint).await {
+                    tracing::error!(%error, endpoint = %data_endpoint, "zmq PUB cannot connect");
+                    return;
                 }
+                loop {
+                    tokio::select! {
+                        frame = to_send.recv() => {
+                            let Some(frame) = frame else { return };
+                            if let Err(error) = socket.send(ZmqMessage::from(frame)).await {
+                                tracing::debug!(%error, "zmq send failed");
+                            }
+                        }
+                        event = events.next() => {
+                            if matches!(event, None | Some(zeromq::SocketEvent::Disconnected(_))) {
+                                break;
+                            }
+                        }
+                    }
+                }
+                tracing::info!(endpoint = %data_endpoint, "collector went away; reconnecting the zmq PUB socket");
             }
         });
         let topic = ack_topic(device_id);

@@ -224,8 +224,14 @@ impl Log {
             let mut deleted = 0;
             // Whole blocks from the front: over the size bound, or past the age bound.
             loop {
-                let Some((first, value)) = blocks.first()?.map(|(k, v)| (k.value(), v.value().to_vec())) else { break };
-                let head: BlockHead = postcard::take_from_bytes(&value).map(|(h, _)| h).unwrap_or_default();
+                // Only the head and the length: the block itself is not copied.
+                let Some((first, head, len)) = blocks.first()?.map(|(k, v)| {
+                    let value = v.value();
+                    let head: BlockHead = postcard::take_from_bytes(value).map(|(h, _)| h).unwrap_or_default();
+                    (k.value(), head, value.len() as u64)
+                }) else {
+                    break;
+                };
                 let over_size = held + incoming.max(commit.reserve_bytes) > self.config.max_bytes;
                 let over_age =
                     self.config.max_age_ms.is_some_and(|age| head.written_unix_ms.saturating_add(age) < now_unix_ms);
@@ -233,7 +239,7 @@ impl Log {
                     break;
                 }
                 blocks.remove(first)?;
-                held = held.saturating_sub(value.len() as u64);
+                held = held.saturating_sub(len);
                 deleted += 1;
             }
             let needed = incoming.max(commit.reserve_bytes);
