@@ -171,3 +171,50 @@ fn a_full_log_stops_acknowledging_instead_of_dropping_and_resumes_when_room_retu
     assert_eq!(ids.len(), 3_000);
     assert!(ids.values().all(|n| *n == 1));
 }
+
+/// Unmounts a tmpfs when the test ends, however it ends.
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_stops_acknowledging_and_everything_arrives_once_space_returns() {
+    let root = std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    if !root {
+        eprintln!("skipped: mounting a small tmpfs needs root (CI runs as root)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&data)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let _mount = Tmpfs(data.clone());
+    let ballast = data.join("ballast");
+    std::fs::write(&ballast, vec![0u8; (7 << 20) / 2]).unwrap();
+    write_fleet_keys(&dir.path().join("keys.toml"), 2);
+    let collector = CollectorProcess::start(dir.path(), "[log]\ncache_bytes = 1048576\n");
+    let agents = dir.path().join("agents");
+    let report = simulate(collector.udp, &agents, 2, 10_000, 5_000.0, Duration::from_secs(3));
+    assert!(report.backlog_remaining > 0, "the disk filled before everything was committed: {report:?}");
+    assert_eq!(collector.metric("driftlog_log_accepting"), 0.0);
+    assert!(collector.metric("driftlog_commit_failures_total") > 0.0);
+    assert_eq!(collector.get("/health").map(|r| r.0), Some(503));
+
+    // Space returns: the next probe commit succeeds and the agents' backlog is delivered.
+    std::fs::remove_file(&ballast).unwrap();
+    let rest = simulate(collector.udp, &agents, 2, 0, 1_000.0, Duration::from_secs(60));
+    assert_eq!(rest.backlog_remaining, 0);
+    assert_eq!(collector.get("/health").map(|r| r.0), Some(200));
+    let ids = event_ids(&collector.log_json());
+    assert_eq!(ids.len(), 20_000);
+    assert!(ids.values().all(|n| *n == 1));
+}
