@@ -99,6 +99,20 @@ pub fn render(status: &Status) -> String {
 }
 
 /// Serves `/metrics` until `shutdown`.
+/// Reads until the end of the request head (or 1 KiB): a client may write it in pieces.
+async fn read_head(stream: &mut tokio::net::TcpStream) -> std::io::Result<String> {
+    let mut request = Vec::with_capacity(256);
+    let mut buf = [0u8; 512];
+    while request.len() < 1_024 && !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        let read = stream.read(&mut buf).await?;
+        if read == 0 {
+            break;
+        }
+        request.extend_from_slice(&buf[..read]);
+    }
+    Ok(String::from_utf8_lossy(&request).into_owned())
+}
+
 pub async fn serve(listener: TcpListener, status_path: PathBuf, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
@@ -107,9 +121,8 @@ pub async fn serve(listener: TcpListener, status_path: PathBuf, mut shutdown: wa
                 let Ok((mut stream, _)) = accepted else { continue };
                 let status_path = status_path.clone();
                 tokio::spawn(async move {
-                    let mut request = [0u8; 1_024];
-                    let Ok(read) = stream.read(&mut request).await else { return };
-                    let request = String::from_utf8_lossy(&request[..read]);
+                    let read = tokio::time::timeout(std::time::Duration::from_secs(5), read_head(&mut stream)).await;
+                    let Ok(Ok(request)) = read else { return };
                     let response = if request.starts_with("GET /metrics ") {
                         let body = Status::read(&status_path).map(|s| render(&s)).unwrap_or_default();
                         format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
