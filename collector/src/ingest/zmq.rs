@@ -101,7 +101,7 @@ impl Source for ZmqSource {
         })?;
         let ack = bound_rx.recv().context("ZeroMQ PUB thread ended")??;
         Ok(Started {
-            reply: Box::new(ZmqReply { queue: reply_tx, metrics: self.metrics.clone() }),
+            reply: Box::new(ZmqReply { queue: reply_tx }),
             threads: vec![sub_thread, pub_thread],
             local: format!("{data} {ack}"),
         })
@@ -111,15 +111,11 @@ impl Source for ZmqSource {
 #[derive(Debug)]
 struct ZmqReply {
     queue: tokio::sync::mpsc::Sender<(DeviceId, Vec<u8>)>,
-    metrics: Arc<Metrics>,
 }
 
 impl ReplyPath for ZmqReply {
     fn send(&mut self, device: DeviceId, _peer: Option<SocketAddr>, datagram: &[u8]) -> bool {
-        let sent = self.queue.try_send((device, datagram.to_vec())).is_ok();
-        if !sent {
-            self.metrics.replies_dropped.fetch_add(1, Ordering::Relaxed);
-        }
-        sent
+        // A full queue is a dropped reply; the acceptor counts it.
+        self.queue.try_send((device, datagram.to_vec())).is_ok()
     }
 }
