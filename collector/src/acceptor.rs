@@ -10,12 +10,14 @@
 //! durable state and frames are refused until a probe commit succeeds: nothing unwritten is
 //! ever acknowledged or remembered as seen, so the devices keep and retransmit it.
 
+use crate::clocks::Clocks;
 use crate::ingest::{Batch, ReplyPath, Route};
 use crate::keys::Keys;
 use crate::log::block::BlockBuilder;
 use crate::log::record::{EventsHead, GapHead, RecordKind, encode_events, encode_gap};
 use crate::log::{Commit, Committed, Dedup, LogError};
 use crate::metrics::{AcceptorSnapshot, Metrics};
+use driftlog_eventtime::clock::ClockConfig;
 use driftlog_protocol::endpoint::{Delivery, Endpoint, Received};
 use driftlog_protocol::ids::StreamKey;
 use driftlog_protocol::wire::{DropReason, EventChainWriter};
@@ -67,7 +69,14 @@ pub struct Acceptor {
     batches: Receiver<Batch>,
     results: Receiver<CommitResult>,
     metrics: Arc<Metrics>,
+    /// The endpoint's clock is collector Unix time (µs), monotonic from this origin: ACKs
+    /// carry it as t2/t3 of the four-timestamp exchange, which the clock models need on the
+    /// same scale as receive times.
     origin: StdInstant,
+    origin_unix_us: u64,
+    clocks: Clocks,
+    /// Clock models in the commit in flight, put back if it fails.
+    clocks_in_flight: (Vec<((u64, u64), Vec<u8>)>, Vec<(u64, u64)>),
     keys_modified: Option<std::time::SystemTime>,
     next_keys_check: StdInstant,
     next_snapshot: StdInstant,
@@ -120,6 +129,9 @@ impl Acceptor {
             results,
             metrics,
             origin: now,
+            origin_unix_us: (now_unix_ms()).saturating_mul(1_000),
+            clocks: Clocks::new(ClockConfig::default(), 100_000),
+            clocks_in_flight: Default::default(),
             keys_modified,
             next_keys_check: now + KEYS_CHECK_INTERVAL,
             next_snapshot: now,
@@ -129,8 +141,14 @@ impl Acceptor {
         }
     }
 
+    /// Uses `clocks` (restored from the log, with the configured bounds).
+    pub fn with_clocks(mut self, clocks: Clocks) -> Acceptor {
+        self.clocks = clocks;
+        self
+    }
+
     fn now(&self) -> Instant {
-        Instant::from_micros(self.origin.elapsed().as_micros() as u64)
+        Instant::from_micros(self.origin_unix_us.saturating_add(self.origin.elapsed().as_micros() as u64))
     }
 
     /// Runs until `shutdown` is set (or every source is gone), then commits what it holds,
@@ -238,12 +256,32 @@ impl Acceptor {
             let Ok(received) = self.endpoint.handle_datagram(now, datagram) else { continue };
             accepted = true;
             let device = received.stream.device;
+            self.sample_clock(&received, batch.received_unix_us);
             self.routes.insert(device, route);
             self.last_seen_unix_ms.insert(device, received_unix_ms);
             self.record(&received, batch.received_unix_us);
         }
         if accepted && self.block_started.is_none() {
             self.block_started = Some(StdInstant::now());
+        }
+    }
+
+    /// Every accepted frame is a one-way clock sample of the sender's boot; a heartbeat may
+    /// also report a completed four-timestamp exchange.
+    fn sample_clock(&mut self, received: &Received<'_>, received_unix_us: i64) {
+        let device = received.stream.device;
+        let header = &received.header;
+        self.clocks.handle_frame(device, header.epoch, header.sent_at.as_micros(), received_unix_us);
+        if let Delivery::Heartbeat { heartbeat, .. } = &received.delivery
+            && let Some(timing) = heartbeat.ack_timing
+        {
+            let times = (
+                timing.device_sent_at.as_micros(),
+                timing.collector_received_at.as_micros() as i64,
+                timing.collector_sent_at.as_micros() as i64,
+                timing.device_received_at.as_micros(),
+            );
+            self.clocks.handle_exchange(device, header.epoch, times, received_unix_us);
         }
     }
 
@@ -262,6 +300,7 @@ impl Acceptor {
                         sent_at_us: received.header.sent_at.as_micros(),
                         sent_epoch: received.header.epoch,
                         received_unix_us,
+                        clock: self.clocks.fix(key.device, key.epoch),
                     };
                     self.block_events += range.len();
                     if *range == frame.range() {
@@ -340,7 +379,16 @@ impl Acceptor {
             .map(|(key, state)| (*key, self.endpoint.key_id(key).unwrap_or_default(), state.clone()))
             .collect();
         let offsets = self.builder.offsets();
-        let commit = Commit { block: self.builder.finish(now_unix_ms()), offsets, streams, reserve_bytes: 0 };
+        let (clocks, clocks_removed) = self.clocks.take_dirty();
+        let commit = Commit {
+            block: self.builder.finish(now_unix_ms()),
+            offsets,
+            streams,
+            clocks: clocks.clone(),
+            clocks_removed: clocks_removed.clone(),
+            ..Commit::default()
+        };
+        self.clocks_in_flight = (clocks, clocks_removed);
         let events = std::mem::take(&mut self.block_events);
         // The committer takes one commit at a time and we send only when none is in flight.
         if self.commits.try_send(commit).is_err() {
@@ -356,6 +404,7 @@ impl Acceptor {
         let now = self.now();
         match result {
             Ok(_) => {
+                self.clocks_in_flight = Default::default();
                 for (stream, state) in &in_flight.states {
                     self.endpoint.handle_durable(now, *stream, state);
                 }
@@ -375,6 +424,8 @@ impl Acceptor {
                 // Forget everything not durable, including what was admitted after this
                 // commit was cut: the devices still hold it and will send it again.
                 self.endpoint.rollback_uncommitted();
+                let (clocks, removed) = std::mem::take(&mut self.clocks_in_flight);
+                self.clocks.restore_dirty(&clocks, removed);
                 self.builder.finish(0);
                 self.block_events = 0;
                 self.block_started = None;
@@ -404,6 +455,9 @@ impl Acceptor {
             endpoint: self.endpoint.stats(),
             streams: self.endpoint.stream_count(),
             devices_last_seen_unix_ms: self.last_seen_unix_ms.clone(),
+            clocks: self.clocks.estimates(),
+            clock_samples_rejected: self.clocks.samples_rejected,
+            clock_models_evicted: self.clocks.models_evicted,
         };
         *self.metrics.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = snapshot;
     }

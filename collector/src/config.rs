@@ -3,6 +3,7 @@
 //! Loading goes raw TOML → [`CollectorConfig`] → [`CollectorConfig::validate`];
 //! `driftlog-collector validate --config FILE` runs exactly that and nothing else.
 
+use crate::windows::config::{ClockSection, WatermarkSection, WindowSection, default_windows};
 use serde::Deserialize;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -26,6 +27,11 @@ pub struct CollectorConfig {
     pub http: HttpSection,
     pub forward: ForwardSection,
     pub limits: LimitsSection,
+    pub clock: ClockSection,
+    pub watermark: WatermarkSection,
+    /// Event-time windows (`[[windows]]`); without any, one per-device 10 s tumbling window
+    /// over every metric. `windows = []` turns windowing off.
+    pub windows: Vec<WindowSection>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -146,6 +152,9 @@ impl Default for CollectorConfig {
             http: HttpSection::default(),
             forward: ForwardSection::default(),
             limits: LimitsSection::default(),
+            clock: ClockSection::default(),
+            watermark: WatermarkSection::default(),
+            windows: default_windows(),
         }
     }
 }
@@ -214,11 +223,11 @@ pub enum ConfigError {
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid { field: String, message: String },
 }
 
-fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { field, message: message.into() }
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { field: field.into(), message: message.into() }
 }
 
 impl CollectorConfig {
@@ -307,6 +316,8 @@ impl CollectorConfig {
                 return Err(invalid("forward.jetstream.reader", "must not be empty"));
             }
         }
+        crate::windows::config::validate(&self.watermark, &self.clock, &self.windows)
+            .map_err(|(field, message)| invalid(field, message))?;
         Ok(())
     }
 
@@ -357,5 +368,25 @@ mod tests {
         assert!(parse("[forward.jetstream]\nurl = \"http://x\"").unwrap_err().contains("forward.jetstream.url"));
         assert!(parse("[ingest.udp]\nenabled = false").unwrap_err().contains("ingest"));
         assert!(parse("[log]\nretention_max_bytes = 10").unwrap_err().contains("retention_max_bytes"));
+    }
+
+    #[test]
+    fn bad_windows_are_named() {
+        let window = |body: &str| parse(&format!("[[windows]]\nname = \"w\"\n{body}")).map(|c| c.windows.len());
+        assert_eq!(window("type = \"tumbling\"\nsize_ms = 1000"), Ok(1));
+        assert!(window("type = \"tumbling\"").unwrap_err().contains("windows.w.size_ms"));
+        assert!(window("type = \"tumbling\"\nsize_ms = 0").unwrap_err().contains("windows.w.size_ms"));
+        assert!(window("type = \"tumbling\"\nsize_ms = -5").is_err());
+        assert!(window("type = \"hopping\"\nsize_ms = 10\nslide_ms = 0").unwrap_err().contains("slide_ms"));
+        assert!(window("type = \"hopping\"\nsize_ms = 10\nslide_ms = 20").unwrap_err().contains("slide_ms"));
+        assert!(window("type = \"session\"\ngap_ms = 0").unwrap_err().contains("gap_ms"));
+        assert!(window("type = \"session\"\nsize_ms = 5\ngap_ms = 5").unwrap_err().contains("size_ms"));
+        assert!(window("type = \"sliding\"\nsize_ms = 5").unwrap_err().contains("sliding"));
+        assert!(window("type = \"tumbling\"\nsize_ms = 10\noffset_ms = 10").unwrap_err().contains("offset_ms"));
+        assert!(window("type = \"tumbling\"\nsize_ms = 10\nquantiles = [2.0]").unwrap_err().contains("quantiles"));
+        assert!(parse("windows = []").unwrap().windows.is_empty());
+        let twice = "[[windows]]\nname = \"w\"\ntype = \"session\"\ngap_ms = 5\n";
+        assert!(parse(&format!("{twice}{twice}")).unwrap_err().contains("used twice"));
+        assert!(parse("[watermark]\nidle_timeout_ms = 0").unwrap_err().contains("watermark.idle_timeout_ms"));
     }
 }

@@ -2,6 +2,7 @@
 //! connection, bounded in size and in concurrent connections; no authentication, so keep it
 //! on localhost or behind a proxy.
 
+use crate::config::CollectorConfig;
 use crate::log::Log;
 use crate::metrics::Metrics;
 use crate::tail::{query_u64, read_lines};
@@ -44,7 +45,7 @@ const TAIL_MAX: u64 = 10_000;
 
 /// `/log/tail?from=N&max=M`, `/log/stats`, `/log/replay?from=N`: the `log` commands while the
 /// collector holds the file. Blocking reads; call from a blocking task.
-pub fn answer_log(request: &str, log: &Log) -> Option<String> {
+pub fn answer_log(request: &str, log: &Log, config: &CollectorConfig) -> Option<String> {
     let path = request.strip_prefix("GET ")?.split_whitespace().next()?;
     let result = if path.starts_with("/log/tail") {
         let from = query_u64(path, "from").unwrap_or(0);
@@ -61,7 +62,7 @@ pub fn answer_log(request: &str, log: &Log) -> Option<String> {
         log.stats().map(|stats| serde_json::to_string(&stats).unwrap_or_default() + "\n")
     } else if path.starts_with("/log/replay") {
         let from = query_u64(path, "from").unwrap_or(0);
-        crate::replay::replay(log, from).map(|summary| serde_json::to_string(&summary).unwrap_or_default() + "\n")
+        crate::replay::replay(log, from, &config.windows, &config.watermark).map(|summary| serde_json::to_string(&summary).unwrap_or_default() + "\n")
     } else {
         return None;
     };
@@ -85,7 +86,13 @@ async fn read_head(stream: &mut tokio::net::TcpStream) -> std::io::Result<String
     Ok(String::from_utf8_lossy(&request).into_owned())
 }
 
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, log: Arc<Log>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    log: Arc<Log>,
+    config: Arc<CollectorConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         tokio::select! {
@@ -93,12 +100,12 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, log: Arc<Log>, 
             accepted = listener.accept() => {
                 let Ok((mut stream, _)) = accepted else { continue };
                 let Ok(permit) = slots.clone().try_acquire_owned() else { continue };
-                let (metrics, log) = (metrics.clone(), log.clone());
+                let (metrics, log, config) = (metrics.clone(), log.clone(), config.clone());
                 tokio::spawn(async move {
                     let read = tokio::time::timeout(std::time::Duration::from_secs(5), read_head(&mut stream)).await;
                     let Ok(Ok(request)) = read else { return };
                     let text = if request.starts_with("GET /log/") {
-                        let answered = tokio::task::spawn_blocking(move || answer_log(&request, &log)).await;
+                        let answered = tokio::task::spawn_blocking(move || answer_log(&request, &log, &config)).await;
                         answered.ok().flatten().unwrap_or_else(|| response("404 Not Found", "text/plain", ""))
                     } else {
                         answer(&request, &metrics)

@@ -8,6 +8,7 @@
 
 pub mod acceptor;
 pub mod committer;
+pub mod clocks;
 pub mod config;
 pub mod forward;
 pub mod http;
@@ -18,3 +19,4 @@ pub mod metrics;
 pub mod replay;
 pub mod service;
 pub mod tail;
+pub mod windows;

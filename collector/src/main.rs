@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use driftlog_collector::config::CollectorConfig;
 use driftlog_collector::log::Log;
 use driftlog_collector::service;
-use driftlog_collector::tail::{http_get, human, read_lines};
+use driftlog_collector::tail::{http_get, human, kind_matches, read_lines};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -82,6 +82,9 @@ enum LogCommand {
         /// Stop after this many records (without --follow).
         #[arg(long)]
         max: Option<u64>,
+        /// Only records of this kind.
+        #[arg(long, value_parser = ["events", "windows", "late", "gaps", "tombstones", "ticks"])]
+        kind: Option<String>,
     },
     /// Print record counts, sizes and the offset range.
     Stats,
@@ -211,7 +214,7 @@ fn fetch(address: SocketAddr, path: &str) -> anyhow::Result<String> {
 fn log_command(command: LogCommand, config: &CollectorConfig, http: Option<SocketAddr>) -> anyhow::Result<()> {
     let access = open_log(config, http)?;
     match command {
-        LogCommand::Tail { from, follow, json, max } => {
+        LogCommand::Tail { from, follow, json, max, kind } => {
             let mut next = from;
             let mut remaining = max.unwrap_or(u64::MAX);
             use std::io::Write;
@@ -229,6 +232,11 @@ fn log_command(command: LogCommand, config: &CollectorConfig, http: Option<Socke
                         (lines, after)
                     }
                 };
+                let scanned = lines.len();
+                let lines: Vec<_> = match &kind {
+                    Some(kind) => lines.into_iter().filter(|line| kind_matches(kind, line)).collect(),
+                    None => lines,
+                };
                 let mut out = stdout.lock();
                 for line in &lines {
                     let text = if json { line.to_string() } else { human(line) };
@@ -242,7 +250,7 @@ fn log_command(command: LogCommand, config: &CollectorConfig, http: Option<Socke
                 if remaining == 0 {
                     return Ok(());
                 }
-                if lines.is_empty() {
+                if scanned == 0 {
                     if !follow {
                         return Ok(());
                     }
@@ -263,7 +271,7 @@ fn log_command(command: LogCommand, config: &CollectorConfig, http: Option<Socke
         }
         LogCommand::Replay { from } => {
             let text = match &access {
-                LogAccess::File(log) => serde_json::to_string_pretty(&driftlog_collector::replay::replay(log, from)?)?,
+                LogAccess::File(log) => serde_json::to_string_pretty(&driftlog_collector::replay::replay(log, from, &config.windows, &config.watermark)?)?,
                 LogAccess::Http(address) => {
                     let value: serde_json::Value =
                         serde_json::from_str(&fetch(*address, &format!("/log/replay?from={from}"))?)?;

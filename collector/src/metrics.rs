@@ -4,6 +4,8 @@
 //! last-seen times as a snapshot every few hundred milliseconds, so scraping never touches
 //! the acceptor's state.
 
+use crate::windows::pipeline::PipelineStats;
+use driftlog_eventtime::clock::Estimate;
 use driftlog_protocol::DeviceId;
 use driftlog_protocol::endpoint::EndpointStats;
 use std::collections::BTreeMap;
@@ -44,6 +46,21 @@ pub struct Metrics {
     pub forwarder_connected: AtomicBool,
     pub forwarder_enabled: AtomicBool,
     pub snapshot: Mutex<AcceptorSnapshot>,
+    /// Log offsets the window processor never read (retention removed them first).
+    pub windows_offsets_skipped: AtomicU64,
+    pub windows_outputs_committed: AtomicU64,
+    pub windows_enabled: AtomicBool,
+    pub windows: Mutex<WindowsSnapshot>,
+}
+
+/// The window processor's state, published after every round.
+#[derive(Clone, Debug, Default)]
+pub struct WindowsSnapshot {
+    pub stats: PipelineStats,
+    pub watermark_unix_us: i64,
+    pub now_unix_us: i64,
+    pub open_windows: u64,
+    pub next_offset: u64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -51,6 +68,11 @@ pub struct AcceptorSnapshot {
     pub endpoint: EndpointStats,
     pub streams: usize,
     pub devices_last_seen_unix_ms: BTreeMap<DeviceId, u64>,
+    /// Each device's clock model for its newest boot epoch.
+    pub clocks: BTreeMap<DeviceId, Estimate>,
+    /// Clock samples rejected as inconsistent, and models evicted for the bound.
+    pub clock_samples_rejected: u64,
+    pub clock_models_evicted: u64,
 }
 
 impl Metrics {
@@ -238,6 +260,105 @@ impl Metrics {
         for (device, at_ms) in &snapshot.devices_last_seen_unix_ms {
             let _ = writeln!(out, "driftlog_device_last_seen_seconds{{device=\"{device}\"}} {}", *at_ms as f64 / 1e3);
         }
+        render_clocks(&snapshot, &mut out);
+        if self.windows_enabled.load(Ordering::Relaxed) {
+            self.render_windows(&mut out);
+        }
         out
+    }
+
+    fn render_windows(&self, out: &mut String) {
+        let windows = self.windows.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let stats = &windows.stats;
+        let mut series = |name: &str, help: &str, kind: &str, value: f64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        };
+        let next = self.log_next_offset.load(Ordering::Relaxed);
+        series(
+            "driftlog_windows_lag_offsets",
+            "Log offsets the window processor has not read yet.",
+            "gauge",
+            next.saturating_sub(windows.next_offset) as f64,
+        );
+        series(
+            "driftlog_watermark_seconds",
+            "The fleet's event-time watermark (unix time; minimum over active devices).",
+            "gauge",
+            watermark_seconds(windows.watermark_unix_us),
+        );
+        series("driftlog_windows_open", "Windows holding state.", "gauge", windows.open_windows as f64);
+        series("driftlog_window_events_total", "Numeric events the windows processed.", "counter", stats.events as f64);
+        series(
+            "driftlog_window_results_total",
+            "Window results emitted (INSERT).",
+            "counter",
+            stats.results as f64,
+        );
+        series(
+            "driftlog_window_retractions_total",
+            "Earlier results retracted by late updates or session merges.",
+            "counter",
+            stats.retractions as f64,
+        );
+        series(
+            "driftlog_event_times_clamped_total",
+            "Corrected event times clamped to their receive time.",
+            "counter",
+            stats.clamped as f64,
+        );
+        series(
+            "driftlog_windows_offsets_skipped_total",
+            "Log offsets removed by retention before the window processor read them.",
+            "counter",
+            self.windows_offsets_skipped.load(Ordering::Relaxed) as f64,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP driftlog_event_times_quarantined_total Event times that fell back to receive time, by reason.\n# TYPE driftlog_event_times_quarantined_total counter"
+        );
+        for (reason, count) in &stats.quarantined {
+            let _ = writeln!(out, "driftlog_event_times_quarantined_total{{reason=\"{reason}\"}} {count}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP driftlog_late_events_total Events later than a window's allowed lateness (stored as late records).\n# TYPE driftlog_late_events_total counter"
+        );
+        for (window, count) in &stats.late {
+            let _ = writeln!(out, "driftlog_late_events_total{{window=\"{window}\"}} {count}");
+        }
+    }
+}
+
+fn watermark_seconds(unix_us: i64) -> f64 {
+    match unix_us {
+        i64::MIN => f64::NEG_INFINITY,
+        i64::MAX => f64::INFINITY,
+        us => us as f64 / 1e6,
+    }
+}
+
+fn render_clocks(snapshot: &AcceptorSnapshot, out: &mut String) {
+    let _ = writeln!(
+        out,
+        "# HELP driftlog_clock_samples_rejected_total Clock samples rejected as inconsistent.\n# TYPE driftlog_clock_samples_rejected_total counter\ndriftlog_clock_samples_rejected_total {}",
+        snapshot.clock_samples_rejected
+    );
+    let _ = writeln!(
+        out,
+        "# HELP driftlog_clock_models_evicted_total Clock models dropped for the clock.max_models bound.\n# TYPE driftlog_clock_models_evicted_total counter\ndriftlog_clock_models_evicted_total {}",
+        snapshot.clock_models_evicted
+    );
+    let per_device: [(&str, &str, fn(&Estimate) -> f64); 5] = [
+        ("driftlog_device_clock_offset_seconds", "Device clock offset: collector time minus device monotonic time.", |e| e.offset_us as f64 / 1e6),
+        ("driftlog_device_clock_drift_ppm", "Estimated device clock rate error (positive: fast).", |e| e.drift_ppm),
+        ("driftlog_device_clock_min_delay_seconds", "Least one-way or round-trip delay seen.", |e| e.min_delay_us as f64 / 1e6),
+        ("driftlog_device_clock_uncertainty_seconds", "Error bound of the current correction.", |e| e.uncertainty_us as f64 / 1e6),
+        ("driftlog_device_clock_samples", "Clock samples the model uses.", |e| e.samples_used as f64),
+    ];
+    for (name, help, value) in per_device {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (device, estimate) in &snapshot.clocks {
+            let _ = writeln!(out, "{name}{{device=\"{device}\"}} {}", value(estimate));
+        }
     }
 }

@@ -3,12 +3,16 @@
 //! offset order and nothing else (no clock, no randomness), so two replays of the same log
 //! produce the same output.
 //!
-//! Today the pipeline decodes and validates every record and summarises each device's
-//! streams (events, tombstoned and unrecoverable sequence numbers, sequence coverage, the
-//! range of device and collector times); the event-time windows plug in as further stages.
+//! The pipeline decodes and validates every record, summarises each device's streams
+//! (events, tombstoned and unrecoverable sequence numbers, sequence coverage, the range of
+//! device and collector times), and re-runs the event-time windows from empty state. Window
+//! outputs are compared byte for byte with those the live processor stored: from the start
+//! of an untruncated log they must be identical, which is the check that processing is
+//! deterministic and that checkpoints and crashes neither lost nor duplicated a result.
 
 use crate::log::Log;
-use crate::log::record::{Record, RecordKind};
+use crate::log::record::{Record, RecordKind, encode_head};
+use crate::windows::config::{WatermarkSection, WindowSection};
 use driftlog_protocol::{DeviceId, Epoch, StreamId};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -32,17 +36,49 @@ pub struct ReplaySummary {
     pub records: u64,
     pub corrupt_records: u64,
     pub streams: BTreeMap<String, StreamSummary>,
+    pub windows: WindowsReplay,
+}
+
+/// What re-running the windows gave, against what the log holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct WindowsReplay {
+    /// Window results and late events the replay computed.
+    pub outputs: u64,
+    /// Window results and late events stored in the replayed range.
+    pub stored_outputs: u64,
+    /// Whether stored outputs are comparable: the replay starts at offset 0 of a log that
+    /// retention never truncated (otherwise the live windows had state the replay lacks).
+    pub comparable: bool,
+    /// Stored outputs equal (byte for byte, in order) the replay's first outputs; outputs
+    /// after the processor's last checkpoint are not stored yet and not compared.
+    pub identical: Option<bool>,
+    /// The first stored output that differs, if any.
+    pub first_difference_offset: Option<u64>,
 }
 
 /// The pipeline's state; feed it records in offset order.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Pipeline {
     summary: ReplaySummary,
     keys: BTreeMap<(DeviceId, StreamId, Epoch), StreamSummary>,
+    windows: crate::windows::pipeline::Pipeline,
+    replayed: Vec<Vec<u8>>,
+    stored: Vec<(u64, Vec<u8>)>,
 }
 
 impl Pipeline {
+    pub fn new(windows: &[WindowSection], watermark: &WatermarkSection) -> Pipeline {
+        Pipeline {
+            summary: ReplaySummary::default(),
+            keys: BTreeMap::new(),
+            windows: crate::windows::pipeline::Pipeline::new(windows, watermark),
+            replayed: Vec::new(),
+            stored: Vec::new(),
+        }
+    }
+
     pub fn handle(&mut self, offset: u64, record: &Record<'_>) {
+        self.windows.handle(record, &mut self.replayed);
         self.summary.records += 1;
         self.summary.next_offset = offset + record.width();
         match record {
@@ -72,11 +108,36 @@ impl Pipeline {
                 entry.seq_covered += len;
                 entry.seq_end = entry.seq_end.max(head.range.end);
             }
-            Record::Other { .. } => {}
+            Record::Window(w) => {
+                let mut bytes = Vec::new();
+                encode_head(RecordKind::Window, w, &mut bytes);
+                self.stored.push((offset, bytes));
+            }
+            Record::Late(l) => {
+                let mut bytes = Vec::new();
+                encode_head(RecordKind::Late, l, &mut bytes);
+                self.stored.push((offset, bytes));
+            }
+            Record::Tick(_) | Record::Other { .. } => {}
         }
     }
 
-    pub fn finish(mut self) -> ReplaySummary {
+    /// `comparable`: see [`WindowsReplay::comparable`].
+    pub fn finish(mut self, comparable: bool) -> ReplaySummary {
+        let windows = &mut self.summary.windows;
+        windows.outputs = self.replayed.len() as u64;
+        windows.stored_outputs = self.stored.len() as u64;
+        windows.comparable = comparable;
+        if comparable {
+            let mismatch = self
+                .stored
+                .iter()
+                .enumerate()
+                .find(|(index, (_, bytes))| self.replayed.get(*index) != Some(bytes))
+                .map(|(_, (offset, _))| *offset);
+            windows.identical = Some(mismatch.is_none());
+            windows.first_difference_offset = mismatch;
+        }
         self.summary.streams = self
             .keys
             .into_iter()
@@ -87,8 +148,14 @@ impl Pipeline {
 }
 
 /// Replays the log from `from` to its end.
-pub fn replay(log: &Log, from: u64) -> Result<ReplaySummary, crate::log::LogError> {
-    let mut pipeline = Pipeline::default();
+pub fn replay(
+    log: &Log,
+    from: u64,
+    windows: &[WindowSection],
+    watermark: &WatermarkSection,
+) -> Result<ReplaySummary, crate::log::LogError> {
+    let comparable = from == 0 && log.stats()?.first_offset == 0;
+    let mut pipeline = Pipeline::new(windows, watermark);
     pipeline.summary.from_offset = from;
     pipeline.summary.next_offset = from;
     let mut next = from;
@@ -113,5 +180,5 @@ pub fn replay(log: &Log, from: u64) -> Result<ReplaySummary, crate::log::LogErro
             break;
         }
     }
-    Ok(pipeline.finish())
+    Ok(pipeline.finish(comparable))
 }

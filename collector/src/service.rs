@@ -31,6 +31,10 @@ pub fn log_config(config: &CollectorConfig) -> LogConfig {
     {
         protected_readers.push(js.reader.clone());
     }
+    if !config.windows.is_empty() {
+        // Events the windows have not taken stay until they have.
+        protected_readers.push(crate::windows::READER.to_string());
+    }
     LogConfig {
         max_bytes: config.log.retention_max_bytes,
         max_age_ms: (config.log.retention_max_age_s > 0).then(|| config.log.retention_max_age_s * 1_000),
@@ -139,7 +143,13 @@ pub fn run(
             .block_on(tokio::net::TcpListener::bind(address))
             .with_context(|| format!("cannot bind HTTP {address}"))?;
         listening.http = listener.local_addr().ok();
-        runtime.spawn(crate::http::serve(listener, metrics.clone(), log.clone(), stop_rx.clone()));
+        runtime.spawn(crate::http::serve(
+            listener,
+            metrics.clone(),
+            log.clone(),
+            Arc::new(config.clone()),
+            stop_rx.clone(),
+        ));
     }
     let forwarder = config
         .forward
@@ -154,7 +164,26 @@ pub fn run(
         keys_file: config.keys_file.clone(),
         development_device: config.development_key.then_some(config.development_device_id),
     };
-    let acceptor = Acceptor::new(acceptor_config, endpoint, replies, commit_tx, batch_rx, result_rx, metrics.clone());
+    let mut clocks = crate::clocks::Clocks::new(config.clock.to_config(), config.clock.max_models);
+    let clock_models = clocks.restore(log.clocks()?);
+    tracing::info!(models = clock_models, "clock models restored");
+    let acceptor = Acceptor::new(acceptor_config, endpoint, replies, commit_tx, batch_rx, result_rx, metrics.clone())
+        .with_clocks(clocks);
+    // The window processor reads the log on its own thread; it stops after the acceptor so
+    // it can take the last commit's events into its final checkpoint.
+    let windows_shutdown = Arc::new(AtomicBool::new(false));
+    let windows_thread = if config.windows.is_empty() {
+        None
+    } else {
+        metrics.windows_enabled.store(true, Ordering::Relaxed);
+        let processor = crate::windows::processor::Processor::open(
+            log.clone(),
+            metrics.clone(),
+            &config.windows,
+            &config.watermark,
+        )?;
+        Some(processor.spawn(windows_shutdown.clone())?)
+    };
     // The acceptor runs until shutdown; sources stop first so it can drain what they queued.
     let acceptor_shutdown = Arc::new(AtomicBool::new(false));
     let acceptor_flag = acceptor_shutdown.clone();
@@ -173,6 +202,10 @@ pub fn run(
         let _ = thread.join();
     }
     let _ = committer.join();
+    windows_shutdown.store(true, Ordering::Relaxed);
+    if let Some(thread) = windows_thread {
+        let _ = thread.join();
+    }
     let _ = stop_tx.send(true);
     if let Some(forwarder) = forwarder {
         let _ = runtime.block_on(forwarder);

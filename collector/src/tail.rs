@@ -48,19 +48,57 @@ pub fn human(line: &Value) -> String {
                 .map(|t| t.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect())
                 .unwrap_or_default();
             let value = if line.get("value").is_some() { get("value") } else { get("member") };
+            let quarantine = line.get("quarantine").and_then(Value::as_str).map(|r| format!(" QUARANTINED({r})"));
             format!(
-                "{:>10}  {:<22} {} {}={} {}  t1={}us t2={}us t3={}",
+                "{:>10}  {:<22} {} {}={} {}  at {} ±{}us{}  t1={}us t2={}us t3={}",
                 get("offset"),
                 get("id"),
                 get("type"),
                 get("name"),
                 value,
                 tags.join(","),
+                time_of(line, "event_unix_us"),
+                get("uncertainty_us"),
+                quarantine.unwrap_or_default(),
                 get("t1_mono_us"),
                 get("t2_sent_us"),
                 get("t3_received_unix_us"),
             )
         }
+        Some("window") => {
+            let quantiles: Vec<String> = line
+                .get("quantiles")
+                .and_then(Value::as_object)
+                .map(|q| q.iter().map(|(k, v)| format!("{k}={}", short(v))).collect())
+                .unwrap_or_default();
+            format!(
+                "{:>10}  {:<7} {} [{} .. {}) {}  count={} sum={} min={} max={} mean={} last={} {}",
+                get("offset"),
+                get("change").to_uppercase(),
+                get("window"),
+                time_of(line, "start_unix_us"),
+                time_of(line, "end_unix_us"),
+                get("key"),
+                get("count"),
+                short(&line["sum"]),
+                short(&line["min"]),
+                short(&line["max"]),
+                short(&line["mean"]),
+                short(&line["last"]),
+                quantiles.join(" "),
+            )
+        }
+        Some("late") => format!(
+            "{:>10}  LATE    {} {} event {} at {} value={} (watermark {})",
+            get("offset"),
+            get("window"),
+            get("key"),
+            get("id"),
+            time_of(line, "event_unix_us"),
+            short(&line["value"]),
+            time_of(line, "watermark_unix_us"),
+        ),
+        Some("tick") => format!("{:>10}  tick {}", get("offset"), time_of(line, "now_unix_us")),
         Some(kind @ ("tombstone" | "gap")) => format!(
             "{:>10}  {kind} device {} stream {} epoch {} seq {}..{} ({})",
             get("offset"),
@@ -96,4 +134,61 @@ pub fn query_u64(path: &str, name: &str) -> Option<u64> {
         let (key, value) = pair.split_once('=')?;
         (key == name).then(|| value.parse().ok()).flatten()
     })
+}
+
+/// Whether a JSON line is of the `--kind` asked for (`events`, `windows`, `late`, `gaps`,
+/// `tombstones`, `ticks`; singular works too).
+pub fn kind_matches(filter: &str, line: &Value) -> bool {
+    let kind = line.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let filter = filter.strip_suffix('s').unwrap_or(filter);
+    kind == filter
+}
+
+fn short(value: &Value) -> String {
+    match value.as_f64() {
+        Some(v) if v.fract() == 0.0 && v.abs() < 1e15 => format!("{v:.0}"),
+        Some(v) => format!("{v:.4}").trim_end_matches('0').to_string(),
+        None => value.to_string(),
+    }
+}
+
+fn time_of(line: &Value, key: &str) -> String {
+    line.get(key).and_then(Value::as_i64).map_or_else(String::new, format_unix_us)
+}
+
+/// `2026-11-24T07:50:01.123456Z` (UTC; proleptic Gregorian, so any i64 formats).
+pub fn format_unix_us(unix_us: i64) -> String {
+    let seconds = unix_us.div_euclid(1_000_000);
+    let micros = unix_us.rem_euclid(1_000_000);
+    let days = seconds.div_euclid(86_400);
+    let second_of_day = seconds.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        second_of_day / 3_600,
+        second_of_day / 60 % 60,
+        second_of_day % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unix_times_format_as_utc() {
+        assert_eq!(format_unix_us(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(format_unix_us(1_795_000_000_123_456), "2026-11-18T11:06:40.123456Z");
+        assert_eq!(format_unix_us(-1), "1969-12-31T23:59:59.999999Z");
+        assert_eq!(format_unix_us(951_782_400_000_000), "2000-02-29T00:00:00.000000Z");
+    }
 }

@@ -45,6 +45,30 @@ pub fn messages(prefix: &str, offset: u64, record: &Record<'_>, out: &mut Vec<Me
                 payload: lines.first().map(|l| l.to_string().into_bytes()).unwrap_or_default(),
             });
         }
+        Record::Window(w) => out.push(Message {
+            offset,
+            subject: format!("{prefix}.windows.{}", w.window),
+            // The same result gets the same id whichever collector or replay produced it; an
+            // update of the same bounds always changes the count, so ids never collide.
+            id: format!(
+                "w-{}-{}-{}-{}-{}-{}",
+                w.window,
+                w.key,
+                w.start_unix_us,
+                w.end_unix_us,
+                crate::log::record::change_name(w.change),
+                w.count
+            ),
+            payload: json_payload(offset, record),
+        }),
+        Record::Late(l) => out.push(Message {
+            offset,
+            subject: format!("{prefix}.late.{}", l.window),
+            id: format!("late-{}-{}", l.window, l.id),
+            payload: json_payload(offset, record),
+        }),
+        // The processor's clock notes are internal.
+        Record::Tick(_) => {}
         Record::Other { .. } => {
             let mut lines = Vec::new();
             crate::log::record::to_json_lines(offset, record, &mut lines);
@@ -56,4 +80,10 @@ pub fn messages(prefix: &str, offset: u64, record: &Record<'_>, out: &mut Vec<Me
             });
         }
     }
+}
+
+fn json_payload(offset: u64, record: &Record<'_>) -> Vec<u8> {
+    let mut lines = Vec::new();
+    crate::log::record::to_json_lines(offset, record, &mut lines);
+    lines.first().map(|l| l.to_string().into_bytes()).unwrap_or_default()
 }

@@ -26,6 +26,10 @@ const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 const STREAMS: TableDefinition<(u64, u32, u64), &[u8]> = TableDefinition::new("streams");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const READERS: TableDefinition<&str, u64> = TableDefinition::new("readers");
+/// Per `(device, epoch)` clock models, so skew correction survives a restart.
+const CLOCKS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("clocks");
+/// Derived-state checkpoints (window state), keyed by the reader that produced them.
+const CHECKPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("checkpoints");
 
 const NEXT_OFFSET: &str = "next_offset";
 const HELD_BYTES: &str = "held_bytes";
@@ -93,6 +97,21 @@ pub struct Commit {
     /// Fail with [`LogError::Full`] unless retention leaves room for at least this many
     /// bytes (a probe with an empty block asks whether a full block would fit again).
     pub reserve_bytes: u64,
+    /// Clock models `(device, epoch)` changed since the last commit (postcard bytes).
+    pub clocks: Vec<((u64, u64), Vec<u8>)>,
+    /// Clock models to forget (evicted for the bound).
+    pub clocks_removed: Vec<(u64, u64)>,
+    /// A processor's outputs (in `block`) committed with the offset it has read up to and its
+    /// state, so a crash redoes exactly the work after the checkpoint.
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// See [`Commit::checkpoint`].
+#[derive(Debug, Default)]
+pub struct Checkpoint {
+    pub reader: String,
+    pub next_offset: u64,
+    pub state: Vec<u8>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -150,6 +169,8 @@ impl Log {
         txn.open_table(STREAMS)?;
         txn.open_table(META)?;
         txn.open_table(READERS)?;
+        txn.open_table(CLOCKS)?;
+        txn.open_table(CHECKPOINTS)?;
         txn.commit()?;
         Ok(Log { path: path.to_path_buf(), config, db: RwLock::new(db) })
     }
@@ -216,7 +237,7 @@ impl Log {
         let committed = {
             let mut blocks = txn.open_table(BLOCKS)?;
             let mut meta = txn.open_table(META)?;
-            let readers = txn.open_table(READERS)?;
+            let mut readers = txn.open_table(READERS)?;
             let next_offset = meta.get(NEXT_OFFSET)?.map_or(0, |v| v.value());
             let mut held = meta.get(HELD_BYTES)?.map_or(0, |v| v.value());
             let floor = self.protected_floor(&readers)?;
@@ -258,6 +279,19 @@ impl Log {
                 let stored = postcard::to_allocvec(&StoredStream { key_id: *key_id, state: state.clone() })
                     .map_err(|_| LogError::CorruptState(*key))?;
                 streams.insert((key.device, key.stream, key.epoch), stored.as_slice())?;
+            }
+            if !commit.clocks.is_empty() || !commit.clocks_removed.is_empty() {
+                let mut clocks = txn.open_table(CLOCKS)?;
+                for (key, bytes) in &commit.clocks {
+                    clocks.insert(*key, bytes.as_slice())?;
+                }
+                for key in &commit.clocks_removed {
+                    clocks.remove(*key)?;
+                }
+            }
+            if let Some(checkpoint) = &commit.checkpoint {
+                readers.insert(checkpoint.reader.as_str(), checkpoint.next_offset)?;
+                txn.open_table(CHECKPOINTS)?.insert(checkpoint.reader.as_str(), checkpoint.state.as_slice())?;
             }
             let first_offset = blocks.first()?.map_or(next, |(k, _)| k.value());
             Committed { first_offset, next_offset: next, held_bytes: held, blocks_deleted: deleted }
@@ -306,6 +340,30 @@ impl Log {
             blocks: blocks.len()?,
             file_bytes: std::fs::metadata(&self.path).map_or(0, |m| m.len()),
         })
+    }
+
+    /// Every stored clock model, `(device, epoch)` → postcard bytes.
+    pub fn clocks(&self) -> Result<Vec<((u64, u64), Vec<u8>)>, LogError> {
+        let db = self.db();
+        let txn = db.begin_read()?;
+        let table = txn.open_table(CLOCKS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (key, value) = entry?;
+            out.push((key.value(), value.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// A processor's last checkpoint: the offset it has read up to and its state.
+    pub fn checkpoint(&self, reader: &str) -> Result<Option<(u64, Vec<u8>)>, LogError> {
+        let db = self.db();
+        let txn = db.begin_read()?;
+        let readers = txn.open_table(READERS)?;
+        let checkpoints = txn.open_table(CHECKPOINTS)?;
+        let offset = readers.get(reader)?.map(|v| v.value());
+        let state = checkpoints.get(reader)?.map(|v| v.value().to_vec());
+        Ok(offset.zip(state))
     }
 
     pub fn reader_offset(&self, name: &str) -> Result<Option<u64>, LogError> {

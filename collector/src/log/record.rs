@@ -7,6 +7,8 @@
 
 use driftlog_protocol::wire::{DropReason, Event, EventChainReader, Payload, Reject};
 use driftlog_protocol::{DeviceId, Epoch, Seq, SeqRange, StreamId};
+use driftlog_eventtime::clock::{ClockConfig, ClockFix, Corrected, Quarantine};
+use driftlog_eventtime::window::Change;
 use serde::{Deserialize, Serialize};
 
 /// Record kinds. Later issues add to the reserved numbers; a reader shows unknown kinds raw.
@@ -23,6 +25,9 @@ pub enum RecordKind {
     StatsdFlush = 5,
     /// Events later than the allowed lateness (the event-time issue).
     Late = 6,
+    /// The collector clock as the window processor saw it while caught up: event time
+    /// processing reads idleness from the log, so replays give identical results.
+    Tick = 7,
 }
 
 impl RecordKind {
@@ -34,6 +39,7 @@ impl RecordKind {
             4 => RecordKind::Window,
             5 => RecordKind::StatsdFlush,
             6 => RecordKind::Late,
+            7 => RecordKind::Tick,
             _ => return None,
         })
     }
@@ -46,6 +52,7 @@ impl RecordKind {
             RecordKind::Window => "window",
             RecordKind::StatsdFlush => "statsd_flush",
             RecordKind::Late => "late",
+            RecordKind::Tick => "tick",
         }
     }
 }
@@ -64,6 +71,76 @@ pub struct EventsHead {
     pub sent_epoch: Epoch,
     /// t3: the collector's wall clock when the datagram arrived, µs since 1970.
     pub received_unix_us: i64,
+    /// The device's clock model when the record was stored; `None` when there is none for
+    /// the events' boot epoch (a backlog from a boot the collector never heard from).
+    pub clock: Option<ClockFix>,
+}
+
+impl EventsHead {
+    /// Corrected event time of an event stamped `t1` (device monotonic µs). Only the stored
+    /// fix and fixed guards go in, so every reader and replay gets the same answer.
+    pub fn correct(&self, t1_mono_us: u64) -> Corrected {
+        let config = guard_config();
+        match &self.clock {
+            Some(fix) => {
+                // t2 is on the sending boot's clock: comparable with t1 only within one boot.
+                let t2 = if self.sent_epoch == self.epoch { self.sent_at_us } else { t1_mono_us };
+                fix.correct(&config, t1_mono_us, t2, self.received_unix_us)
+            }
+            None => Corrected {
+                unix_us: self.received_unix_us,
+                uncertainty_us: 0,
+                quarantine: Some(Quarantine::NoModel),
+                clamped: false,
+            },
+        }
+    }
+}
+
+/// The clock guards every stored correction uses (Memfault's window: 365 days back, 5 min
+/// ahead). Fixed, not configured: changing them would change what replays compute.
+pub fn guard_config() -> ClockConfig {
+    ClockConfig { future_tolerance_us: 300_000_000, max_age_us: 365 * 86_400_000_000, ..ClockConfig::default() }
+}
+
+/// One changelog entry of a window (`Window` record).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WindowRecord {
+    /// The `[[windows]]` name.
+    pub window: String,
+    pub change: Change,
+    /// Metric name, then `tag=value` for each grouped tag, then `device=N` when per device.
+    pub key: String,
+    pub start_unix_us: i64,
+    pub end_unix_us: i64,
+    pub count: u64,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+    pub last: f64,
+    /// `(q, value)` for each configured quantile.
+    pub quantiles: Vec<(f64, f64)>,
+    /// The fleet watermark when the result was emitted.
+    pub watermark_unix_us: i64,
+}
+
+/// An event a window could not take (`Late` record): behind the watermark by more than the
+/// allowed lateness, or over the window limit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LateRecord {
+    pub window: String,
+    pub key: String,
+    /// The event's global id.
+    pub id: String,
+    pub event_unix_us: i64,
+    pub value: f64,
+    pub watermark_unix_us: i64,
+}
+
+/// See [`RecordKind::Tick`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TickRecord {
+    pub now_unix_us: i64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +165,9 @@ pub enum Record<'a> {
         kind: RecordKind,
         head: GapHead,
     },
+    Window(WindowRecord),
+    Late(LateRecord),
+    Tick(TickRecord),
     /// Kinds this build does not interpret (or that carry their own encoding).
     Other {
         kind: u8,
@@ -118,6 +198,9 @@ impl<'a> Record<'a> {
         match self {
             Record::Events { .. } => RecordKind::Events.name(),
             Record::Gap { kind, .. } => kind.name(),
+            Record::Window(_) => RecordKind::Window.name(),
+            Record::Late(_) => RecordKind::Late.name(),
+            Record::Tick(_) => RecordKind::Tick.name(),
             Record::Other { kind, .. } => RecordKind::from_byte(*kind).map_or("unknown", RecordKind::name),
         }
     }
@@ -136,6 +219,9 @@ impl<'a> Record<'a> {
                 let (head, _) = postcard::take_from_bytes::<GapHead>(rest).map_err(|_| RecordError::Head)?;
                 Ok(Record::Gap { kind: k, head })
             }
+            Some(RecordKind::Window) => Ok(Record::Window(decode_exact(rest)?)),
+            Some(RecordKind::Late) => Ok(Record::Late(decode_exact(rest)?)),
+            Some(RecordKind::Tick) => Ok(Record::Tick(decode_exact(rest)?)),
             _ => Ok(Record::Other { kind, bytes: rest }),
         }
     }
@@ -163,9 +249,23 @@ pub fn encode_events(head: &EventsHead, events: &[u8], out: &mut Vec<u8>) {
 }
 
 pub fn encode_gap(kind: RecordKind, head: &GapHead, out: &mut Vec<u8>) {
+    encode_head(kind, head, out);
+}
+
+/// Appends a record that is a kind byte and one postcard value (gaps, window results, late
+/// events, ticks).
+pub fn encode_head<T: Serialize>(kind: RecordKind, value: &T, out: &mut Vec<u8>) {
     out.push(kind as u8);
-    if let Ok(bytes) = postcard::to_allocvec(head) {
+    // Our record types always serialise.
+    if let Ok(bytes) = postcard::to_allocvec(value) {
         out.extend_from_slice(&bytes);
+    }
+}
+
+fn decode_exact<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, RecordError> {
+    match postcard::take_from_bytes::<T>(bytes) {
+        Ok((value, [])) => Ok(value),
+        _ => Err(RecordError::Head),
     }
 }
 
@@ -199,12 +299,52 @@ pub fn to_json_lines(offset: u64, record: &Record<'_>, out: &mut Vec<serde_json:
             "reason": format!("{:?}", head.reason),
             "t3_received_unix_us": head.received_unix_us,
         })),
+        Record::Window(w) => {
+            let quantiles: serde_json::Map<String, serde_json::Value> =
+                w.quantiles.iter().map(|(q, v)| (format!("p{}", q * 100.0), json!(v))).collect();
+            out.push(json!({
+                "offset": offset,
+                "kind": "window",
+                "window": w.window,
+                "change": change_name(w.change),
+                "key": w.key,
+                "start_unix_us": w.start_unix_us,
+                "end_unix_us": w.end_unix_us,
+                "count": w.count,
+                "sum": w.sum,
+                "min": w.min,
+                "max": w.max,
+                "mean": if w.count > 0 { w.sum / w.count as f64 } else { 0.0 },
+                "last": w.last,
+                "quantiles": quantiles,
+                "watermark_unix_us": w.watermark_unix_us,
+            }))
+        }
+        Record::Late(l) => out.push(json!({
+            "offset": offset,
+            "kind": "late",
+            "window": l.window,
+            "key": l.key,
+            "id": l.id,
+            "event_unix_us": l.event_unix_us,
+            "value": l.value,
+            "watermark_unix_us": l.watermark_unix_us,
+        })),
+        Record::Tick(t) => out.push(json!({"offset": offset, "kind": "tick", "now_unix_us": t.now_unix_us})),
         Record::Other { kind, bytes } => out.push(json!({
             "offset": offset,
             "kind": record.kind_name(),
             "kind_byte": kind,
             "bytes": bytes.len(),
         })),
+    }
+}
+
+pub fn change_name(change: Change) -> &'static str {
+    match change {
+        Change::Insert => "insert",
+        Change::Retract => "retract",
+        Change::Final => "final",
     }
 }
 
@@ -242,6 +382,15 @@ pub fn event_json(offset: u64, head: &EventsHead, seq: Seq, event: &Event<'_>) -
         Payload::Opaque(o) => {
             map.insert("bytes".into(), json!(o.bytes.len()));
         }
+    }
+    let corrected = head.correct(event.mono.as_micros());
+    map.insert("event_unix_us".into(), json!(corrected.unix_us));
+    map.insert("uncertainty_us".into(), json!(corrected.uncertainty_us));
+    if let Some(reason) = corrected.quarantine {
+        map.insert("quarantine".into(), json!(reason.name()));
+    }
+    if corrected.clamped {
+        map.insert("clamped".into(), json!(true));
     }
     if let Some(wall) = event.wall {
         map.insert("t1_wall_unix_us".into(), json!(wall.unix_micros));

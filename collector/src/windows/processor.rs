@@ -1,0 +1,179 @@
+//! The live window processor: a thread that reads the log from its checkpoint, runs the
+//! [`Pipeline`] and commits its outputs together with the next checkpoint.
+//!
+//! Exactly-once without coordination: outputs, the offset they reflect and the window state
+//! go into the log in one transaction, so after a crash the processor resumes from the last
+//! checkpoint and, being deterministic, recomputes exactly the outputs that were not
+//! committed. While caught up it writes `tick` records carrying the collector clock, which
+//! is how idleness (a silent fleet still closes its windows) reaches the pipeline without
+//! making it depend on when it runs.
+
+use super::READER;
+use super::config::{WatermarkSection, WindowSection};
+use super::pipeline::Pipeline;
+use crate::acceptor::now_unix_ms;
+use crate::log::block::BlockBuilder;
+use crate::log::record::{RecordKind, TickRecord, encode_head};
+use crate::log::{Checkpoint, Commit, Log, LogError};
+use crate::metrics::{Metrics, WindowsSnapshot};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const READ_BLOCKS: usize = 16;
+const IDLE_POLL: Duration = Duration::from_millis(20);
+const RETRY: Duration = Duration::from_millis(500);
+
+#[derive(Debug)]
+pub struct Processor {
+    log: Arc<Log>,
+    metrics: Arc<Metrics>,
+    pipeline: Pipeline,
+    next_offset: u64,
+    checkpointed_offset: u64,
+    pending: Vec<Vec<u8>>,
+    tick_interval: Duration,
+    checkpoint_interval: Duration,
+    last_checkpoint: Instant,
+    last_tick: Instant,
+}
+
+impl Processor {
+    /// Restores the checkpoint (or starts at the log's first offset).
+    pub fn open(
+        log: Arc<Log>,
+        metrics: Arc<Metrics>,
+        sections: &[WindowSection],
+        watermark: &WatermarkSection,
+    ) -> Result<Processor, LogError> {
+        let (pipeline, next_offset) = match log.checkpoint(READER)? {
+            Some((offset, bytes)) => match Pipeline::restore(sections, watermark, &bytes) {
+                Ok((pipeline, reset)) => {
+                    if !reset.is_empty() {
+                        tracing::warn!(windows = ?reset, "window config changed: these windows start empty");
+                    }
+                    (pipeline, offset)
+                }
+                Err(error) => {
+                    tracing::error!(%error, "window checkpoint unreadable: starting the windows empty at the log's end");
+                    (Pipeline::new(sections, watermark), log.stats()?.next_offset)
+                }
+            },
+            None => (Pipeline::new(sections, watermark), log.stats()?.first_offset),
+        };
+        let now = Instant::now();
+        Ok(Processor {
+            log,
+            metrics,
+            pipeline,
+            next_offset,
+            checkpointed_offset: next_offset,
+            pending: Vec::new(),
+            tick_interval: Duration::from_millis(watermark.tick_interval_ms),
+            checkpoint_interval: Duration::from_millis(watermark.checkpoint_interval_ms),
+            last_checkpoint: now,
+            last_tick: now,
+        })
+    }
+
+    pub fn spawn(mut self, shutdown: Arc<AtomicBool>) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new().name("windows".into()).spawn(move || {
+            while !shutdown.load(Ordering::Relaxed) {
+                match self.step() {
+                    Ok(true) => {}
+                    Ok(false) => std::thread::sleep(IDLE_POLL),
+                    Err(error) => {
+                        tracing::warn!(%error, "window processor: log unavailable; retrying");
+                        std::thread::sleep(RETRY);
+                    }
+                }
+            }
+            // Keep what was computed: the next run resumes from here.
+            if let Err(error) = self.checkpoint(None) {
+                tracing::warn!(%error, "window processor: last checkpoint failed; the next run recomputes");
+            }
+        })
+    }
+
+    /// One round: read and process what is new, checkpoint when due. Returns whether it read
+    /// anything (the caller sleeps otherwise).
+    fn step(&mut self) -> Result<bool, LogError> {
+        let blocks = self.log.read_blocks(self.next_offset, READ_BLOCKS)?;
+        let mut progressed = false;
+        for block in &blocks {
+            let (_, records) = block.decode()?;
+            for (offset, record) in records {
+                let end = offset + record.width();
+                if end <= self.next_offset {
+                    continue;
+                }
+                if offset > self.next_offset {
+                    // Retention removed records we had not read (only when unprotected).
+                    self.metrics.windows_offsets_skipped.fetch_add(offset - self.next_offset, Ordering::Relaxed);
+                }
+                self.pipeline.handle(&record, &mut self.pending);
+                self.next_offset = end;
+                progressed = true;
+            }
+        }
+        let caught_up = !progressed;
+        let mut tick = None;
+        if caught_up && self.last_tick.elapsed() >= self.tick_interval && self.pipeline.waiting_on_time() {
+            let now_us = (now_unix_ms() as i64).saturating_mul(1_000);
+            if now_us > self.pipeline.now_unix_us() {
+                tick = Some(TickRecord { now_unix_us: now_us });
+            }
+            self.last_tick = Instant::now();
+        }
+        let due = self.last_checkpoint.elapsed() >= self.checkpoint_interval
+            && (self.next_offset != self.checkpointed_offset || !self.pending.is_empty());
+        if due || tick.is_some() {
+            self.checkpoint(tick)?;
+        }
+        self.publish();
+        Ok(progressed)
+    }
+
+    /// Commits pending outputs (and a tick, if any) with the state and offset they reflect.
+    fn checkpoint(&mut self, tick: Option<TickRecord>) -> Result<(), LogError> {
+        if self.pending.is_empty() && tick.is_none() && self.next_offset == self.checkpointed_offset {
+            return Ok(());
+        }
+        let mut builder = BlockBuilder::default();
+        for record in &self.pending {
+            builder.push(1, |out| out.extend_from_slice(record));
+        }
+        if let Some(tick) = &tick {
+            builder.push(1, |out| encode_head(RecordKind::Tick, tick, out));
+        }
+        let offsets = builder.offsets();
+        let commit = Commit {
+            block: if builder.is_empty() { Vec::new() } else { builder.finish(now_unix_ms()) },
+            offsets,
+            checkpoint: Some(Checkpoint {
+                reader: READER.to_string(),
+                next_offset: self.next_offset,
+                state: self.pipeline.checkpoint(),
+            }),
+            ..Commit::default()
+        };
+        // On failure nothing changes: the same outputs and state are committed next time.
+        self.log.commit(&commit, now_unix_ms())?;
+        self.metrics.windows_outputs_committed.fetch_add(self.pending.len() as u64, Ordering::Relaxed);
+        self.pending.clear();
+        self.checkpointed_offset = self.next_offset;
+        self.last_checkpoint = Instant::now();
+        Ok(())
+    }
+
+    fn publish(&self) {
+        let snapshot = WindowsSnapshot {
+            stats: self.pipeline.stats().clone(),
+            watermark_unix_us: self.pipeline.watermark_unix_us(),
+            now_unix_us: self.pipeline.now_unix_us(),
+            open_windows: self.pipeline.open_windows() as u64,
+            next_offset: self.next_offset,
+        };
+        *self.metrics.windows.lock().unwrap_or_else(|p| p.into_inner()) = snapshot;
+    }
+}

@@ -1,0 +1,174 @@
+//! Event time end to end: real agents with skewed, drifting clocks send to the collector
+//! binary; every stored event carries a corrected time within its receive time; the window
+//! processor accounts for every event exactly once (in a window or as late) across
+//! `kill -9`; and `log replay` recomputes byte-identical window outputs.
+
+mod support;
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use support::{CollectorProcess, event_ids, simulate, wait_until, write_fleet_keys};
+
+const WINDOWS: &str = r#"
+[watermark]
+out_of_orderness_ms = 200
+idle_timeout_ms = 500
+tick_interval_ms = 100
+checkpoint_interval_ms = 100
+
+[[windows]]
+name = "w1s"
+type = "tumbling"
+size_ms = 1000
+
+[[windows]]
+name = "hop"
+type = "hopping"
+size_ms = 2000
+slide_ms = 1000
+allowed_lateness_ms = 1000
+emit_final = true
+
+[[windows]]
+name = "sessions"
+type = "session"
+gap_ms = 300
+allowed_lateness_ms = 5000
+"#;
+
+/// The changelog of one window, applied: `(key, start, end)` → count. Panics on an INSERT
+/// over a live result or a RETRACT of something not there: the changelog must be consistent.
+fn materialise(lines: &[Value], window: &str) -> BTreeMap<(String, i64, i64), u64> {
+    let mut table = BTreeMap::new();
+    for line in lines.iter().filter(|l| l["kind"] == "window" && l["window"] == window) {
+        let key = (
+            line["key"].as_str().unwrap().to_string(),
+            line["start_unix_us"].as_i64().unwrap(),
+            line["end_unix_us"].as_i64().unwrap(),
+        );
+        let count = line["count"].as_u64().unwrap();
+        match line["change"].as_str().unwrap() {
+            "insert" => assert!(table.insert(key.clone(), count).is_none(), "{window}: INSERT over a live result {key:?}"),
+            "retract" => assert_eq!(table.remove(&key), Some(count), "{window}: RETRACT of {key:?} does not match"),
+            "final" => assert_eq!(table.get(&key), Some(&count), "{window}: FINAL of {key:?} does not match"),
+            other => panic!("unknown change {other}"),
+        }
+    }
+    table
+}
+
+fn late(lines: &[Value], window: &str) -> u64 {
+    lines.iter().filter(|l| l["kind"] == "late" && l["window"] == window).count() as u64
+}
+
+/// Waits until the processor has read everything and closed every window (the fleet is
+/// idle, so the watermark passes the collector clock's bound).
+fn wait_for_windows(collector: &CollectorProcess) {
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let m = collector.metrics();
+            m.get("driftlog_windows_lag_offsets") == Some(&0.0) && m.get("driftlog_windows_open") == Some(&0.0)
+        }),
+        "windows never closed: {:?}",
+        collector.metrics().into_iter().filter(|(k, _)| k.contains("window")).collect::<Vec<_>>()
+    );
+}
+
+fn check_accounting(lines: &[Value], events: u64) {
+    for window in ["w1s", "sessions"] {
+        let table = materialise(lines, window);
+        let counted: u64 = table.values().sum();
+        let late = late(lines, window);
+        assert_eq!(counted + late, events, "{window}: windows hold {counted}, late {late}, events {events}");
+    }
+    // Each event belongs to two hopping windows; one that only one of them could still take
+    // counts once and is not late, so only bounds hold here.
+    let hop: u64 = materialise(lines, "hop").values().sum();
+    let hop_late = late(lines, "hop");
+    assert!(hop <= 2 * events && hop + hop_late >= events, "hop: {hop} counted, {hop_late} late");
+}
+
+fn replay_identical(collector: &CollectorProcess) -> Value {
+    let (status, body) = collector.get("/log/replay?from=0").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let summary: Value = serde_json::from_str(body.trim()).unwrap();
+    summary["windows"].clone()
+}
+
+#[test]
+fn corrected_times_and_windows_account_for_every_event_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let devices = 3;
+    let per_device = 1_500;
+    write_fleet_keys(&dir.path().join("keys.toml"), devices);
+    let collector = CollectorProcess::start(dir.path(), WINDOWS);
+    let report = simulate(collector.udp, &dir.path().join("agents"), devices, per_device, 500.0, Duration::from_secs(60));
+    assert_eq!(report.backlog_remaining, 0);
+    let events = devices as u64 * per_device;
+    wait_for_windows(&collector);
+
+    let lines = collector.log_json();
+    assert_eq!(event_ids(&lines).len() as u64, events);
+    // The simulated clocks are 5 s off and drift 50 ppm; corrected times land within the
+    // (loopback) delay before their receive time, never after it.
+    let mut errors: Vec<i64> = lines
+        .iter()
+        .filter(|l| l["kind"] == "event")
+        .map(|l| l["t3_received_unix_us"].as_i64().unwrap() - l["event_unix_us"].as_i64().unwrap())
+        .collect();
+    errors.sort_unstable();
+    assert!(errors[0] >= 0, "a corrected time postdates its receive time by {} us", -errors[0]);
+    let p99 = errors[errors.len() * 99 / 100];
+    assert!(p99 < 100_000, "p99 of receive minus corrected time is {p99} us");
+    assert!(lines.iter().filter(|l| l["kind"] == "event").all(|l| l.get("quarantine").is_none()));
+    check_accounting(&lines, events);
+    // Per-device keys and quantiles are in the results.
+    let result = lines.iter().find(|l| l["kind"] == "window" && l["window"] == "w1s").unwrap();
+    assert!(result["key"].as_str().unwrap().contains(" device="));
+    assert!(result["quantiles"]["p50"].is_number());
+    // Per-device clock metrics are exported.
+    let metrics = collector.metrics();
+    assert!(metrics.keys().any(|k| k.starts_with("driftlog_device_clock_offset_seconds{")));
+    let windows = replay_identical(&collector);
+    assert_eq!(windows["comparable"], true);
+    assert_eq!(windows["identical"], true, "{windows}");
+    assert!(windows["stored_outputs"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn window_outputs_are_neither_lost_nor_duplicated_across_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let devices = 3;
+    let per_device = 3_000;
+    write_fleet_keys(&dir.path().join("keys.toml"), devices);
+    let mut collector = CollectorProcess::start(dir.path(), WINDOWS);
+    let address = collector.udp;
+    let agents_dir = dir.path().join("agents");
+    let agents =
+        std::thread::spawn(move || simulate(address, &agents_dir, devices, per_device, 500.0, Duration::from_secs(120)));
+    for round in 0..2 {
+        let before = collector.metric("driftlog_window_results_total");
+        assert!(
+            wait_until(Duration::from_secs(30), || collector.metric("driftlog_window_results_total") > before + 3.0),
+            "round {round}: no window results"
+        );
+        collector.kill9();
+        std::thread::sleep(Duration::from_millis(200));
+        collector.spawn();
+    }
+    let report = agents.join().unwrap();
+    assert_eq!(report.backlog_remaining, 0);
+    wait_for_windows(&collector);
+    let lines = collector.log_json();
+    let events = devices as u64 * per_device;
+    assert_eq!(event_ids(&lines).len() as u64, events);
+    check_accounting(&lines, events);
+    let windows = replay_identical(&collector);
+    assert_eq!(windows["identical"], true, "{windows}");
+    assert_eq!(collector_terminate(collector), Some(0));
+}
+
+fn collector_terminate(mut collector: CollectorProcess) -> Option<i32> {
+    collector.terminate()
+}

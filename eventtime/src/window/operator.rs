@@ -1,0 +1,349 @@
+//! The window operator: assigns elements to windows, merges sessions, fires windows as the
+//! watermark passes them and drops their state after the allowed lateness.
+//!
+//! It follows Flink's `WindowOperator` with `EventTimeTrigger` (R5–R9, R13–R18) and writes the
+//! retracting changelog of §1.6 instead of Flink's plain records:
+//! - the first firing of a window is an `Insert`;
+//! - a late element accepted into a fired window (R15) fires it at once as `Retract` of the last
+//!   result, then `Insert` of the new one;
+//! - a session merge that replaces sessions which already fired retracts each of them with its
+//!   last emitted result, then inserts the merged session when it fires; if that is not at once
+//!   (its timer is still above `W`), the retractions are held and emitted just before its first
+//!   `Insert`, so a consumer never sees a session vanish without its replacement;
+//! - with `emit_final`, a `Final` marker when the state is dropped.
+//!
+//! Not implemented: V10's "our option" (remembering purged sessions for `gap` longer so that a
+//! late element touching one can retract and re-insert it). We keep Flink's R18 behaviour: the
+//! element opens a new, overlapping session and the purged one stands.
+//!
+//! A consequence of R7 + R9 worth knowing: with `allowed_lateness = 0` a session is purged when
+//! it fires at `last + gap - 1`, so an on-time element at exactly `last + gap`, which touches it,
+//! opens a separate session. Any `allowed_lateness >= 1` keeps the session long enough to merge.
+
+use serde::{Deserialize, Serialize};
+
+use super::aggregate::Aggregate;
+use super::assign::{WindowBounds, assign, session_window};
+use super::output::{Change, Output, WindowResult};
+use super::spec::{SpecError, WindowKind, WindowSpec};
+use super::state::{WindowState, WindowTable};
+use super::{NEG_INF, Ticks};
+
+/// Counters for metrics; all but `windows_open` only grow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorStats {
+    /// Elements too late for every window they belong to (R14, R16), or whose window cannot be
+    /// represented in `i64` ticks (it could not fire before end of input anyway).
+    pub late_dropped: u64,
+    /// Windows open now.
+    pub windows_open: u64,
+    /// Elements refused by at least one window because opening it would exceed
+    /// `max_open_windows`.
+    pub dropped_over_limit: u64,
+    /// `Insert` records emitted (first and late firings).
+    pub fired: u64,
+    /// `Retract` records emitted.
+    pub retracted: u64,
+}
+
+/// Why an element was not placed in all its windows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    Late,
+    OverLimit,
+}
+
+/// Event-time windows for one stream of keyed elements; see the [module docs](self).
+///
+/// Serialisable so that the collector can checkpoint it (with postcard) and resume with
+/// identical outputs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WindowOperator {
+    spec: WindowSpec,
+    /// The highest watermark seen; lateness is judged against it.
+    watermark: Ticks,
+    table: WindowTable,
+    stats: OperatorStats,
+}
+
+impl WindowOperator {
+    /// An operator with no windows, at watermark `-inf`. Fails if the spec does not validate.
+    pub fn new(spec: WindowSpec) -> Result<Self, SpecError> {
+        spec.validate()?;
+        Ok(WindowOperator { spec, watermark: NEG_INF, table: WindowTable::default(), stats: OperatorStats::default() })
+    }
+
+    /// Processes one element against `watermark`, the watermark in force before it (the vector
+    /// convention: an element never makes itself late).
+    ///
+    /// If `watermark` is above the last one passed to [`advance_watermark`](Self::advance_watermark),
+    /// it is applied first, with its firings written to `out` before the element's own outputs; a
+    /// lower one is ignored in favour of the current one (R3).
+    ///
+    /// Writes `Output::Late` for an element too late for every window it belongs to (counted in
+    /// `late_dropped`) or refused by the window bound (counted in `dropped_over_limit`), and
+    /// `Retract` + `Insert` for each fired window the element updates (R15, R17).
+    pub fn handle_event(&mut self, key: &str, ts: Ticks, value: f64, watermark: Ticks, out: &mut Vec<Output>) {
+        self.advance_watermark(watermark, out);
+        let refusal = match self.spec.kind {
+            WindowKind::Session { gap } => self.add_to_session(key, ts, value, gap, out),
+            WindowKind::Tumbling { .. } | WindowKind::Hopping { .. } => self.add_to_windows(key, ts, value, out),
+        };
+        match refusal {
+            None => {}
+            Some(Refusal::Late) => self.stats.late_dropped = self.stats.late_dropped.saturating_add(1),
+            Some(Refusal::OverLimit) => self.stats.dropped_over_limit = self.stats.dropped_over_limit.saturating_add(1),
+        }
+        if refusal.is_some() {
+            out.push(Output::Late { key: key.to_owned(), ts, value });
+        }
+    }
+
+    /// Moves to `watermark` (ignored unless higher than the current one, R3): fires every window
+    /// whose timer `end - 1` is `<= watermark`, in increasing timer order with ties by key, then
+    /// start; then drops every window whose cleanup time `end - 1 + allowed_lateness` is
+    /// `<= watermark` (R13), in the same order, writing `Final` for each if `emit_final`.
+    pub fn advance_watermark(&mut self, watermark: Ticks, out: &mut Vec<Output>) {
+        if watermark <= self.watermark {
+            return;
+        }
+        self.watermark = watermark;
+        while let Some((key, start)) = self.table.pop_fire_due(watermark) {
+            self.fire(&key, start, out);
+        }
+        while let Some((key, start)) = self.table.pop_cleanup_due(watermark) {
+            let Some(state) = self.table.remove(&key, start) else { continue };
+            if self.spec.emit_final {
+                let aggregate = state.emitted.unwrap_or(state.acc);
+                let result = WindowResult { key, start, end: state.end, aggregate };
+                out.push(Output::Window { change: Change::Final, result });
+            }
+        }
+    }
+
+    /// The counters, with `windows_open` as of now.
+    pub fn stats(&self) -> OperatorStats {
+        OperatorStats { windows_open: self.table.len() as u64, ..self.stats }
+    }
+
+    /// How many windows are open, over all keys.
+    pub fn open_windows(&self) -> usize {
+        self.table.len()
+    }
+
+    /// The highest watermark seen.
+    pub fn watermark(&self) -> Ticks {
+        self.watermark
+    }
+
+    /// The spec the operator was built with.
+    pub fn spec(&self) -> &WindowSpec {
+        &self.spec
+    }
+
+    /// Tumbling and hopping windows (R5, R14–R16): the element goes into every window it belongs
+    /// to that is not past its cleanup time; it is refused only if every window refused it, or if
+    /// the bound kept it out of any window.
+    fn add_to_windows(&mut self, key: &str, ts: Ticks, value: f64, out: &mut Vec<Output>) -> Option<Refusal> {
+        let watermark = self.watermark;
+        let lateness = self.spec.allowed_lateness;
+        let mut accepted = false;
+        let mut over_limit = false;
+        for bounds in assign(&self.spec.kind, ts) {
+            if bounds.cleanup_time(lateness) <= watermark {
+                continue;
+            }
+            let fire_now = bounds.max_timestamp() <= watermark;
+            if let Some(state) = self.table.get_mut(key, bounds.start) {
+                state.acc.add(ts, value);
+            } else if self.table.len() >= self.spec.max_open_windows {
+                over_limit = true;
+                continue;
+            } else {
+                let fire_at = (!fire_now).then_some(bounds.max_timestamp());
+                let state =
+                    WindowState::new(bounds.end, Aggregate::new(ts, value), fire_at, bounds.cleanup_time(lateness));
+                self.table.insert(key, bounds.start, state);
+            }
+            accepted = true;
+            // A window whose timer already passed has fired (or, if new, would have): fire at
+            // once with the whole accumulated result (R15).
+            if fire_now {
+                self.fire(key, bounds.start, out);
+            }
+        }
+        if over_limit {
+            Some(Refusal::OverLimit)
+        } else if accepted {
+            None
+        } else {
+            Some(Refusal::Late)
+        }
+    }
+
+    /// Session windows (R7–R9, R14, R17, R18): the proto-window `[ts, ts + gap)` merges with every
+    /// session of the key it overlaps or touches; lateness is judged on the merged window.
+    fn add_to_session(
+        &mut self,
+        key: &str,
+        ts: Ticks,
+        value: f64,
+        gap: Ticks,
+        out: &mut Vec<Output>,
+    ) -> Option<Refusal> {
+        let watermark = self.watermark;
+        let lateness = self.spec.allowed_lateness;
+        let Some(proto) = session_window(ts, gap) else { return Some(Refusal::Late) };
+        let merging = self.table.sessions_merging_with(key, proto);
+        if merging.is_empty() {
+            // R18: judged on `ts + gap - 1 + L`, so an element behind W can still open a session.
+            if proto.cleanup_time(lateness) <= watermark {
+                return Some(Refusal::Late);
+            }
+            if self.table.len() >= self.spec.max_open_windows {
+                return Some(Refusal::OverLimit);
+            }
+            self.open(key, proto, Aggregate::new(ts, value), Vec::new(), out);
+            return None;
+        }
+        // Every session in the table has its cleanup time above W (cleanup runs before elements
+        // are handled), and the merged window ends no earlier than any of them, so a merge is
+        // never late.
+        let mut merged = proto;
+        let mut acc: Option<Aggregate> = None;
+        let mut retractions: Vec<WindowResult> = Vec::new();
+        for start in merging {
+            let Some(state) = self.table.remove(key, start) else { continue };
+            merged = merged.cover(WindowBounds { start, end: state.end });
+            retractions.extend(state.pending_retractions);
+            if let Some(aggregate) = state.emitted {
+                retractions.push(WindowResult { key: key.to_owned(), start, end: state.end, aggregate });
+            }
+            // Merged in start order, then the element last: it is the most recently added.
+            match acc.as_mut() {
+                Some(acc) => acc.merge(&state.acc),
+                None => acc = Some(state.acc),
+            }
+        }
+        let acc = match acc {
+            Some(mut acc) => {
+                acc.add(ts, value);
+                acc
+            }
+            None => Aggregate::new(ts, value),
+        };
+        self.open(key, merged, acc, retractions, out);
+        None
+    }
+
+    /// Installs a session window and fires it at once if its timer already passed (R15, R17).
+    fn open(
+        &mut self,
+        key: &str,
+        bounds: WindowBounds,
+        acc: Aggregate,
+        retractions: Vec<WindowResult>,
+        out: &mut Vec<Output>,
+    ) {
+        let fire_now = bounds.max_timestamp() <= self.watermark;
+        let fire_at = (!fire_now).then_some(bounds.max_timestamp());
+        let mut state = WindowState::new(bounds.end, acc, fire_at, bounds.cleanup_time(self.spec.allowed_lateness));
+        state.pending_retractions = retractions;
+        self.table.insert(key, bounds.start, state);
+        if fire_now {
+            self.fire(key, bounds.start, out);
+        }
+    }
+
+    /// Emits a window's result: held retractions, then the retraction of its previous result,
+    /// then the new result.
+    fn fire(&mut self, key: &str, start: Ticks, out: &mut Vec<Output>) {
+        let Some(state) = self.table.get_mut(key, start) else { return };
+        for result in state.pending_retractions.drain(..) {
+            out.push(Output::Window { change: Change::Retract, result });
+            self.stats.retracted = self.stats.retracted.saturating_add(1);
+        }
+        let end = state.end;
+        if let Some(previous) = state.emitted.replace(state.acc.clone()) {
+            let result = WindowResult { key: key.to_owned(), start, end, aggregate: previous };
+            out.push(Output::Window { change: Change::Retract, result });
+            self.stats.retracted = self.stats.retracted.saturating_add(1);
+        }
+        let result = WindowResult { key: key.to_owned(), start, end, aggregate: state.acc.clone() };
+        out.push(Output::Window { change: Change::Insert, result });
+        self.stats.fired = self.stats.fired.saturating_add(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::window::POS_INF;
+
+    fn operator(kind: WindowKind, allowed_lateness: Ticks) -> WindowOperator {
+        let spec = WindowSpec { kind, allowed_lateness, emit_final: false, max_open_windows: 100 };
+        WindowOperator::new(spec).expect("valid spec")
+    }
+
+    fn describe(outputs: &[Output]) -> Vec<String> {
+        outputs
+            .iter()
+            .map(|output| match output {
+                Output::Window { change, result } => {
+                    format!("{change:?} {}[{},{}) c={}", result.key, result.start, result.end, result.aggregate.count)
+                }
+                Output::Late { key, ts, .. } => format!("Late {key}@{ts}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn invalid_spec_is_refused() {
+        let spec = WindowSpec {
+            kind: WindowKind::Session { gap: 0 },
+            allowed_lateness: 0,
+            emit_final: false,
+            max_open_windows: 1,
+        };
+        assert_eq!(WindowOperator::new(spec).err(), Some(SpecError::NotPositive { field: "gap", value: 0 }));
+    }
+
+    #[test]
+    fn handle_event_applies_a_newer_watermark_first() {
+        let mut operator = operator(WindowKind::Tumbling { size: 10, offset: 0 }, 5);
+        let mut out = Vec::new();
+        operator.handle_event("a", 1, 1.0, NEG_INF, &mut out);
+        // Not advanced yet: the element's call fires [0,10) first, then re-fires it with a@2.
+        operator.handle_event("a", 2, 1.0, 10, &mut out);
+        assert_eq!(describe(&out), ["Insert a[0,10) c=1", "Retract a[0,10) c=1", "Insert a[0,10) c=2"]);
+        // A lower watermark changes nothing: a@3 is still judged against 10 (accepted, L=5).
+        out.clear();
+        operator.handle_event("a", 3, 1.0, 0, &mut out);
+        assert_eq!(describe(&out), ["Retract a[0,10) c=2", "Insert a[0,10) c=3"]);
+        assert_eq!(operator.watermark(), 10);
+    }
+
+    #[test]
+    fn late_element_inside_a_fired_session_updates_it_in_place() {
+        let mut operator = operator(WindowKind::Session { gap: 5 }, 10);
+        let mut out = Vec::new();
+        operator.handle_event("a", 0, 1.0, NEG_INF, &mut out);
+        operator.handle_event("a", 4, 1.0, NEG_INF, &mut out);
+        operator.advance_watermark(9, &mut out);
+        operator.handle_event("a", 2, 1.0, 9, &mut out);
+        assert_eq!(describe(&out), ["Insert a[0,9) c=2", "Retract a[0,9) c=2", "Insert a[0,9) c=3"]);
+        let stats = operator.stats();
+        assert_eq!((stats.fired, stats.retracted, stats.windows_open), (2, 1, 1));
+        operator.advance_watermark(POS_INF, &mut out);
+        assert_eq!(operator.open_windows(), 0);
+    }
+
+    #[test]
+    fn unrepresentable_windows_count_as_late() {
+        let mut operator = operator(WindowKind::Session { gap: 5 }, 0);
+        let mut out = Vec::new();
+        operator.handle_event("a", i64::MAX, 1.0, NEG_INF, &mut out);
+        assert_eq!(describe(&out), [format!("Late a@{}", i64::MAX)]);
+        assert_eq!(operator.stats().late_dropped, 1);
+    }
+}
