@@ -32,5 +32,14 @@ echo "== log stats"
 "$bin/driftlog-collector" log stats
 echo "== replay (the pipeline over the stored events)"
 "$bin/driftlog-collector" log replay --from "${first:-0}" | head -n 20
+echo "== window results (log tail --kind windows): per device and metric, 10 s tumbling windows on corrected event time"
+# The last windows close once the idle fleet's watermark passes them (idle timeout 10 s).
+for _ in $(seq 1 60); do
+  open=$(curl -s http://127.0.0.1:9400/metrics | awk '/^driftlog_windows_open /{print $2}')
+  [ "$open" = "0" ] && break
+  sleep 0.5
+done
+sleep 1.5 # results are committed with the processor's next checkpoint (every second)
+"$bin/driftlog-collector" log tail --kind windows --from "${first:-0}" | head -n 12
 echo "== metrics"
-curl -s http://127.0.0.1:9400/metrics | grep -E '^driftlog_(events_received_total|events_duplicate_total|events_committed_total|acks_sent_total|log_bytes|streams) '
+curl -s http://127.0.0.1:9400/metrics | grep -E '^driftlog_(events_received_total|events_duplicate_total|events_committed_total|acks_sent_total|log_bytes|streams|window_results_total|late_events_total.*|device_clock_(offset_seconds|drift_ppm|uncertainty_seconds).*) '

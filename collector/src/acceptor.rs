@@ -10,7 +10,7 @@
 //! durable state and frames are refused until a probe commit succeeds: nothing unwritten is
 //! ever acknowledged or remembered as seen, so the devices keep and retransmit it.
 
-use crate::clocks::Clocks;
+use crate::clocks::{ClockChanges, Clocks};
 use crate::ingest::{Batch, ReplyPath, Route};
 use crate::keys::Keys;
 use crate::log::block::BlockBuilder;
@@ -76,7 +76,7 @@ pub struct Acceptor {
     origin_unix_us: u64,
     clocks: Clocks,
     /// Clock models in the commit in flight, put back if it fails.
-    clocks_in_flight: (Vec<((u64, u64), Vec<u8>)>, Vec<(u64, u64)>),
+    clocks_in_flight: ClockChanges,
     keys_modified: Option<std::time::SystemTime>,
     next_keys_check: StdInstant,
     next_snapshot: StdInstant,
@@ -379,16 +379,16 @@ impl Acceptor {
             .map(|(key, state)| (*key, self.endpoint.key_id(key).unwrap_or_default(), state.clone()))
             .collect();
         let offsets = self.builder.offsets();
-        let (clocks, clocks_removed) = self.clocks.take_dirty();
+        let changes = self.clocks.take_dirty();
         let commit = Commit {
             block: self.builder.finish(now_unix_ms()),
             offsets,
             streams,
-            clocks: clocks.clone(),
-            clocks_removed: clocks_removed.clone(),
+            clocks: changes.changed.clone(),
+            clocks_removed: changes.removed.clone(),
             ..Commit::default()
         };
-        self.clocks_in_flight = (clocks, clocks_removed);
+        self.clocks_in_flight = changes;
         let events = std::mem::take(&mut self.block_events);
         // The committer takes one commit at a time and we send only when none is in flight.
         if self.commits.try_send(commit).is_err() {
@@ -424,8 +424,7 @@ impl Acceptor {
                 // Forget everything not durable, including what was admitted after this
                 // commit was cut: the devices still hold it and will send it again.
                 self.endpoint.rollback_uncommitted();
-                let (clocks, removed) = std::mem::take(&mut self.clocks_in_flight);
-                self.clocks.restore_dirty(&clocks, removed);
+                self.clocks.restore_dirty(std::mem::take(&mut self.clocks_in_flight));
                 self.builder.finish(0);
                 self.block_events = 0;
                 self.block_started = None;

@@ -6,6 +6,7 @@
 //! Models are persisted with the commit that follows a change (so a restart keeps hours of
 //! drift history) and bounded by `clock.max_models`: the least recently used is evicted.
 
+use crate::log::{ClockKey, StoredClockModel};
 use driftlog_eventtime::clock::{ClockConfig, ClockFix, ClockModel, Estimate};
 use driftlog_protocol::{DeviceId, Epoch};
 use serde::{Deserialize, Serialize};
@@ -16,6 +17,13 @@ struct Entry {
     model: ClockModel,
     /// Collector time of the last sample, for eviction.
     last_used_unix_us: i64,
+}
+
+/// Clock models to write and to delete with a commit.
+#[derive(Clone, Debug, Default)]
+pub struct ClockChanges {
+    pub changed: Vec<StoredClockModel>,
+    pub removed: Vec<ClockKey>,
 }
 
 #[derive(Debug)]
@@ -44,7 +52,7 @@ impl Clocks {
 
     /// Loads persisted models (from [`crate::log::Log::clocks`]); unreadable ones are skipped
     /// (the device's next frames rebuild them), the oldest beyond the bound are dropped.
-    pub fn restore(&mut self, stored: Vec<((u64, u64), Vec<u8>)>) -> usize {
+    pub fn restore(&mut self, stored: Vec<StoredClockModel>) -> usize {
         for (key, bytes) in stored {
             match postcard::from_bytes::<Entry>(&bytes) {
                 Ok(entry) => {
@@ -111,19 +119,19 @@ impl Clocks {
     }
 
     /// Changed models to persist with the next commit, and those to delete.
-    pub fn take_dirty(&mut self) -> (Vec<((u64, u64), Vec<u8>)>, Vec<(u64, u64)>) {
+    pub fn take_dirty(&mut self) -> ClockChanges {
         let dirty = std::mem::take(&mut self.dirty);
         let changed = dirty
             .into_iter()
             .filter_map(|key| Some((key, postcard::to_allocvec(self.models.get(&key)?).ok()?)))
             .collect();
-        (changed, std::mem::take(&mut self.removed))
+        ClockChanges { changed, removed: std::mem::take(&mut self.removed) }
     }
 
     /// Puts back what a failed commit did not persist.
-    pub fn restore_dirty(&mut self, changed: &[((u64, u64), Vec<u8>)], removed: Vec<(u64, u64)>) {
-        self.dirty.extend(changed.iter().map(|(key, _)| *key).filter(|key| self.models.contains_key(key)));
-        self.removed.extend(removed);
+    pub fn restore_dirty(&mut self, changes: ClockChanges) {
+        self.dirty.extend(changes.changed.iter().map(|(key, _)| *key).filter(|key| self.models.contains_key(key)));
+        self.removed.extend(changes.removed);
     }
 
     /// Each device's newest-epoch estimate, for metrics.

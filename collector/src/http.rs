@@ -62,7 +62,8 @@ pub fn answer_log(request: &str, log: &Log, config: &CollectorConfig) -> Option<
         log.stats().map(|stats| serde_json::to_string(&stats).unwrap_or_default() + "\n")
     } else if path.starts_with("/log/replay") {
         let from = query_u64(path, "from").unwrap_or(0);
-        crate::replay::replay(log, from, &config.windows, &config.watermark).map(|summary| serde_json::to_string(&summary).unwrap_or_default() + "\n")
+        crate::replay::replay(log, from, &config.windows, &config.watermark)
+            .map(|summary| serde_json::to_string(&summary).unwrap_or_default() + "\n")
     } else {
         return None;
     };

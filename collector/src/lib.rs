@@ -7,8 +7,8 @@
 //! readers ([`forward`], `log tail`, [`replay`]) keep their own offsets.
 
 pub mod acceptor;
-pub mod committer;
 pub mod clocks;
+pub mod committer;
 pub mod config;
 pub mod forward;
 pub mod http;

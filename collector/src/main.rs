@@ -271,7 +271,12 @@ fn log_command(command: LogCommand, config: &CollectorConfig, http: Option<Socke
         }
         LogCommand::Replay { from } => {
             let text = match &access {
-                LogAccess::File(log) => serde_json::to_string_pretty(&driftlog_collector::replay::replay(log, from, &config.windows, &config.watermark)?)?,
+                LogAccess::File(log) => serde_json::to_string_pretty(&driftlog_collector::replay::replay(
+                    log,
+                    from,
+                    &config.windows,
+                    &config.watermark,
+                )?)?,
                 LogAccess::Http(address) => {
                     let value: serde_json::Value =
                         serde_json::from_str(&fetch(*address, &format!("/log/replay?from={from}"))?)?;

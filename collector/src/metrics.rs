@@ -288,12 +288,7 @@ impl Metrics {
         );
         series("driftlog_windows_open", "Windows holding state.", "gauge", windows.open_windows as f64);
         series("driftlog_window_events_total", "Numeric events the windows processed.", "counter", stats.events as f64);
-        series(
-            "driftlog_window_results_total",
-            "Window results emitted (INSERT).",
-            "counter",
-            stats.results as f64,
-        );
+        series("driftlog_window_results_total", "Window results emitted (INSERT).", "counter", stats.results as f64);
         series(
             "driftlog_window_retractions_total",
             "Earlier results retracted by late updates or session merges.",
@@ -348,11 +343,20 @@ fn render_clocks(snapshot: &AcceptorSnapshot, out: &mut String) {
         "# HELP driftlog_clock_models_evicted_total Clock models dropped for the clock.max_models bound.\n# TYPE driftlog_clock_models_evicted_total counter\ndriftlog_clock_models_evicted_total {}",
         snapshot.clock_models_evicted
     );
-    let per_device: [(&str, &str, fn(&Estimate) -> f64); 5] = [
-        ("driftlog_device_clock_offset_seconds", "Device clock offset: collector time minus device monotonic time.", |e| e.offset_us as f64 / 1e6),
+    type Series = (&'static str, &'static str, fn(&Estimate) -> f64);
+    let per_device: [Series; 5] = [
+        (
+            "driftlog_device_clock_offset_seconds",
+            "Collector Unix time minus device monotonic time: the device's boot time on the collector clock.",
+            |e| e.offset_us / 1e6,
+        ),
         ("driftlog_device_clock_drift_ppm", "Estimated device clock rate error (positive: fast).", |e| e.drift_ppm),
-        ("driftlog_device_clock_min_delay_seconds", "Least one-way or round-trip delay seen.", |e| e.min_delay_us as f64 / 1e6),
-        ("driftlog_device_clock_uncertainty_seconds", "Error bound of the current correction.", |e| e.uncertainty_us as f64 / 1e6),
+        ("driftlog_device_clock_min_delay_seconds", "Least one-way or round-trip delay seen.", |e| {
+            e.min_delay_us as f64 / 1e6
+        }),
+        ("driftlog_device_clock_uncertainty_seconds", "Error bound of the current correction.", |e| {
+            e.uncertainty_us as f64 / 1e6
+        }),
         ("driftlog_device_clock_samples", "Clock samples the model uses.", |e| e.samples_used as f64),
     ];
     for (name, help, value) in per_device {

@@ -49,7 +49,9 @@ fn materialise(lines: &[Value], window: &str) -> BTreeMap<(String, i64, i64), u6
         );
         let count = line["count"].as_u64().unwrap();
         match line["change"].as_str().unwrap() {
-            "insert" => assert!(table.insert(key.clone(), count).is_none(), "{window}: INSERT over a live result {key:?}"),
+            "insert" => {
+                assert!(table.insert(key.clone(), count).is_none(), "{window}: INSERT over a live result {key:?}")
+            }
             "retract" => assert_eq!(table.remove(&key), Some(count), "{window}: RETRACT of {key:?} does not match"),
             "final" => assert_eq!(table.get(&key), Some(&count), "{window}: FINAL of {key:?} does not match"),
             other => panic!("unknown change {other}"),
@@ -103,7 +105,8 @@ fn corrected_times_and_windows_account_for_every_event_once() {
     let per_device = 1_500;
     write_fleet_keys(&dir.path().join("keys.toml"), devices);
     let collector = CollectorProcess::start(dir.path(), WINDOWS);
-    let report = simulate(collector.udp, &dir.path().join("agents"), devices, per_device, 500.0, Duration::from_secs(60));
+    let report =
+        simulate(collector.udp, &dir.path().join("agents"), devices, per_device, 500.0, Duration::from_secs(60));
     assert_eq!(report.backlog_remaining, 0);
     let events = devices as u64 * per_device;
     wait_for_windows(&collector);
@@ -145,8 +148,9 @@ fn window_outputs_are_neither_lost_nor_duplicated_across_kill_9() {
     let mut collector = CollectorProcess::start(dir.path(), WINDOWS);
     let address = collector.udp;
     let agents_dir = dir.path().join("agents");
-    let agents =
-        std::thread::spawn(move || simulate(address, &agents_dir, devices, per_device, 500.0, Duration::from_secs(120)));
+    let agents = std::thread::spawn(move || {
+        simulate(address, &agents_dir, devices, per_device, 500.0, Duration::from_secs(120))
+    });
     for round in 0..2 {
         let before = collector.metric("driftlog_window_results_total");
         assert!(

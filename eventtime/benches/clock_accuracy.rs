@@ -31,7 +31,11 @@ fn scenarios() -> Vec<(Scenario, &'static str)> {
             "up 40–100 ms, down 10–40 ms, all events",
         ),
         (
-            Scenario { retransmit_probability: 0.10, retransmit_max_us: 30_000_000, ..Scenario::online("retransmissions", seed) },
+            Scenario {
+                retransmit_probability: 0.10,
+                retransmit_max_us: 30_000_000,
+                ..Scenario::online("retransmissions", seed)
+            },
             "10 % of batches 1–30 s late, all events",
         ),
         (
@@ -44,10 +48,7 @@ fn scenarios() -> Vec<(Scenario, &'static str)> {
             "as above, one-way samples only",
         ),
         (
-            Scenario {
-                reboot_after_us: Some(HOUR_US),
-                ..Scenario::outage("reboot mid-run", seed, 6 * HOUR_US, 50.0)
-            },
+            Scenario { reboot_after_us: Some(HOUR_US), ..Scenario::outage("reboot mid-run", seed, 6 * HOUR_US, 50.0) },
             "reboot at 1 h resets the model; 1 h more, 6 h offline, backlog",
         ),
     ]
@@ -61,7 +62,9 @@ fn main() {
     // `cargo bench` passes `--bench`; a name filter after it would select rows.
     let filter: Option<String> = std::env::args().skip(1).find(|arg| !arg.starts_with('-'));
     let config = ClockConfig::default();
-    println!("| scenario | setup | events | naive p50 | naive p99 | naive max | ours p50 | ours p99 | ours max | within uncertainty |");
+    println!(
+        "| scenario | setup | events | naive p50 | naive p99 | naive max | ours p50 | ours p99 | ours max | within uncertainty |"
+    );
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (scenario, setup) in scenarios() {
         if filter.as_deref().is_some_and(|filter| !scenario.name.contains(filter)) {
@@ -72,7 +75,7 @@ fn main() {
         let ours = Percentiles::of(&report.ours_errors_us);
         let events = report.ours_errors_us.len();
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} % |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} % |",
             scenario.name,
             setup,
             events,

@@ -34,8 +34,15 @@ const CHECKPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("checkpoi
 const NEXT_OFFSET: &str = "next_offset";
 const HELD_BYTES: &str = "held_bytes";
 const EPOCH: &str = "epoch";
+const FORMAT: &str = "format";
+/// The record format this build writes and reads. 2: events records carry a clock fix.
+pub const FORMAT_VERSION: u64 = 2;
 
 pub type Dedup = DedupState<RECEIVER_RANGES>;
+/// `(device, boot epoch)`: the key of a stored clock model.
+pub type ClockKey = (u64, u64);
+/// A clock model as stored: its key and postcard bytes.
+pub type StoredClockModel = (ClockKey, Vec<u8>);
 
 #[derive(Clone, Debug)]
 pub struct LogConfig {
@@ -67,6 +74,10 @@ pub enum LogError {
     Corrupt { offset: u64, error: block::BlockError },
     #[error("corrupt stream state for {0:?}")]
     CorruptState(StreamKey),
+    #[error(
+        "the log is in record format {found}; this build reads format {FORMAT_VERSION} (start with an empty data directory)"
+    )]
+    Format { found: u64 },
 }
 
 macro_rules! storage_error_from {
@@ -98,9 +109,9 @@ pub struct Commit {
     /// bytes (a probe with an empty block asks whether a full block would fit again).
     pub reserve_bytes: u64,
     /// Clock models `(device, epoch)` changed since the last commit (postcard bytes).
-    pub clocks: Vec<((u64, u64), Vec<u8>)>,
+    pub clocks: Vec<StoredClockModel>,
     /// Clock models to forget (evicted for the bound).
-    pub clocks_removed: Vec<(u64, u64)>,
+    pub clocks_removed: Vec<ClockKey>,
     /// A processor's outputs (in `block`) committed with the offset it has read up to and its
     /// state, so a crash redoes exactly the work after the checkpoint.
     pub checkpoint: Option<Checkpoint>,
@@ -171,6 +182,18 @@ impl Log {
         txn.open_table(READERS)?;
         txn.open_table(CLOCKS)?;
         txn.open_table(CHECKPOINTS)?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let format = meta.get(FORMAT)?.map(|v| v.value());
+            let used = meta.get(NEXT_OFFSET)?.is_some_and(|v| v.value() > 0);
+            match format {
+                Some(FORMAT_VERSION) => {}
+                None if !used => {
+                    meta.insert(FORMAT, FORMAT_VERSION)?;
+                }
+                found => return Err(LogError::Format { found: found.unwrap_or(1) }),
+            }
+        }
         txn.commit()?;
         Ok(Log { path: path.to_path_buf(), config, db: RwLock::new(db) })
     }
@@ -343,7 +366,7 @@ impl Log {
     }
 
     /// Every stored clock model, `(device, epoch)` → postcard bytes.
-    pub fn clocks(&self) -> Result<Vec<((u64, u64), Vec<u8>)>, LogError> {
+    pub fn clocks(&self) -> Result<Vec<StoredClockModel>, LogError> {
         let db = self.db();
         let txn = db.begin_read()?;
         let table = txn.open_table(CLOCKS)?;

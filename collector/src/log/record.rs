@@ -5,10 +5,10 @@
 //! costs little more than the frames it came from. An `Events` record covers one offset per
 //! event; every other kind covers one offset.
 
+use driftlog_eventtime::clock::{ClockConfig, ClockFix, Corrected, Method, Quarantine};
+use driftlog_eventtime::window::Change;
 use driftlog_protocol::wire::{DropReason, Event, EventChainReader, Payload, Reject};
 use driftlog_protocol::{DeviceId, Epoch, Seq, SeqRange, StreamId};
-use driftlog_eventtime::clock::{ClockConfig, ClockFix, Corrected, Quarantine};
-use driftlog_eventtime::window::Change;
 use serde::{Deserialize, Serialize};
 
 /// Record kinds. Later issues add to the reserved numbers; a reader shows unknown kinds raw.
@@ -59,6 +59,7 @@ impl RecordKind {
 
 /// Where a run of events came from and the raw times the event-time issue corrects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoredEventsHead", into = "StoredEventsHead")]
 pub struct EventsHead {
     pub device: DeviceId,
     pub stream: StreamId,
@@ -74,6 +75,85 @@ pub struct EventsHead {
     /// The device's clock model when the record was stored; `None` when there is none for
     /// the events' boot epoch (a backlog from a boot the collector never heard from).
     pub clock: Option<ClockFix>,
+}
+
+/// [`EventsHead`] as stored: the clock fix relative to the record's own t2 and t3, so its
+/// large numbers (a Unix offset, a device time) cost a byte or two instead of eight.
+#[derive(Serialize, Deserialize)]
+struct StoredEventsHead {
+    device: DeviceId,
+    stream: StreamId,
+    epoch: Epoch,
+    first_seq: Seq,
+    count: u32,
+    sent_at_us: u64,
+    sent_epoch: Epoch,
+    received_unix_us: i64,
+    clock: Option<StoredClock>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredClock {
+    /// `sent_at_us - reference_device_us` (wrapping).
+    reference_back_us: i64,
+    /// `offset_us - (t3 - t2)` (wrapping).
+    offset_delta_us: i64,
+    drift_ppb: i64,
+    uncertainty_us: u64,
+    drift_uncertainty_ppb: u64,
+    method: Method,
+}
+
+fn naive_offset(sent_at_us: u64, received_unix_us: i64) -> i64 {
+    received_unix_us.wrapping_sub(sent_at_us as i64)
+}
+
+impl From<EventsHead> for StoredEventsHead {
+    fn from(h: EventsHead) -> StoredEventsHead {
+        let clock = h.clock.map(|fix| StoredClock {
+            reference_back_us: h.sent_at_us.wrapping_sub(fix.reference_device_us) as i64,
+            offset_delta_us: fix.offset_us.wrapping_sub(naive_offset(h.sent_at_us, h.received_unix_us)),
+            drift_ppb: fix.drift_ppb,
+            uncertainty_us: fix.uncertainty_us,
+            drift_uncertainty_ppb: fix.drift_uncertainty_ppb,
+            method: fix.method,
+        });
+        StoredEventsHead {
+            device: h.device,
+            stream: h.stream,
+            epoch: h.epoch,
+            first_seq: h.first_seq,
+            count: h.count,
+            sent_at_us: h.sent_at_us,
+            sent_epoch: h.sent_epoch,
+            received_unix_us: h.received_unix_us,
+            clock,
+        }
+    }
+}
+
+impl From<StoredEventsHead> for EventsHead {
+    fn from(h: StoredEventsHead) -> EventsHead {
+        let clock = h.clock.map(|c| ClockFix {
+            reference_device_us: h.sent_at_us.wrapping_sub(c.reference_back_us as u64),
+            offset_us: c.offset_delta_us.wrapping_add(naive_offset(h.sent_at_us, h.received_unix_us)),
+            drift_ppb: c.drift_ppb,
+            uncertainty_us: c.uncertainty_us,
+            drift_uncertainty_ppb: c.drift_uncertainty_ppb,
+            method: c.method,
+        });
+        EventsHead {
+            device: h.device,
+            stream: h.stream,
+            epoch: h.epoch,
+            first_seq: h.first_seq,
+            count: h.count,
+            sent_at_us: h.sent_at_us,
+            sent_epoch: h.sent_epoch,
+            received_unix_us: h.received_unix_us,
+            clock,
+        }
+    }
 }
 
 impl EventsHead {
@@ -397,4 +477,45 @@ pub fn event_json(offset: u64, head: &EventsHead, seq: Seq, event: &Event<'_>) -
         map.insert("wall_quality".into(), json!(format!("{:?}", wall.quality).to_lowercase()));
     }
     object
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_heads_round_trip_and_the_clock_fix_stays_small() {
+        let fix = ClockFix {
+            reference_device_us: 86_400_000_000,
+            offset_us: 1_795_000_000_000_000 - 86_400_000_000 - 1_250,
+            drift_ppb: -48_500,
+            uncertainty_us: 900,
+            drift_uncertainty_ppb: 120,
+            method: Method::Drift,
+        };
+        let head = EventsHead {
+            device: 7,
+            stream: 0,
+            epoch: 3,
+            first_seq: 10,
+            count: 1,
+            sent_at_us: 86_400_000_000,
+            sent_epoch: 3,
+            received_unix_us: 1_795_000_000_000_000,
+            clock: Some(fix),
+        };
+        let with = postcard::to_allocvec(&head).unwrap();
+        let without = postcard::to_allocvec(&EventsHead { clock: None, ..head }).unwrap();
+        assert_eq!(postcard::from_bytes::<EventsHead>(&with).unwrap(), head);
+        assert!(with.len() - without.len() <= 12, "the fix costs {} bytes", with.len() - without.len());
+        // Extreme values still round-trip exactly (wrapping arithmetic).
+        let odd = EventsHead {
+            sent_at_us: u64::MAX,
+            received_unix_us: i64::MIN,
+            clock: Some(ClockFix { reference_device_us: 0, offset_us: i64::MAX, ..fix }),
+            ..head
+        };
+        let bytes = postcard::to_allocvec(&odd).unwrap();
+        assert_eq!(postcard::from_bytes::<EventsHead>(&bytes).unwrap(), odd);
+    }
 }

@@ -2,9 +2,9 @@
 //! pipeline computes. Sizes are in milliseconds here and microseconds inside (event times are
 //! µs since 1970).
 
+use crate::log::record::guard_config;
 use driftlog_eventtime::clock::ClockConfig;
 use driftlog_eventtime::window::{WindowKind, WindowSpec};
-use crate::log::record::guard_config;
 use serde::Deserialize;
 
 /// How event time advances: one watermark per device, the minimum over active devices.

@@ -165,13 +165,23 @@ impl Pipeline {
                             continue;
                         }
                         let device = section.per_device.then_some(head.device);
-                        window_key(&mut self.key, event.payload.name(), &event.payload.tags(), &section.group_by_tags, device);
+                        window_key(
+                            &mut self.key,
+                            event.payload.name(),
+                            &event.payload.tags(),
+                            &section.group_by_tags,
+                            device,
+                        );
                         self.scratch.clear();
                         window.operator.handle_event(&self.key, ts, value, before, &mut self.scratch);
                         let id = global_id(head.device, head.stream, head.epoch, seq);
                         emit(&mut self.state.stats, section, &window.name, &mut self.scratch, before, Some(&id), out);
                     }
-                    self.state.watermarks.handle_event(head.device, ts, self.state.now_unix_us.max(head.received_unix_us));
+                    self.state.watermarks.handle_event(
+                        head.device,
+                        ts,
+                        self.state.now_unix_us.max(head.received_unix_us),
+                    );
                     self.advance(out);
                 }
                 self.observe_time(head.received_unix_us, out);

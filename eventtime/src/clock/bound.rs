@@ -7,8 +7,9 @@
 //! Moved to a common device time along the fitted drift, the tightest upper bound is the
 //! minimum filter of §3.3 item 1 and, with one exchange, the midpoint of the tightest pair is
 //! NTP's θ with error ±δ/2. Taking the minimum of all upper bounds and the maximum of all lower
-//! bounds generalises both: the one-way samples (plentiful) pin the top, the acks pin the
-//! bottom, and the error left is half the gap, about (d_up,min - d_down,min)/2.
+//! bounds generalises both: with a window of exchanges the error left is half the gap between
+//! the least up and down delays, about (d_up,min - d_down,min)/2. (Which bounds the model feeds
+//! in, and why not one-way and exchange bounds together, is in `model.rs`.)
 
 use serde::{Deserialize, Serialize};
 
@@ -73,8 +74,6 @@ pub(crate) struct Intersection {
     /// only (no exchange), the spread of the upper bounds instead: not a bound, but the scale of
     /// the queueing delay the filtered minima still contain.
     pub(crate) half_width_us: f64,
-    pub(crate) upper_bounds: usize,
-    pub(crate) lower_bounds: usize,
 }
 
 /// Intersects `bounds` after moving each to `reference_device_us` along `slope`, loosened by
@@ -96,16 +95,13 @@ pub(crate) fn intersect(
 ) -> Option<Intersection> {
     let mut upper: Option<(f64, f64)> = None; // (tightest, loosest)
     let mut lower: Option<(f64, f64)> = None;
-    let (mut upper_bounds, mut lower_bounds) = (0, 0);
     for bound in bounds {
         let value = bound.loosened_at(reference_device_us, slope, slope_error, base_us);
         match bound.side {
             BoundSide::Upper => {
-                upper_bounds += 1;
                 upper = Some(upper.map_or((value, value), |(tight, loose)| (tight.min(value), loose.max(value))));
             }
             BoundSide::Lower => {
-                lower_bounds += 1;
                 lower = Some(lower.map_or((value, value), |(tight, loose)| (tight.max(value), loose.min(value))));
             }
         }
@@ -116,8 +112,66 @@ pub(crate) fn intersect(
         (None, Some((bottom, loosest))) => (bottom, bottom - loosest),
         (None, None) => return None,
     };
-    Some(Intersection { base_us, offset_us, half_width_us, upper_bounds, lower_bounds })
+    Some(Intersection { base_us, offset_us, half_width_us })
 }
+
+/// The slope closest to zero that every bound admits: the least drift the recent samples
+/// force. Used before a drift is fitted, so the first minutes of a boot are not corrected as if
+/// the clock were perfect when the window already shows it is not.
+///
+/// For a slope `s`, the lines through the reference that satisfy every bound form a band of
+/// width `w(s) = min(upper moved along s) - max(lower moved along s)`, a concave function of
+/// `s`. The true slope has `w >= 0` when the bounds are valid, so the feasible slopes are an
+/// interval containing it, and its point closest to zero is never further from the truth than
+/// zero itself. Without a feasible slope (a clock stepped, or bounds from one side only) this
+/// returns the least infeasible slope, or zero.
+pub(crate) fn least_feasible_slope(bounds: &[Bound], reference_device_us: u64, max_slope: f64) -> f64 {
+    let Some(base_us) = bounds.first().map(|bound| bound.offset_us) else {
+        return 0.0;
+    };
+    let width = |slope: f64| {
+        let (mut top, mut bottom) = (f64::INFINITY, f64::NEG_INFINITY);
+        for bound in bounds {
+            let value = bound.value_at(reference_device_us, slope, base_us);
+            match bound.side {
+                BoundSide::Upper => top = top.min(value),
+                BoundSide::Lower => bottom = bottom.max(value),
+            }
+        }
+        top - bottom
+    };
+    if !width(0.0).is_finite() || width(0.0) >= 0.0 || max_slope.is_nan() || max_slope <= 0.0 {
+        return 0.0;
+    }
+    // Ternary search for the widest band: a concave function only has a flat stretch at its top.
+    let (mut low, mut high) = (-max_slope, max_slope);
+    for _ in 0..SEARCH_STEPS {
+        let (left, right) = (low + (high - low) / 3.0, high - (high - low) / 3.0);
+        if width(left) < width(right) {
+            low = left;
+        } else {
+            high = right;
+        }
+    }
+    let widest = (low + high) / 2.0;
+    if width(widest) < 0.0 {
+        return widest;
+    }
+    // Bisect between zero (infeasible) and the widest slope (feasible) for the boundary.
+    let (mut infeasible, mut feasible) = (0.0, widest);
+    for _ in 0..SEARCH_STEPS {
+        let middle = (infeasible + feasible) / 2.0;
+        if width(middle) >= 0.0 {
+            feasible = middle;
+        } else {
+            infeasible = middle;
+        }
+    }
+    feasible
+}
+
+/// Halvings (or two-thirdings) of the slope interval: 2⁻⁶⁴ of ±500 ppm is far below 1 ppb.
+const SEARCH_STEPS: usize = 64;
 
 #[cfg(test)]
 mod tests {
@@ -137,9 +191,30 @@ mod tests {
         let min_filter = intersect(batches, 3300, 0.0, 0.0, 0).unwrap();
         assert_eq!(min_filter.base_us as f64 + min_filter.offset_us, -280.0);
         // The ack of m2: up leg -280 at T1 = 2300, down leg -325 at T4 = 2346.
-        let with_ack = intersect(batches.into_iter().chain([upper(2300, -280), lower(2346, -325)]), 3300, 0.0, 0.0, -300).unwrap();
+        let with_ack =
+            intersect(batches.into_iter().chain([upper(2300, -280), lower(2346, -325)]), 3300, 0.0, 0.0, -300).unwrap();
         assert_eq!(with_ack.base_us as f64 + with_ack.offset_us, -302.5);
         assert_eq!(with_ack.half_width_us, 22.5);
+    }
+
+    #[test]
+    fn least_feasible_slope_is_zero_when_zero_fits_and_the_nearest_fitting_slope_otherwise() {
+        // Exact bounds of a line falling 100 µs per 1000 device µs (a 100 000 ppm clock), 1 µs
+        // of delay each way.
+        let line = |device_us: u64| -(device_us as i64) / 10;
+        let bounds: Vec<Bound> = (0..5u64)
+            .flat_map(|step| {
+                let device_us = step * 10_000;
+                [upper(device_us, line(device_us) + 1), lower(device_us, line(device_us) - 1)]
+            })
+            .collect();
+        let slope = least_feasible_slope(&bounds, 40_000, 0.5);
+        // Feasible slopes are -0.1 ± 2/40 000; the one nearest zero is -0.09995.
+        assert!((slope + 0.09995).abs() < 1e-9, "{slope}");
+        // Bounds that a flat line satisfies give zero, and so does C1.
+        assert_eq!(least_feasible_slope(&[upper(0, 10), lower(100, 0)], 100, 0.5), 0.0);
+        assert_eq!(least_feasible_slope(&[upper(2300, -280), lower(2346, -325)], 3300, 0.5), 0.0);
+        assert_eq!(least_feasible_slope(&[], 0, 0.5), 0.0);
     }
 
     #[test]

@@ -24,11 +24,13 @@ pub(crate) const MAX_PLAUSIBLE_DRIFT_PPM: f64 = 100_000.0;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClockConfig {
-    /// Horizon of the one-way minimum filter and of the offset anchor (device time).
+    /// Horizon of the minimum filters the current offset is read from (device time).
     /// Short relative to drift, because the offset moves by ρ·window inside it (§3.3 item 1:
     /// 50 ppm over 10 min is 30 ms); once drift is fitted, samples are detrended first.
     pub min_filter_window_us: u64,
-    /// Size of the four-timestamp register; the least-delay sample wins (NTP clock filter).
+    /// Size of the four-timestamp register (NTP's clock filter). Its least delay is reported as
+    /// δ_min, and its exchanges keep the offset anchored when acks are rarer than the window.
+    /// Within the window, every exchange interval is intersected (least delay wins and more).
     pub exchange_samples: usize,
     /// Filtered points kept for the drift fit. Points are bucketed by device time and buckets
     /// are merged when full, so days of history fit in a fixed number of points.
@@ -40,6 +42,11 @@ pub struct ClockConfig {
     /// A corrected time later than arrival by more than this is quarantined; up to this it is
     /// clamped to arrival (Memfault's 5 min future window).
     pub future_tolerance_us: u64,
+    /// Data frames refit the model at most this often (device time); exchanges always do. A
+    /// refit costs tens of µs and a busy device sends thousands of frames a second, while
+    /// its offset moves by nanoseconds in between. Samples are never skipped, only the refit
+    /// is deferred to the next frame after the interval. 0 refits on every frame.
+    pub batch_refit_interval_us: u64,
     /// A corrected time earlier than arrival by more than this is quarantined (Memfault's
     /// 365 days past window).
     pub max_age_us: u64,
@@ -55,6 +62,7 @@ impl Default for ClockConfig {
             regression_min_span_us: 10 * MINUTE_US,
             max_drift_ppm: 500.0,
             future_tolerance_us: 5 * MINUTE_US,
+            batch_refit_interval_us: 250_000,
             max_age_us: 365 * 24 * 60 * MINUTE_US,
         }
     }

@@ -11,7 +11,8 @@ use super::Method;
 pub struct ClockStats {
     /// One-way samples (`t2`, `t3`) used.
     pub batches: u64,
-    /// One-way samples ignored because `t2` or `t3 - t2` did not fit in i64.
+    /// One-way samples ignored because `t2` or `t3 - t2` did not fit in i64, or because `t2`
+    /// jumped implausibly far ahead (see [`SampleRejected::DeviceTimeJump`](super::SampleRejected)).
     pub batches_ignored: u64,
     /// Four-timestamp samples used.
     pub exchanges: u64,

@@ -24,6 +24,11 @@ pub enum SampleRejected {
     /// A device time beyond i64::MAX or an offset that does not fit in i64: not a real clock.
     #[error("timestamp out of range")]
     OutOfRange,
+    /// T4 is further ahead of the newest device time than collector time has advanced since
+    /// (plus drift and `future_tolerance_us`): a corrupt stamp, which would otherwise become
+    /// the model's "now".
+    #[error("device time jumped further ahead than collector time")]
+    DeviceTimeJump,
 }
 
 impl SampleRejected {
@@ -34,6 +39,7 @@ impl SampleRejected {
             SampleRejected::CollectorClockBackwards => "collector_clock_backwards",
             SampleRejected::NegativeDelay => "negative_delay",
             SampleRejected::OutOfRange => "out_of_range",
+            SampleRejected::DeviceTimeJump => "device_time_jump",
         }
     }
 }
@@ -58,7 +64,12 @@ pub(crate) struct Exchange {
 }
 
 impl Exchange {
-    pub(crate) fn new(t1_device_us: u64, t2_unix_us: i64, t3_unix_us: i64, t4_device_us: u64) -> Result<Exchange, SampleRejected> {
+    pub(crate) fn new(
+        t1_device_us: u64,
+        t2_unix_us: i64,
+        t3_unix_us: i64,
+        t4_device_us: u64,
+    ) -> Result<Exchange, SampleRejected> {
         if t4_device_us < t1_device_us {
             return Err(SampleRejected::DeviceClockBackwards);
         }
@@ -74,7 +85,12 @@ impl Exchange {
         let in_range = |device_us: u64| i64::try_from(device_us).is_ok();
         match (i64::try_from(up), i64::try_from(down)) {
             (Ok(up_offset_us), Ok(down_offset_us)) if in_range(t1_device_us) && in_range(t4_device_us) => {
-                Ok(Exchange { sent_device_us: t1_device_us, up_offset_us, received_device_us: t4_device_us, down_offset_us })
+                Ok(Exchange {
+                    sent_device_us: t1_device_us,
+                    up_offset_us,
+                    received_device_us: t4_device_us,
+                    down_offset_us,
+                })
             }
             _ => Err(SampleRejected::OutOfRange),
         }
@@ -123,12 +139,12 @@ impl ExchangeRegister {
         self.samples.push_back(exchange);
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.samples.len()
-    }
-
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Exchange> {
         self.samples.iter()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.samples.len()
     }
 
     /// The least-delay sample: the one the NTP clock filter would pick, since offset error

@@ -1,12 +1,12 @@
-//! The one-way minimum filter (`time-and-windows.md` §3.3 item 1) over a sliding window of
-//! device time.
+//! The minimum filter (`time-and-windows.md` §3.3 item 1) over a sliding window of device time.
 //!
 //! `t3 - t2` is the offset plus that batch's one-way delay, so the smallest value in a window
-//! has the least queueing, retransmission and radio-wake time in it. The window is cut into
-//! a fixed number of slots that each keep their own minimum: the window slides in slot steps
-//! (1/64 of it) and memory stays bounded however fast a device sends. Minima are compared after
-//! removing the fitted drift, which the design note suggests so that a drifting clock does not
-//! always favour the end of the window where the offset happens to be lowest.
+//! has the least queueing, retransmission and radio-wake time in it. The same filter keeps the
+//! tightest exchange legs: the smallest up leg and the largest down leg. The window is cut into
+//! a fixed number of slots that each keep their own tightest bound: the window slides in slot
+//! steps (1/64 of it) and memory stays bounded however fast a device sends. Bounds are compared
+//! after removing the fitted drift, which the design note suggests so that a drifting clock does
+//! not always favour the end of the window where the offset happens to be lowest.
 
 use std::collections::VecDeque;
 
@@ -33,9 +33,9 @@ pub(crate) struct MinFilter {
 }
 
 impl MinFilter {
-    /// Adds one `t3 - t2` sample and drops slots that fell out of the window ending at
-    /// `newest_device_us`. `slope` is the fitted drift used to compare samples.
-    pub(crate) fn insert(&mut self, window_us: u64, newest_device_us: u64, sample: Bound, slope: f64) {
+    /// Adds one bound (all of one side); `slope` is the fitted drift used to compare bounds.
+    /// Call [`evict`](Self::evict) after it.
+    pub(crate) fn insert(&mut self, window_us: u64, sample: Bound, slope: f64) {
         let slot_width_us = (window_us / SLOTS_PER_WINDOW).max(1);
         let index = sample.device_us / slot_width_us;
         let position = self.slots.partition_point(|slot| slot.index < index);
@@ -48,10 +48,9 @@ impl MinFilter {
             }
             _ => self.slots.insert(position, Slot { index, tightest: sample, samples: 1 }),
         }
-        self.evict(window_us, newest_device_us);
     }
 
-    /// Drops slots older than the window. The hard cap also covers a window changed between
+    /// Drops slots older than the window ending at `newest_device_us`. The hard cap also covers a window changed between
     /// calls or samples that arrive in an order the slot arithmetic did not foresee.
     pub(crate) fn evict(&mut self, window_us: u64, newest_device_us: u64) {
         let oldest_kept_us = newest_device_us.saturating_sub(window_us);
@@ -63,7 +62,7 @@ impl MinFilter {
         }
     }
 
-    /// The tightest bound of each slot.
+    /// The tightest bound of each slot in the window.
     pub(crate) fn bounds(&self) -> impl Iterator<Item = Bound> + '_ {
         self.slots.iter().map(|slot| slot.tightest)
     }
@@ -88,7 +87,8 @@ mod tests {
         let mut filter = MinFilter::default();
         let window_us = 6400;
         for (device_us, offset_us) in [(0, 50), (50, 40), (99, 60), (100, 70), (6460, 80)] {
-            filter.insert(window_us, device_us, MinFilter::bound(device_us, offset_us), 0.0);
+            filter.insert(window_us, MinFilter::bound(device_us, offset_us), 0.0);
+            filter.evict(window_us, device_us);
         }
         let kept: Vec<_> = filter.bounds().map(|bound| (bound.device_us, bound.offset_us)).collect();
         // Slot 0 (0..100, minimum at 50) left the window ending at 6460; slot 1 holds 100.
@@ -100,7 +100,8 @@ mod tests {
     fn memory_is_bounded() {
         let mut filter = MinFilter::default();
         for device_us in 0..10_000 {
-            filter.insert(1_000_000, device_us * 1_000, MinFilter::bound(device_us * 1_000, 0), 0.0);
+            filter.insert(1_000_000, MinFilter::bound(device_us * 1_000, 0), 0.0);
+            filter.evict(1_000_000, device_us * 1_000);
         }
         assert!(filter.slots.len() <= 2 * SLOTS_PER_WINDOW as usize);
     }

@@ -11,8 +11,8 @@
 //! 1. **Minimum filter** (`min_filter.rs`): the smallest `t3 - t2` in a sliding window, so the
 //!    delay term falls to the least delay, `d_min`.
 //! 2. **Four timestamps from acks** (`exchange.rs`): each ack exchange bounds the offset from
-//!    below as well as above, as in NTP. The one-way samples and the exchanges are intersected
-//!    (`bound.rs`), leaving only the path asymmetry, within ±δ/2.
+//!    below as well as above, as in NTP. Intersecting every exchange interval in the window
+//!    (`bound.rs`) generalises NTP's least-delay choice and leaves only the path asymmetry.
 //! 3. **Drift by weighted least squares** (`regression.rs`) over a bucketed history
 //!    (`history.rs`), favouring low-delay samples as chrony does, pinned to the current offset
 //!    so that events buffered through an outage are back-projected along the fitted rate.
@@ -21,6 +21,13 @@
 //!
 //! The model keys on the monotonic clock, so a wall-clock step on the device (NTP, RTC reset)
 //! does not affect it; a reboot restarts the clock and the collector starts a new model.
+//!
+//! Measured on the simulator (`benches/clock_accuracy.rs`): after a day offline at 50 ppm with
+//! 50 ± 30 ms one-way delays, backlog events land within about 3 ms (p99) where the
+//! three-timestamp method is over 4 s off. What no estimate here removes: the path asymmetry
+//! (d_up,min - d_down,min)/2, which no two-way method can see; drift that is not linear
+//! (temperature), which an outage is crossed along a chord of; and, in the first
+//! `regression_min_span_us` of a boot, the drift itself (up to ρ·window/2 late or early).
 //!
 //! Everything is a pure function of its inputs, and [`ClockFix`] is integer-only, so replaying
 //! the log reproduces every corrected time bit for bit. Every buffer is bounded by

@@ -106,6 +106,28 @@ pub(crate) fn reweight_by_envelope(reference_device_us: u64, line: &Line, points
     }
 }
 
+/// A robust first line for the envelope weights: through the lowest point of the older half
+/// of `points` and the lowest of the newer half (or through the pin with that slope). A least
+/// squares start would let one retransmitted batch, seconds late, tilt the line so far that the
+/// envelope weights then lock onto the wrong points; minima ignore such samples by construction.
+pub(crate) fn envelope_start(reference_device_us: u64, pin_us: Option<f64>, points: &[Point]) -> Option<Line> {
+    let mut by_time: Vec<&Point> = points.iter().collect();
+    by_time.sort_by_key(|point| point.device_us);
+    let (older, newer) = by_time.split_at(by_time.len() / 2);
+    let (first, second) = (lowest(older)?, lowest(newer)?);
+    let run = (i128::from(second.device_us) - i128::from(first.device_us)) as f64;
+    if run <= 0.0 {
+        return None;
+    }
+    let slope = (second.offset_us - first.offset_us) / run;
+    let at_reference_us = pin_us.unwrap_or_else(|| first.offset_us - slope * lever(reference_device_us, first));
+    Some(Line { at_reference_us, slope, standard_error: f64::INFINITY })
+}
+
+fn lowest<'a>(points: &[&'a Point]) -> Option<&'a Point> {
+    points.iter().copied().min_by(|a, b| a.offset_us.total_cmp(&b.offset_us))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,7 +135,9 @@ mod tests {
     const HOUR_US: u64 = 3_600_000_000;
 
     fn drifting(hours: u64, slope: f64) -> Vec<Point> {
-        (0..hours).map(|hour| Point { device_us: hour * HOUR_US, offset_us: slope * (hour * HOUR_US) as f64, weight: 1.0 }).collect()
+        (0..hours)
+            .map(|hour| Point { device_us: hour * HOUR_US, offset_us: slope * (hour * HOUR_US) as f64, weight: 1.0 })
+            .collect()
     }
 
     #[test]
@@ -144,11 +168,26 @@ mod tests {
     }
 
     #[test]
+    fn envelope_start_ignores_a_late_outlier() {
+        // Offset falls 100 µs per second; delays 20 ms, one batch 10 s late.
+        let points: Vec<Point> = (0..60u64)
+            .map(|index| {
+                let device_us = index * 10_000_000;
+                let late_us = if index == 59 { 10_000_000.0 } else { 20_000.0 + (index % 7) as f64 * 5_000.0 };
+                Point { device_us, offset_us: -1e-4 * device_us as f64 + late_us, weight: 1.0 }
+            })
+            .collect();
+        let start = envelope_start(600_000_000, None, &points).unwrap();
+        assert!((start.slope + 1e-4).abs() < 1e-6, "{start:?}");
+        let pinned = envelope_start(600_000_000, Some(5.0), &points).unwrap();
+        assert_eq!(pinned.at_reference_us, 5.0);
+        assert_eq!(envelope_start(0, None, &points[..1]), None);
+    }
+
+    #[test]
     fn envelope_weights_favour_the_lowest_points() {
-        let mut points = [
-            Point { device_us: 0, offset_us: 10.0, weight: 1.0 },
-            Point { device_us: 1, offset_us: 0.0, weight: 1.0 },
-        ];
+        let mut points =
+            [Point { device_us: 0, offset_us: 10.0, weight: 1.0 }, Point { device_us: 1, offset_us: 0.0, weight: 1.0 }];
         let flat = Line { at_reference_us: 0.0, slope: 0.0, standard_error: 0.0 };
         reweight_by_envelope(2, &flat, &mut points, 1.0);
         assert!(points[1].weight > 100.0 * points[0].weight);

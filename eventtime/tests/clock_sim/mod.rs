@@ -148,7 +148,13 @@ impl Scenario {
     /// reconnection: one minute of live batches, then the backlog, oldest first. Only the
     /// backlog is measured.
     pub(crate) fn outage(name: &'static str, seed: u64, offline_us: i64, drift_ppm: f64) -> Scenario {
-        Scenario { offline_us, drift_ppm, fresh_us: MINUTE_US, measure: Measure::Backlog, ..Scenario::online(name, seed) }
+        Scenario {
+            offline_us,
+            drift_ppm,
+            fresh_us: MINUTE_US,
+            measure: Measure::Backlog,
+            ..Scenario::online(name, seed)
+        }
     }
 }
 
