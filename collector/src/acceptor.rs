@@ -379,7 +379,7 @@ impl Acceptor {
             .map(|(key, state)| (*key, self.endpoint.key_id(key).unwrap_or_default(), state.clone()))
             .collect();
         let offsets = self.builder.offsets();
-        let changes = self.clocks.take_dirty();
+        let changes = self.clocks.take_dirty(self.now().as_micros() as i64, shutting_down);
         let commit = Commit {
             block: self.builder.finish(now_unix_ms()),
             offsets,

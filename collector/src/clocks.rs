@@ -3,8 +3,11 @@
 //! four-timestamp exchanges devices report in heartbeats. Each events record stores the fix
 //! in force when it was written, so readers and replays never need the models themselves.
 //!
-//! Models are persisted with the commit that follows a change (so a restart keeps hours of
-//! drift history) and bounded by `clock.max_models`: the least recently used is evicted.
+//! Changed models are persisted with a commit at most every [`PERSIST_INTERVAL_US`] each (a
+//! model is kilobytes and a busy device changes it with every frame; a crash forgets at most
+//! that much of its samples, which only makes the next fixes slightly looser), so a restart
+//! keeps hours of drift history. Bounded by `clock.max_models`: the least recently used is
+//! evicted.
 
 use crate::log::{ClockKey, StoredClockModel};
 use driftlog_eventtime::clock::{ClockConfig, ClockFix, ClockModel, Estimate};
@@ -12,11 +15,17 @@ use driftlog_protocol::{DeviceId, Epoch};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
+/// How often one model is written to the log at most (collector time).
+pub const PERSIST_INTERVAL_US: i64 = 10_000_000;
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Entry {
     model: ClockModel,
     /// Collector time of the last sample, for eviction.
     last_used_unix_us: i64,
+    /// Collector time of the last write to the log.
+    #[serde(default)]
+    persisted_unix_us: i64,
 }
 
 /// Clock models to write and to delete with a commit.
@@ -74,10 +83,11 @@ impl Clocks {
         }
         self.dirty.insert(key);
         let config = &self.config;
-        let entry = self
-            .models
-            .entry(key)
-            .or_insert_with(|| Entry { model: ClockModel::new(config), last_used_unix_us: now_unix_us });
+        let entry = self.models.entry(key).or_insert_with(|| Entry {
+            model: ClockModel::new(config),
+            last_used_unix_us: now_unix_us,
+            persisted_unix_us: 0,
+        });
         entry.last_used_unix_us = entry.last_used_unix_us.max(now_unix_us);
         entry
     }
@@ -118,19 +128,33 @@ impl Clocks {
         self.models.get(&(device, epoch)).map(|e| e.model.fix())
     }
 
-    /// Changed models to persist with the next commit, and those to delete.
-    pub fn take_dirty(&mut self) -> ClockChanges {
-        let dirty = std::mem::take(&mut self.dirty);
-        let changed = dirty
-            .into_iter()
-            .filter_map(|key| Some((key, postcard::to_allocvec(self.models.get(&key)?).ok()?)))
-            .collect();
+    /// Changed models due for a write (see [`PERSIST_INTERVAL_US`]), and those to delete.
+    /// `shutting_down` takes every changed model.
+    pub fn take_dirty(&mut self, now_unix_us: i64, shutting_down: bool) -> ClockChanges {
+        let mut changed = Vec::new();
+        let models = &mut self.models;
+        self.dirty.retain(|key| {
+            let Some(entry) = models.get_mut(key) else { return false };
+            if !shutting_down && now_unix_us.saturating_sub(entry.persisted_unix_us) < PERSIST_INTERVAL_US {
+                return true; // Stays dirty for a later commit.
+            }
+            entry.persisted_unix_us = now_unix_us;
+            if let Ok(bytes) = postcard::to_allocvec(&*entry) {
+                changed.push((*key, bytes));
+            }
+            false
+        });
         ClockChanges { changed, removed: std::mem::take(&mut self.removed) }
     }
 
     /// Puts back what a failed commit did not persist.
     pub fn restore_dirty(&mut self, changes: ClockChanges) {
-        self.dirty.extend(changes.changed.iter().map(|(key, _)| *key).filter(|key| self.models.contains_key(key)));
+        for (key, _) in &changes.changed {
+            if let Some(entry) = self.models.get_mut(key) {
+                entry.persisted_unix_us = 0;
+                self.dirty.insert(*key);
+            }
+        }
         self.removed.extend(changes.removed);
     }
 
@@ -142,5 +166,39 @@ impl Clocks {
             out.insert(*device, entry.model.estimate());
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn models_are_written_at_most_every_interval_and_all_at_shutdown() {
+        let mut clocks = Clocks::new(ClockConfig::default(), 2);
+        let t0 = 1_795_000_000_000_000;
+        clocks.handle_frame(7, 1, 1_000_000, t0);
+        assert_eq!(clocks.take_dirty(t0, false).changed.len(), 1);
+        clocks.handle_frame(7, 1, 2_000_000, t0 + 1_000_000);
+        assert!(clocks.take_dirty(t0 + 1_000_000, false).changed.is_empty(), "written 1 s ago");
+        assert_eq!(clocks.take_dirty(t0 + 2_000_000, true).changed.len(), 1, "shutdown takes everything");
+        clocks.handle_frame(7, 1, 3_000_000, t0 + 3_000_000);
+        let due = clocks.take_dirty(t0 + 2_000_000 + PERSIST_INTERVAL_US, false);
+        assert_eq!(due.changed.len(), 1);
+        // A failed commit puts the models back, due at once.
+        clocks.restore_dirty(due);
+        assert_eq!(clocks.take_dirty(t0 + 2_000_001 + PERSIST_INTERVAL_US, false).changed.len(), 1);
+        // The bound evicts the least recently used model and deletes it from the log.
+        clocks.handle_frame(8, 1, 1_000_000, t0 + 4_000_000);
+        clocks.handle_frame(9, 1, 1_000_000, t0 + 5_000_000);
+        assert!(clocks.fix(7, 1).is_none());
+        assert_eq!(clocks.models_evicted, 1);
+        let changes = clocks.take_dirty(t0 + 5_000_000, false);
+        assert_eq!(changes.removed, vec![(7, 1)]);
+        // Stored models come back.
+        let stored = changes.changed;
+        let mut restored = Clocks::new(ClockConfig::default(), 2);
+        assert_eq!(restored.restore(stored), 2);
+        assert_eq!(restored.fix(9, 1), clocks.fix(9, 1));
     }
 }

@@ -158,7 +158,8 @@ impl Processor {
             ..Commit::default()
         };
         // On failure nothing changes: the same outputs and state are committed next time.
-        self.log.commit(&commit, now_unix_ms())?;
+        let committed = self.log.commit(&commit, now_unix_ms())?;
+        self.metrics.log_next_offset.fetch_max(committed.next_offset, Ordering::Relaxed);
         self.metrics.windows_outputs_committed.fetch_add(self.pending.len() as u64, Ordering::Relaxed);
         self.pending.clear();
         self.checkpointed_offset = self.next_offset;
