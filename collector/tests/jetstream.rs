@@ -349,3 +349,49 @@ fn two_collectors_splitting_the_fleet_write_one_stream_without_duplicates() {
     assert!(duplicate.duplicate, "the stream did not recognise the copy: {duplicate:?}");
     assert_eq!(stream_messages(&nats.url()).len(), messages.len());
 }
+
+#[test]
+fn window_results_are_forwarded_and_ticks_do_not_stall_the_forwarder() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(free_tcp_port(), dir.path());
+    let devices = 2;
+    let per_device = 500;
+    write_fleet_keys(&dir.path().join("keys.toml"), devices);
+    // Windows on (the forwarder_toml of the other tests turns them off), closing quickly.
+    let forward = forwarder_toml(&nats.url()).replace("windows = []\n", "");
+    let extra = format!(
+        "[watermark]\nidle_timeout_ms = 300\ntick_interval_ms = 50\ncheckpoint_interval_ms = 50\n[[windows]]\nname = \"w\"\ntype = \"tumbling\"\nsize_ms = 500\n{forward}"
+    );
+    let collector = CollectorProcess::start(dir.path(), &extra);
+    let report =
+        simulate(collector.udp, &dir.path().join("agents"), devices, per_device, 1_000.0, Duration::from_secs(60));
+    assert_eq!(report.backlog_remaining, 0);
+    let done = wait_until(Duration::from_secs(30), || {
+        let m = collector.metrics();
+        m.get("driftlog_windows_open") == Some(&0.0)
+            && m.get("driftlog_windows_lag_offsets") == Some(&0.0)
+            && m.get("driftlog_forwarder_lag_offsets") == Some(&0.0)
+    });
+    assert!(
+        done,
+        "{:?}",
+        collector
+            .metrics()
+            .into_iter()
+            .filter(|(k, _)| k.contains("forwarder") || k.contains("window"))
+            .collect::<Vec<_>>()
+    );
+    let lines = collector.log_json();
+    assert!(lines.iter().any(|l| l["kind"] == "tick"), "the processor wrote ticks");
+    let messages = stream_messages(&nats.url());
+    let windows: Vec<_> = lines.iter().filter(|l| l["kind"] == "window").collect();
+    let forwarded: Vec<_> = messages.iter().filter(|m| m.subject == format!("{PREFIX}.windows.w")).collect();
+    assert!(!windows.is_empty());
+    assert_eq!(forwarded.len(), windows.len(), "every window result is in the stream once");
+    for (message, line) in forwarded.iter().zip(&windows) {
+        assert_eq!(&message.payload, *line);
+    }
+    let events = messages.iter().filter(|m| m.subject.starts_with(&format!("{PREFIX}.events."))).count();
+    assert_eq!(events as u64, devices as u64 * per_device);
+    assert!(messages.iter().all(|m| !m.subject.contains("tick")), "ticks stay internal");
+}

@@ -146,17 +146,23 @@ async fn forward(
         if pending.is_empty() && metrics.log_next_offset.load(Ordering::Relaxed) > next_read {
             let (log2, from) = (log.clone(), next_read);
             let blocks = tokio::task::spawn_blocking(move || log2.read_blocks(from, BLOCKS_PER_READ)).await??;
+            // Records that become no message (the window processor's ticks) still count as
+            // read, or the forwarder would stop at them.
+            let mut read_to = next_read;
             for block in &blocks {
                 let (_, records) = block.decode()?;
                 for (offset, record) in &records {
+                    let end = offset + record.width();
+                    if end <= next_read {
+                        continue;
+                    }
                     let mut out = Vec::new();
                     messages(&config.subject_prefix, *offset, record, &mut out);
                     pending.extend(out.into_iter().filter(|m| m.offset >= next_read));
+                    read_to = read_to.max(end);
                 }
             }
-            if let Some(last) = pending.back() {
-                next_read = last.offset + 1;
-            }
+            next_read = read_to;
         }
         // Publish up to the in-flight bound.
         while in_flight.len() < config.max_in_flight {
@@ -172,6 +178,11 @@ async fn forward(
             in_flight.push_back(async move { (offset, std::future::IntoFuture::into_future(ack).await) });
         }
         if in_flight.is_empty() {
+            // Nothing pending or in flight: everything read is acknowledged or had no message.
+            if next_read > acked {
+                acked = next_read;
+                metrics.forwarder_offset.store(acked, Ordering::Relaxed);
+            }
             if acked > stored {
                 store(log, &reader, acked).await?;
                 stored = acked;
