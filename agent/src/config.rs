@@ -70,8 +70,9 @@ pub struct OutboxSection {
     pub drop_policy: DropPolicyName,
     /// Group commit: events that arrive within this interval share one fsync. It is also
     /// the most an accepted event waits to become durable, and the loss window on power cut
-    /// for events not yet reported accepted. Each commit costs about 40 KB of disk writes
-    /// whatever its size (measured), so longer intervals save flash wear.
+    /// for events not yet reported accepted. Each commit writes at least one 4 KiB page
+    /// (an fdatasync cannot write less), so at low event rates longer intervals save flash
+    /// wear: at 1 000 events/s the default writes 1.5x the encoded events (measured).
     pub flush_interval_ms: u64,
     /// A group commit happens at once when this many events are waiting.
     pub flush_max_events: usize,
@@ -151,7 +152,7 @@ impl Default for OutboxSection {
         OutboxSection {
             max_bytes: 256 * 1024 * 1024,
             drop_policy: DropPolicyName::DropOldest,
-            flush_interval_ms: 20,
+            flush_interval_ms: 100,
             flush_max_events: 1_024,
         }
     }
@@ -275,7 +276,7 @@ impl AgentConfig {
     }
 
     pub fn outbox_path(&self) -> PathBuf {
-        self.data_dir.join("outbox.redb")
+        self.data_dir.join("outbox")
     }
 }
 

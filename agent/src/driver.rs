@@ -297,7 +297,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
     }
 
     /// The current figures, as `status` shows them.
-    pub fn status(&self) -> crate::status::Status {
+    pub fn status(&mut self) -> crate::status::Status {
         let outbox = self.outbox.stats();
         let oldest = self.outbox.oldest_event().ok().flatten().and_then(|(epoch, mono, wall)| {
             if epoch == self.outbox.epoch() {
@@ -344,9 +344,13 @@ impl<T: Transport, C: Clock> Driver<T, C> {
         }
     }
 
-    fn publish_status(&self) {
-        if let Some(path) = &self.config.status_path
-            && let Err(error) = self.status().write(path)
+    fn publish_status(&mut self) {
+        // Release records otherwise wait for the next commit; a quiet agent writes them here.
+        if let Err(error) = self.outbox.write_pending_releases(false) {
+            tracing::debug!(%error, "cannot write release records");
+        }
+        if let Some(path) = self.config.status_path.clone()
+            && let Err(error) = self.status().write(&path)
         {
             tracing::debug!(%error, "cannot write status");
         }

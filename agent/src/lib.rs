@@ -6,7 +6,7 @@
 //!
 //! - [`config`]: `agent.toml`, every field with its default and unit.
 //! - [`clock`]: `CLOCK_BOOTTIME` and the wall clock with its quality.
-//! - [`outbox`]: the bounded buffer on redb, the protocol's `Backlog`.
+//! - [`outbox`]: the bounded buffer (append-only segment files), the protocol's `Backlog`.
 //! - [`driver`]: the loop that commits, sends, and handles ACKs and NAKs.
 //! - [`transport`]: UDP unicast and multicast.
 //! - [`ingest`]: the line format and the Unix socket that applications write to.

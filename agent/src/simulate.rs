@@ -121,7 +121,7 @@ pub fn run_fleet(options: &SimulateOptions, keys: &[FleetKey]) -> anyhow::Result
         let dir = options.data_dir.join(format!("device-{}", key.device_id));
         std::fs::create_dir_all(&dir)?;
         let outbox =
-            Outbox::open(&dir.join("outbox.redb"), OutboxConfig { max_bytes: 1 << 30, policy: DropPolicy::DropOldest })
+            Outbox::open(&dir.join("outbox"), OutboxConfig { max_bytes: 1 << 30, policy: DropPolicy::DropOldest })
                 .with_context(|| format!("outbox of simulated device {}", key.device_id))?;
         let collector =
             CollectorConfig { address: options.collector, transport: TransportKind::Udp, ..CollectorConfig::default() };

@@ -1,4 +1,4 @@
-//! The redb outbox as the protocol's backlog: delivery through the real collector endpoint,
+//! The segment-file outbox as the protocol's backlog: delivery through the real collector endpoint,
 //! reopen across "reboots", the three drop policies, the byte bound, and a crash test with a
 //! child process killed by SIGKILL.
 
@@ -75,7 +75,7 @@ fn drain(outbox: &mut Outbox) -> Drained {
 #[test]
 fn appended_events_are_delivered_once_and_released_by_acks() {
     let dir = tempfile::tempdir().unwrap();
-    let mut outbox = Outbox::open(&dir.path().join("outbox.redb"), config(1 << 30, DropPolicy::DropOldest)).unwrap();
+    let mut outbox = Outbox::open(&dir.path().join("outbox"), config(1 << 30, DropPolicy::DropOldest)).unwrap();
     assert_eq!(outbox.epoch() & 0xFFFF_FFFF, 1, "a fresh outbox starts at boot 1 of a random high half");
     for batch in 0..20u64 {
         let events: Vec<Event<'_>> = (0..50).map(|i| gauge(batch * 1_000 + i, (batch * 50 + i) as f64)).collect();
@@ -87,13 +87,120 @@ fn appended_events_are_delivered_once_and_released_by_acks() {
     let values: Vec<f64> = delivered.iter().map(|d| d.2).collect();
     assert_eq!(values, (0..1_000).map(|v| v as f64).collect::<Vec<_>>());
     assert!(tombstoned.is_empty());
+    assert_eq!(outbox.held_events(), 0);
+    // The segment being written stays until it is full; a reopen finds nothing held in it.
+    drop(outbox);
+    let outbox = Outbox::open(&dir.path().join("outbox"), config(1 << 30, DropPolicy::DropOldest)).unwrap();
     assert_eq!((outbox.held_events(), outbox.held_bytes()), (0, 0));
+    assert_eq!(segment_files(&dir.path().join("outbox")).len(), 0);
+}
+
+fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn acknowledged_events_are_not_resent_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox");
+    let mut outbox = Outbox::open(&path, config(1 << 30, DropPolicy::DropOldest)).unwrap();
+    let events: Vec<Event<'_>> = (0..300).map(|i| gauge(i, i as f64)).collect();
+    outbox.append(0, &events).unwrap();
+    let epoch = outbox.epoch();
+    // The collector acknowledges the first 100 and, selectively, 200..250.
+    let mut backlog = outbox.backlog(0);
+    backlog.release(epoch, driftlog_protocol::SeqRange::new(0, 100)).unwrap();
+    backlog.release(epoch, driftlog_protocol::SeqRange::new(200, 250)).unwrap();
+    assert_eq!(outbox.held_events(), 150);
+    drop(outbox);
+    let mut outbox = Outbox::open(&path, config(1 << 30, DropPolicy::DropOldest)).unwrap();
+    assert_eq!(outbox.held_events(), 150, "the release records survived the reopen");
+    let (delivered, _) = drain(&mut outbox);
+    let seqs: Vec<u64> = delivered.iter().map(|d| d.1).collect();
+    assert_eq!(seqs, (100..200).chain(250..300).collect::<Vec<_>>());
+    assert!(delivered.iter().all(|(e, seq, value)| *e == epoch && *value == *seq as f64));
+}
+
+#[test]
+fn events_of_several_streams_and_going_back_in_time_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outbox = Outbox::open(&dir.path().join("outbox"), config(1 << 30, DropPolicy::DropOldest)).unwrap();
+    // Device time going backwards inside one commit starts a new block; 150 events span
+    // several 64-event blocks.
+    let mut monos: Vec<u64> = (0..150).map(|i| 1_000 + i * 10).collect();
+    monos[70] = 5;
+    monos[71] = 4;
+    for round in 0..3u64 {
+        let events: Vec<Event<'_>> =
+            monos.iter().enumerate().map(|(i, &mono)| gauge(mono, (round * 1_000 + i as u64) as f64)).collect();
+        outbox.append(0, &events).unwrap();
+        outbox.append(7, &events[..10]).unwrap();
+    }
+    assert_eq!(outbox.streams().unwrap(), vec![0, 7]);
+    assert_eq!(outbox.held_events(), 3 * 160);
+    let (delivered, _) = drain(&mut outbox);
+    let values: Vec<f64> = delivered.iter().map(|d| d.2).collect();
+    let expected: Vec<f64> = (0..3u64).flat_map(|r| (0..150).map(move |i| (r * 1_000 + i) as f64)).collect();
+    assert_eq!(values, expected);
+    assert_eq!(outbox.held_events(), 30, "stream 7 is untouched");
+}
+
+#[test]
+fn a_torn_tail_is_cut_at_the_last_commit_and_a_damaged_block_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox");
+    {
+        let mut outbox = Outbox::open(&path, config(1 << 30, DropPolicy::DropOldest)).unwrap();
+        for batch in 0..3u64 {
+            let events: Vec<Event<'_>> = (0..10).map(|i| gauge(batch * 10 + i, (batch * 10 + i) as f64)).collect();
+            outbox.append(0, &events).unwrap();
+        }
+    }
+    let segment = segment_files(&path).pop().unwrap();
+    let committed_len = std::fs::metadata(&segment).unwrap().len();
+    // A crash in the middle of a fourth commit: half a block, then zeros from a file that grew.
+    let bytes = std::fs::read(&segment).unwrap();
+    let mut torn = bytes.clone();
+    torn.extend_from_slice(&bytes[..bytes.len() / 3 / 2]);
+    torn.extend_from_slice(&[0u8; 4096]);
+    std::fs::write(&segment, &torn).unwrap();
+    {
+        let mut outbox = Outbox::open(&path, config(1 << 30, DropPolicy::DropOldest)).unwrap();
+        assert_eq!(outbox.held_events(), 30);
+        assert_eq!(std::fs::metadata(&segment).unwrap().len(), committed_len, "the tail was cut");
+        let (delivered, _) = drain(&mut outbox);
+        assert_eq!(delivered.iter().map(|d| d.2).collect::<Vec<_>>(), (0..30).map(|v| v as f64).collect::<Vec<_>>());
+    }
+    // A flipped bit inside a sealed segment's event payload: reading it is an error, not a
+    // wrong event.
+    let path = dir.path().join("outbox2");
+    let mut outbox = Outbox::open(&path, config(1 << 30, DropPolicy::DropOldest)).unwrap();
+    outbox.append(0, &(0..10).map(|i| gauge(i, i as f64)).collect::<Vec<_>>()).unwrap();
+    let segment = segment_files(&path).pop().unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    std::fs::write(&segment, &bytes).unwrap();
+    let epoch = outbox.epoch();
+    let mut sealer = Sealer::new(1, MacKey::new(&[5; 32]), epoch);
+    let header = sealer.header(driftlog_protocol::wire::FrameKind::Data, Instant::ZERO);
+    let mut buf = [0u8; 1_500];
+    let mut writer = driftlog_protocol::wire::DataWriter::new(&mut buf, &header, 0, epoch, 0, 64).unwrap();
+    let result = outbox.backlog(0).fill(driftlog_protocol::Position::new(epoch, 0), 10, &mut writer);
+    assert!(matches!(result, Err(driftlog_agent::outbox::OutboxError::Corrupt { .. })), "{result:?}");
+    assert_eq!(writer.count(), 0, "nothing from a damaged block is sent");
 }
 
 #[test]
 fn a_reopen_starts_a_new_epoch_and_keeps_unacknowledged_events() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("outbox.redb");
+    let path = dir.path().join("outbox");
     let first_epoch = {
         let mut outbox = Outbox::open(&path, config(1 << 30, DropPolicy::DropOldest)).unwrap();
         outbox.append(0, &[gauge(1, 1.0), gauge(2, 2.0)]).unwrap();
@@ -113,7 +220,7 @@ fn a_reopen_starts_a_new_epoch_and_keeps_unacknowledged_events() {
 fn fill_past_the_bound(policy: DropPolicy) -> (Outbox, tempfile::TempDir, u64) {
     let dir = tempfile::tempdir().unwrap();
     let max_bytes = 4_000;
-    let mut outbox = Outbox::open(&dir.path().join("outbox.redb"), config(max_bytes, policy)).unwrap();
+    let mut outbox = Outbox::open(&dir.path().join("outbox"), config(max_bytes, policy)).unwrap();
     for i in 0..300u64 {
         outbox.append(0, &[gauge(i, i as f64)]).unwrap();
         assert!(outbox.held_bytes() <= max_bytes, "held {} > bound {max_bytes}", outbox.held_bytes());
@@ -158,7 +265,7 @@ fn block_refuses_without_assigning_sequence_numbers() {
 #[test]
 fn an_oversized_event_is_refused_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
-    let mut outbox = Outbox::open(&dir.path().join("outbox.redb"), config(1 << 30, DropPolicy::DropOldest)).unwrap();
+    let mut outbox = Outbox::open(&dir.path().join("outbox"), config(1 << 30, DropPolicy::DropOldest)).unwrap();
     let name = "x".repeat(20_000);
     let huge = Event {
         mono: Instant::ZERO,
@@ -188,7 +295,7 @@ fn crash_child() {
 #[test]
 fn every_committed_append_survives_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("outbox.redb");
+    let path = dir.path().join("outbox");
     let mut committed: BTreeMap<u64, u64> = BTreeMap::new();
     for round in 0..4 {
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
@@ -213,10 +320,22 @@ fn every_committed_append_survives_sigkill() {
         child.kill().unwrap();
         child.wait().unwrap();
     }
-    let outbox = Outbox::open(&path, config(1 << 30, DropPolicy::DropOldest)).unwrap();
+    let mut outbox = Outbox::open(&path, config(1 << 30, DropPolicy::DropOldest)).unwrap();
     let expected: u64 = committed.values().sum();
     assert!(outbox.held_events() >= expected, "held {} < committed {expected}", outbox.held_events());
     // At most one uncommitted batch per round may also be there (atomic per commit).
     assert!(outbox.held_events() <= expected + 4 * 100);
     assert_eq!(outbox.held_events() % 100, 0, "a batch is all or nothing");
+    // Every committed event comes out once, intact, in order.
+    let (delivered, tombstoned) = drain(&mut outbox);
+    assert!(tombstoned.is_empty());
+    let mut by_epoch: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for (epoch, seq, value) in delivered {
+        assert_eq!(value, seq as f64, "event {seq} of epoch {epoch} changed");
+        by_epoch.entry(epoch).or_default().push(seq);
+    }
+    for (epoch, end) in committed {
+        let seqs = by_epoch.remove(&epoch).unwrap_or_default();
+        assert!(seqs.len() as u64 >= end && seqs.iter().copied().eq(0..seqs.len() as u64), "epoch {epoch}");
+    }
 }

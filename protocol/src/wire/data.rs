@@ -484,6 +484,19 @@ impl<'b> EventChainWriter<'b> {
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
+
+    /// The chain written so far.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// Empties the writer, to start a new chain in the same buffer.
+    pub fn reset(&mut self) {
+        self.len = 0;
+        self.count = 0;
+        self.chain = Chain::default();
+        self.last_tags = None;
+    }
 }
 
 /// Reads a chain written by [`EventChainWriter`] (or the events of a frame,

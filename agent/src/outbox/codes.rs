@@ -1,13 +1,6 @@
-//! Table definitions and the on-disk codes of drop reasons (stable: they are persisted).
+//! On-disk codes of drop reasons (stable: they are persisted in the tombstone file).
 
 use driftlog_protocol::wire::DropReason;
-use driftlog_protocol::{Epoch, Seq, StreamId};
-use redb::TableDefinition;
-
-pub(super) const EVENTS: TableDefinition<(StreamId, Epoch, Seq), &[u8]> = TableDefinition::new("events");
-pub(super) const TOMBSTONES: TableDefinition<(StreamId, Epoch, Seq), (u64, u8)> = TableDefinition::new("tombstones");
-pub(super) const NEXT_SEQ: TableDefinition<(StreamId, Epoch), Seq> = TableDefinition::new("next_seq");
-pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 pub(super) fn drop_reason_code(reason: DropReason) -> u8 {
     match reason {
