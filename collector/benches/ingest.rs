@@ -211,6 +211,9 @@ fn quantile(metrics: &BTreeMap<String, f64>, q: f64) -> String {
 
 struct Ingest {
     started: StdInstant,
+    /// CPU seconds per collector thread name over the run (summed over same-named threads).
+    threads: BTreeMap<String, f64>,
+    elapsed_s: f64,
     events_per_s: f64,
     datagrams_per_s: f64,
     metrics: BTreeMap<String, f64>,
@@ -219,6 +222,7 @@ struct Ingest {
 fn ingest(frames: &Frames, extra: &str) -> (Ingest, Collector) {
     let collector = start_collector(&frames.keys_toml, extra);
     signal(&collector.child, nix::sys::signal::Signal::SIGSTOP);
+    let threads_before = thread_cpu_seconds(collector.child.id());
     send_all(&frames.datagrams, collector.udp);
     let started = StdInstant::now();
     signal(&collector.child, nix::sys::signal::Signal::SIGCONT);
@@ -233,13 +237,35 @@ fn ingest(frames: &Frames, extra: &str) -> (Ingest, Collector) {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let committed = last.get("driftlog_events_committed_total").copied().unwrap_or(0.0);
+    let mut threads = thread_cpu_seconds(collector.child.id());
+    for (name, seconds) in &mut threads {
+        *seconds -= threads_before.get(name).copied().unwrap_or(0.0);
+    }
     let result = Ingest {
         started,
+        threads,
+        elapsed_s: elapsed,
         events_per_s: committed / elapsed,
         datagrams_per_s: frames.datagrams.len() as f64 * (committed / frames.events as f64) / elapsed,
         metrics: last,
     };
     (result, collector)
+}
+
+/// User + system CPU seconds of each thread of `pid`, by thread name (digits dropped, so
+/// `udp-recv-0` and `udp-recv-1` add up).
+fn thread_cpu_seconds(pid: u32) -> BTreeMap<String, f64> {
+    let mut seconds = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return seconds };
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let name: String = stat[open + 1..close].chars().filter(|c| !c.is_ascii_digit()).collect();
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+        *seconds.entry(name).or_insert(0.0) += (ticks(11) + ticks(12)) / 100.0;
+    }
+    seconds
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -252,12 +278,15 @@ fn main() {
     let single_events = env_u64("FIGURES_SINGLE", 200_000);
     println!("collector ingest figures (2 REUSEPORT sockets, {DEVICES} devices, fsync per group commit)\n");
 
-    for (label, per_frame, total) in
-        [("batched (up to 64 events/frame)", 64, batched_events), ("single-event frames", 1, single_events)]
-    {
+    // The last run turns the default window off, to show what the window processor costs.
+    for (label, per_frame, total, extra) in [
+        ("batched (up to 64 events/frame)", 64, batched_events, ""),
+        ("single-event frames", 1, single_events, ""),
+        ("single-event frames, windows = []", 1, single_events, "windows = []"),
+    ] {
         let frames = frames(total, per_frame);
         let ceiling = raw_ceiling(&frames, 2);
-        let (result, _collector) = ingest(&frames, "");
+        let (result, _collector) = ingest(&frames, extra);
         let m = &result.metrics;
         let committed = m.get("driftlog_events_committed_total").copied().unwrap_or(0.0);
         println!(
@@ -276,6 +305,13 @@ fn main() {
         );
         println!("  raw UDP ceiling      {:>10} events/s  {ceiling:>9.0} datagrams/s (bare recv loop, same queue)", "");
         println!("  ceiling / ingest     {:.2}x (datagrams)", ceiling / result.datagrams_per_s);
+        let busy: Vec<String> = result
+            .threads
+            .iter()
+            .filter(|(_, seconds)| **seconds >= 0.01)
+            .map(|(name, seconds)| format!("{name} {:.0} %", seconds / result.elapsed_s * 100.0))
+            .collect();
+        println!("  threads (CPU / wall) {}", busy.join(", "));
         println!(
             "  commit latency       p50 {}  p99 {}  ({:.0} commits)",
             quantile(m, 0.5),

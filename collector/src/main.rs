@@ -13,6 +13,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+/// Blocks are built on the acceptor thread and freed on the committer's, received batches
+/// the other way round: glibc's per-thread arenas then hand pages back and fault them in
+/// again, and zeroing those pages was the acceptor's largest cost under `perf`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "driftlog-collector", version, about = "The driftlog collector")]
 struct Cli {

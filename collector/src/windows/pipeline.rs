@@ -174,8 +174,18 @@ impl Pipeline {
                         );
                         self.scratch.clear();
                         window.operator.handle_event(&self.key, ts, value, before, &mut self.scratch);
-                        let id = global_id(head.device, head.stream, head.epoch, seq);
-                        emit(&mut self.state.stats, section, &window.name, &mut self.scratch, before, Some(&id), out);
+                        // The id is only written into late records: most events need none.
+                        let late = self.scratch.iter().any(|output| matches!(output, Output::Late { .. }));
+                        let id = late.then(|| global_id(head.device, head.stream, head.epoch, seq));
+                        emit(
+                            &mut self.state.stats,
+                            section,
+                            &window.name,
+                            &mut self.scratch,
+                            before,
+                            id.as_deref(),
+                            out,
+                        );
                     }
                     self.state.watermarks.handle_event(
                         head.device,

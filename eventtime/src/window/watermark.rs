@@ -71,7 +71,30 @@ pub struct Watermarks {
     /// See the module docs.
     #[serde(default)]
     clock_floor: bool,
+    /// The earliest processing time at which a tick could find a source newly idle; a cache
+    /// (not state: never saved, never compared) so that ticks and events do not scan every
+    /// source. `-inf` forces the next tick to scan.
+    #[serde(skip)]
+    idle_check_at: IdleCheck,
 }
+
+/// A lower bound that only saves work: equal whatever it holds, `-inf` by default.
+#[derive(Clone, Copy, Debug)]
+struct IdleCheck(Ticks);
+
+impl Default for IdleCheck {
+    fn default() -> Self {
+        IdleCheck(NEG_INF)
+    }
+}
+
+impl PartialEq for IdleCheck {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for IdleCheck {}
 
 impl Watermarks {
     /// A watermark at `-inf` with no sources.
@@ -88,6 +111,7 @@ impl Watermarks {
             current: NEG_INF,
             ignored_events: 0,
             clock_floor: false,
+            idle_check_at: IdleCheck::default(),
         }
     }
 
@@ -102,6 +126,7 @@ impl Watermarks {
         self.out_of_orderness = out_of_orderness.max(0);
         self.idle_timeout = idle_timeout;
         self.max_sources = max_sources;
+        self.idle_check_at = IdleCheck::default();
     }
 
     /// Declares a source that is expected to send. Until it sends or goes idle, it holds `W` at
@@ -119,24 +144,35 @@ impl Watermarks {
         }
         let current = self.current;
         let candidate = ts.saturating_sub(self.out_of_orderness).saturating_sub(1);
+        let mut unchanged_minimum = false;
         if let Some(state) = self.sources.get_mut(&source) {
+            let counted_before = !state.idle && state.aligned;
+            let watermark_before = state.watermark;
             state.watermark = state.watermark.max(candidate);
             state.last_active_at = state.last_active_at.max(now);
             if state.idle {
                 state.idle = false;
                 state.aligned = false;
+                let check_at = state.last_active_at.saturating_add(self.idle_timeout);
+                self.idle_check_at.0 = self.idle_check_at.0.min(check_at);
             }
             if !state.aligned && state.watermark >= current {
                 state.aligned = true;
             }
+            // A source in the minimum both before and after, whose watermark was already above
+            // `W`, was not the minimum: raising it cannot move `W`.
+            unchanged_minimum = counted_before && !state.idle && state.aligned && watermark_before > current;
         }
-        self.recompute();
+        if !unchanged_minimum {
+            self.recompute();
+        }
     }
 
     /// Marks a source idle (an explicit `IDLE(p)`): it leaves the minimum until its next event.
     pub fn mark_idle(&mut self, source: u64) {
         if let Some(state) = self.sources.get_mut(&source) {
             state.idle = true;
+            self.idle_check_at = IdleCheck::default();
             self.recompute();
         }
     }
@@ -147,13 +183,26 @@ impl Watermarks {
         if self.idle_timeout <= 0 {
             return;
         }
-        for state in self.sources.values_mut() {
-            if !state.idle && now.saturating_sub(state.last_active_at) >= self.idle_timeout {
-                state.idle = true;
+        if now >= self.idle_check_at.0 {
+            let mut next_check = POS_INF;
+            for state in self.sources.values_mut() {
+                if !state.idle && now.saturating_sub(state.last_active_at) >= self.idle_timeout {
+                    state.idle = true;
+                }
+                if !state.idle {
+                    next_check = next_check.min(state.last_active_at.saturating_add(self.idle_timeout));
+                }
             }
+            self.idle_check_at = IdleCheck(next_check);
+            self.recompute();
         }
-        self.recompute();
-        if self.clock_floor && !self.sources.is_empty() && self.sources.values().all(|state| state.idle) {
+        // Before the next scan is due some source is active; after one, `+inf` means none is
+        // (or a check time saturated, hence the check).
+        if self.clock_floor
+            && !self.sources.is_empty()
+            && self.idle_check_at.0 == POS_INF
+            && self.sources.values().all(|state| state.idle)
+        {
             let floor = now.saturating_sub(self.idle_timeout).saturating_sub(self.out_of_orderness).saturating_sub(1);
             self.current = self.current.max(floor);
         }
@@ -163,6 +212,7 @@ impl Watermarks {
     /// decrease.
     pub fn remove(&mut self, source: u64) {
         if self.sources.remove(&source).is_some() {
+            self.idle_check_at = IdleCheck::default();
             self.recompute();
         }
     }
@@ -207,6 +257,7 @@ impl Watermarks {
         }
         let aligned = self.current == NEG_INF;
         self.sources.insert(source, Source { watermark: NEG_INF, last_active_at: now, idle: false, aligned });
+        self.idle_check_at.0 = self.idle_check_at.0.min(now.saturating_add(self.idle_timeout));
         self.recompute();
         true
     }
@@ -231,6 +282,37 @@ impl Watermarks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shortcuts (no rescan before an idle check is due, no recompute when a source above
+    /// `W` moves) change nothing: a copy that rescans and recomputes after every step agrees.
+    #[test]
+    fn shortcuts_agree_with_a_full_rescan_after_every_step() {
+        proptest::proptest!(|(steps in proptest::collection::vec((0u8..5, 0u64..6, -50i64..200, 0i64..40), 1..300),
+                              floor: bool)| {
+            let new = if floor { Watermarks::with_clock_floor } else { Watermarks::new };
+            let (mut fast, mut full) = (new(5, 30, 4), new(5, 30, 4));
+            let mut now = 0;
+            for (op, source, ts, advance) in steps {
+                now += advance;
+                let apply = |w: &mut Watermarks| match op {
+                    0 | 1 => w.handle_event(source, now + ts, now),
+                    2 => w.handle_tick(now),
+                    3 => w.mark_idle(source),
+                    _ => w.remove(source),
+                };
+                apply(&mut fast);
+                full.idle_check_at = IdleCheck::default();
+                apply(&mut full);
+                full.idle_check_at = IdleCheck::default();
+                full.handle_tick(i64::MIN); // no source is idle that long: only forces the rescan
+                full.recompute();
+                proptest::prop_assert_eq!(fast.current(), full.current());
+                for source in 0..6 {
+                    proptest::prop_assert_eq!(fast.is_idle(source), full.is_idle(source));
+                }
+            }
+        });
+    }
 
     #[test]
     fn single_source_follows_max_ts_minus_bound() {
