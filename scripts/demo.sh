@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 cargo build --release --quiet -p driftlog-collector -p driftlog-agent
 bin=target/release
 demo=driftlog-demo
+# Simulated devices are throwaway: each run starts them with empty outboxes (new random
+# boot epochs, so the collector's kept state never mistakes them for old ones).
+rm -rf "$demo/devices"
 mkdir -p "$demo"
 
 # The fleet's keys (simulate derives them from a seed); the collector re-reads the file.
@@ -27,7 +30,12 @@ trap 'kill -TERM $collector 2>/dev/null; wait $collector 2>/dev/null' EXIT
 sleep 1
 echo "== events arriving (log tail --follow, first lines)"
 timeout 3 "$bin/driftlog-collector" log tail --follow --from "${first:-0}" | head -n 12 || true
-wait "$agents" && echo "== every device's outbox drained (all events acknowledged)"
+if ! wait "$agents"; then
+  echo "the simulated devices failed; see $demo/agents.log:" >&2
+  tail -n 5 "$demo/agents.log" >&2
+  exit 1
+fi
+echo "== every device's outbox drained (all events acknowledged)"
 echo "== log stats"
 "$bin/driftlog-collector" log stats
 echo "== replay (the pipeline over the stored events)"
