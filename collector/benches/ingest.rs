@@ -286,8 +286,21 @@ fn main() {
     ] {
         let frames = frames(total, per_frame);
         let ceiling = raw_ceiling(&frames, 2);
-        let (result, _collector) = ingest(&frames, extra);
+        // FIGURES_COLLECTOR_TOML: extra top-level settings for every run (experiments).
+        let extra = format!("{extra}\n{}", std::env::var("FIGURES_COLLECTOR_TOML").unwrap_or_default());
+        let (result, collector) = ingest(&frames, &extra);
         let m = &result.metrics;
+        // The window processor reads the log behind the committer: when has it caught up?
+        let windows_done_s = (!extra.contains("windows = []")).then(|| {
+            while result.started.elapsed() < Duration::from_secs(300) {
+                let lag = metrics(collector.http).get("driftlog_windows_lag_offsets").copied();
+                if lag == Some(0.0) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            result.started.elapsed().as_secs_f64()
+        });
         let committed = m.get("driftlog_events_committed_total").copied().unwrap_or(0.0);
         println!(
             "{label}: {} events in {} datagrams ({:.1} events/datagram)",
@@ -312,11 +325,18 @@ fn main() {
             .map(|(name, seconds)| format!("{name} {:.0} %", seconds / result.elapsed_s * 100.0))
             .collect();
         println!("  threads (CPU / wall) {}", busy.join(", "));
+        if let Some(done) = windows_done_s {
+            println!(
+                "  windows caught up    {done:.2} s after the start ({:.0} events/s through the window processor)",
+                frames.events as f64 / done
+            );
+        }
+        let commits = m.get("driftlog_commit_seconds_count").copied().unwrap_or(0.0);
         println!(
-            "  commit latency       p50 {}  p99 {}  ({:.0} commits)",
+            "  commit latency       p50 {}  p99 {}  mean {:.1} ms  ({commits:.0} commits)",
             quantile(m, 0.5),
             quantile(m, 0.99),
-            m.get("driftlog_commit_seconds_count").copied().unwrap_or(0.0)
+            m.get("driftlog_commit_seconds_sum").copied().unwrap_or(0.0) / commits.max(1.0) * 1e3,
         );
         let encoded = frames.event_bytes as f64 / frames.events as f64;
         let stored = m.get("driftlog_log_bytes").copied().unwrap_or(0.0) / committed.max(1.0);

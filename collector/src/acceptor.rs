@@ -11,10 +11,11 @@
 //! ever acknowledged or remembered as seen, so the devices keep and retransmit it.
 
 use crate::clocks::{ClockChanges, Clocks};
+use crate::id_hash::IdMap;
 use crate::ingest::{Batch, ReplyPath, Route};
 use crate::keys::Keys;
 use crate::log::block::BlockBuilder;
-use crate::log::record::{EventsHead, GapHead, RecordKind, encode_events, encode_gap};
+use crate::log::record::{EventsHead, GapHead, RecordKind, encode_gap};
 use crate::log::{Commit, Committed, Dedup, LogError};
 use crate::metrics::{AcceptorSnapshot, Metrics};
 use driftlog_eventtime::clock::ClockConfig;
@@ -22,7 +23,6 @@ use driftlog_protocol::endpoint::{Delivery, Endpoint, Received};
 use driftlog_protocol::ids::StreamKey;
 use driftlog_protocol::wire::{DropReason, EventChainWriter};
 use driftlog_protocol::{DeviceId, Instant};
-use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -55,9 +55,9 @@ pub struct Acceptor {
     config: AcceptorConfig,
     endpoint: Endpoint<Keys>,
     replies: Vec<Box<dyn ReplyPath>>,
-    /// The way each authenticated device's latest frame came (bounded by the keyring).
-    routes: HashMap<DeviceId, Route>,
-    last_seen_unix_ms: BTreeMap<DeviceId, u64>,
+    /// The way each authenticated device's latest frame came, and when (collector ms since
+    /// 1970). Bounded by the keyring.
+    routes: IdMap<DeviceId, (Route, u64)>,
     builder: BlockBuilder,
     block_events: u64,
     block_started: Option<StdInstant>,
@@ -115,8 +115,7 @@ impl Acceptor {
             config,
             endpoint,
             replies,
-            routes: HashMap::new(),
-            last_seen_unix_ms: BTreeMap::new(),
+            routes: IdMap::default(),
             builder: BlockBuilder::default(),
             block_events: 0,
             block_started: None,
@@ -257,8 +256,7 @@ impl Acceptor {
             accepted = true;
             let device = received.stream.device;
             self.sample_clock(&received, batch.received_unix_us);
-            self.routes.insert(device, route);
-            self.last_seen_unix_ms.insert(device, received_unix_ms);
+            self.routes.insert(device, (route, received_unix_ms));
             self.record(&received, batch.received_unix_us);
         }
         if accepted && self.block_started.is_none() {
@@ -300,12 +298,14 @@ impl Acceptor {
                         sent_at_us: received.header.sent_at.as_micros(),
                         sent_epoch: received.header.epoch,
                         received_unix_us,
-                        clock: self.clocks.fix(key.device, key.epoch),
+                        clock: None,
                     };
+                    // The block's first run of this slot stores the model as it stands now.
+                    let clock = || self.clocks.fix(key.device, key.epoch);
                     self.block_events += range.len();
                     if *range == frame.range() {
                         // The whole frame is new (the common case): store its bytes as they came.
-                        self.builder.push(range.len(), |out| encode_events(&head, frame.event_bytes(), out));
+                        self.builder.push_events(head, clock, frame.event_bytes());
                         continue;
                     }
                     let mut writer = EventChainWriter::new(&mut self.chain_buf);
@@ -314,8 +314,7 @@ impl Acceptor {
                         let _ = writer.push(event);
                     }
                     let len = writer.len();
-                    let bytes = &self.chain_buf[..len];
-                    self.builder.push(range.len(), |out| encode_events(&head, bytes, out));
+                    self.builder.push_events(head, clock, &self.chain_buf[..len]);
                 }
             }
             Delivery::Tombstone { new, reason } => {
@@ -437,7 +436,7 @@ impl Acceptor {
         let now = self.now();
         while let Some(transmit) = self.endpoint.poll_transmit(now, &mut self.out) {
             let sent = match self.routes.get(&transmit.device) {
-                Some(route) => match self.replies.get_mut(usize::from(route.source)) {
+                Some((route, _)) => match self.replies.get_mut(usize::from(route.source)) {
                     Some(reply) => reply.send(transmit.device, route.peer, &self.out[..transmit.len]),
                     None => false,
                 },
@@ -453,7 +452,7 @@ impl Acceptor {
         let snapshot = AcceptorSnapshot {
             endpoint: self.endpoint.stats(),
             streams: self.endpoint.stream_count(),
-            devices_last_seen_unix_ms: self.last_seen_unix_ms.clone(),
+            devices_last_seen_unix_ms: self.routes.iter().map(|(device, (_, seen))| (*device, *seen)).collect(),
             clocks: self.clocks.estimates(),
             clock_samples_rejected: self.clocks.samples_rejected,
             clock_models_evicted: self.clocks.models_evicted,

@@ -26,6 +26,9 @@ struct Entry {
     /// Collector time of the last write to the log.
     #[serde(default)]
     persisted_unix_us: i64,
+    /// Whether the key is in `Clocks::dirty` (so a sample costs no set insert).
+    #[serde(skip)]
+    dirty: bool,
 }
 
 /// Clock models to write and to delete with a commit.
@@ -78,16 +81,20 @@ impl Clocks {
 
     fn entry(&mut self, device: DeviceId, epoch: Epoch, now_unix_us: i64) -> &mut Entry {
         let key = (device, epoch);
-        if !self.models.contains_key(&key) && self.models.len() >= self.max_models {
+        if self.models.len() >= self.max_models && !self.models.contains_key(&key) {
             self.evict();
         }
-        self.dirty.insert(key);
         let config = &self.config;
         let entry = self.models.entry(key).or_insert_with(|| Entry {
             model: ClockModel::new(config),
             last_used_unix_us: now_unix_us,
             persisted_unix_us: 0,
+            dirty: false,
         });
+        if !entry.dirty {
+            entry.dirty = true;
+            self.dirty.insert(key);
+        }
         entry.last_used_unix_us = entry.last_used_unix_us.max(now_unix_us);
         entry
     }
@@ -139,6 +146,7 @@ impl Clocks {
                 return true; // Stays dirty for a later commit.
             }
             entry.persisted_unix_us = now_unix_us;
+            entry.dirty = false;
             if let Ok(bytes) = postcard::to_allocvec(&*entry) {
                 changed.push((*key, bytes));
             }
@@ -152,6 +160,7 @@ impl Clocks {
         for (key, _) in &changes.changed {
             if let Some(entry) = self.models.get_mut(key) {
                 entry.persisted_unix_us = 0;
+                entry.dirty = true;
                 self.dirty.insert(*key);
             }
         }

@@ -12,6 +12,7 @@ pub mod committer;
 pub mod config;
 pub mod forward;
 pub mod http;
+pub mod id_hash;
 pub mod ingest;
 pub mod keys;
 pub mod log;

@@ -13,7 +13,7 @@ use crate::wire::{
     ReplayGuard, Sealer, open_collecting, seal_control,
 };
 use crate::{DeviceId, Epoch, Instant, KeyId, Seq, SeqRange};
-use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::collections::{BTreeMap, BTreeSet, btree_map};
 use alloc::vec::Vec;
 use core::time::Duration;
 
@@ -123,7 +123,39 @@ pub struct Transmit {
 struct Slot {
     receiver: Receiver<RECEIVER_RANGES>,
     key_id: KeyId,
+    /// The receiver's deadline as filed in `Endpoint::timers`.
     deadline: Option<Instant>,
+    /// Whether the stream is in `Endpoint::dirty`.
+    dirty: bool,
+}
+
+impl Slot {
+    fn new(receiver: Receiver<RECEIVER_RANGES>, key_id: KeyId) -> Slot {
+        Slot { receiver, key_id, deadline: None, dirty: false }
+    }
+
+    /// Files the receiver's next deadline in `timers` (a no-op when it did not move, which is
+    /// the common case: one ACK delay covers many frames).
+    fn reschedule(&mut self, stream: StreamKey, timers: &mut BTreeSet<(Instant, StreamKey)>) {
+        let deadline = self.receiver.poll_timeout();
+        if deadline == self.deadline {
+            return;
+        }
+        if let Some(old) = self.deadline {
+            timers.remove(&(old, stream));
+        }
+        if let Some(new) = deadline {
+            timers.insert((new, stream));
+        }
+        self.deadline = deadline;
+    }
+}
+
+fn receiver_seed(config_seed: u64, stream: &StreamKey) -> u64 {
+    let mut rng = crate::SplitMix64::new(
+        config_seed ^ stream.device.rotate_left(17) ^ stream.epoch.rotate_left(41) ^ u64::from(stream.stream),
+    );
+    rng.next_u64()
 }
 
 #[derive(Debug)]
@@ -172,16 +204,14 @@ impl<K: Keyring> Endpoint<K> {
 
     /// Re-creates a receiver from its committed state (after a collector restart).
     pub fn restore(&mut self, stream: StreamKey, key_id: KeyId, state: DedupState<RECEIVER_RANGES>) {
-        let seed = self.receiver_seed(&stream);
+        let seed = receiver_seed(self.config.seed, &stream);
         let receiver = Receiver::restore(self.config.receiver.clone(), stream.stream, stream.epoch, seed, state);
-        self.slots.insert(stream, Slot { receiver, key_id, deadline: None });
-    }
-
-    fn receiver_seed(&self, stream: &StreamKey) -> u64 {
-        let mut rng = crate::SplitMix64::new(
-            self.config.seed ^ stream.device.rotate_left(17) ^ stream.epoch.rotate_left(41) ^ u64::from(stream.stream),
-        );
-        rng.next_u64()
+        if let Some(old) = self.slots.insert(stream, Slot::new(receiver, key_id))
+            && let Some(deadline) = old.deadline
+        {
+            self.timers.remove(&(deadline, stream));
+        }
+        self.dirty.remove(&stream);
     }
 
     /// Handles one datagram from a device. Rejections are counted and change nothing else.
@@ -219,15 +249,16 @@ impl<K: Keyring> Endpoint<K> {
             Body::Ack(_) | Body::Nak(_) => return Err(Reject::UnexpectedKind),
         };
         let stream = StreamKey { device, stream: stream_id, epoch };
-        if !self.slots.contains_key(&stream) {
-            if self.slots.len() >= self.config.max_streams {
-                return Err(Reject::TooManyStreams);
+        let streams = self.slots.len();
+        let slot = match self.slots.entry(stream) {
+            btree_map::Entry::Occupied(slot) => slot.into_mut(),
+            btree_map::Entry::Vacant(_) if streams >= self.config.max_streams => return Err(Reject::TooManyStreams),
+            btree_map::Entry::Vacant(vacant) => {
+                let seed = receiver_seed(self.config.seed, &stream);
+                let receiver = Receiver::new(self.config.receiver.clone(), stream_id, epoch, seed);
+                vacant.insert(Slot::new(receiver, header.key_id))
             }
-            let seed = self.receiver_seed(&stream);
-            let receiver = Receiver::new(self.config.receiver.clone(), stream_id, epoch, seed);
-            self.slots.insert(stream, Slot { receiver, key_id: header.key_id, deadline: None });
-        }
-        let slot = self.slots.get_mut(&stream).ok_or(Reject::TooManyStreams)?;
+        };
         slot.key_id = header.key_id;
         let receiver = &mut slot.receiver;
         let before = receiver.stats();
@@ -254,16 +285,17 @@ impl<K: Keyring> Endpoint<K> {
         self.stats.events_duplicate += after.events_duplicate - before.events_duplicate;
         self.stats.tombstoned += after.tombstoned - before.tombstoned;
         self.stats.unrecoverable += after.unrecoverable - before.unrecoverable;
-        if receiver.state() != receiver.durable_state() {
+        if !slot.dirty && receiver.state() != receiver.durable_state() {
+            slot.dirty = true;
             self.dirty.insert(stream);
         }
+        slot.reschedule(stream, &mut self.timers);
         self.replay
             .entry(header.key_id)
             .or_insert_with(|| {
                 ReplayGuard::new(u64::try_from(self.config.replay_window.as_micros()).unwrap_or(u64::MAX))
             })
             .accept(header.epoch, sent_at);
-        self.reschedule(stream);
         Ok(Received { stream, header, delivery })
     }
 
@@ -282,8 +314,9 @@ impl<K: Keyring> Endpoint<K> {
             slot.receiver.handle_durable(now, state);
             if slot.receiver.state() == slot.receiver.durable_state() {
                 self.dirty.remove(&stream);
+                slot.dirty = false;
             }
-            self.reschedule(stream);
+            slot.reschedule(stream, &mut self.timers);
         }
     }
 
@@ -293,13 +326,14 @@ impl<K: Keyring> Endpoint<K> {
     pub fn rollback_uncommitted(&mut self) {
         let dirty = core::mem::take(&mut self.dirty);
         for stream in dirty {
-            let seed = self.receiver_seed(&stream);
+            let seed = receiver_seed(self.config.seed, &stream);
             if let Some(slot) = self.slots.get_mut(&stream) {
                 let durable = slot.receiver.durable_state().clone();
                 slot.receiver =
                     Receiver::restore(self.config.receiver.clone(), stream.stream, stream.epoch, seed, durable);
+                slot.dirty = false;
+                slot.reschedule(stream, &mut self.timers);
             }
-            self.reschedule(stream);
         }
     }
 
@@ -322,13 +356,8 @@ impl<K: Keyring> Endpoint<K> {
     }
 
     fn reschedule(&mut self, stream: StreamKey) {
-        let Some(slot) = self.slots.get_mut(&stream) else { return };
-        if let Some(old) = slot.deadline.take() {
-            self.timers.remove(&(old, stream));
-        }
-        slot.deadline = slot.receiver.poll_timeout();
-        if let Some(new) = slot.deadline {
-            self.timers.insert((new, stream));
+        if let Some(slot) = self.slots.get_mut(&stream) {
+            slot.reschedule(stream, &mut self.timers);
         }
     }
 

@@ -29,6 +29,10 @@ pub struct Batch {
 }
 
 impl Batch {
+    pub fn with_capacity(datagrams: usize, bytes: usize, received_unix_us: i64) -> Batch {
+        Batch { bytes: Vec::with_capacity(bytes), datagrams: Vec::with_capacity(datagrams), received_unix_us }
+    }
+
     pub fn push(&mut self, datagram: &[u8], route: Route) {
         let start = self.bytes.len() as u32;
         self.bytes.extend_from_slice(datagram);

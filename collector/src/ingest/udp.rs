@@ -102,10 +102,11 @@ fn receive_loop(
     let mut buffers: Vec<Vec<u8>> = (0..batch_size).map(|_| vec![0u8; MAX_DATAGRAM]).collect();
     let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(batch_size, Some(nix::cmsg_space!(u32)));
     let mut last_drops = 0u32;
+    let mut received = Vec::with_capacity(batch_size);
     let fd = socket.as_raw_fd();
     while !shutdown.load(Ordering::Relaxed) {
-        let received = match receive(fd, &mut headers, &mut buffers) {
-            Ok(received) => received,
+        match receive(fd, &mut headers, &mut buffers, &mut received) {
+            Ok(()) => {}
             Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => continue,
             Err(error) => {
                 tracing::warn!(%error, "recvmmsg failed");
@@ -122,12 +123,13 @@ fn receive_loop(
                 last_drops = drops;
             }
         }
-        let mut batch = Batch { received_unix_us: now_unix_us(), ..Batch::default() };
-        let mut bytes = 0;
-        for ((len, peer, _), buffer) in received.into_iter().zip(&buffers) {
-            bytes += len as u64;
+        let bytes: usize = received.iter().map(|(len, _, _)| *len).sum();
+        // Sized once, so filling it does not reallocate.
+        let mut batch = Batch::with_capacity(received.len(), bytes, now_unix_us());
+        for ((len, peer, _), buffer) in received.drain(..).zip(&buffers) {
             batch.push(&buffer[..len.min(buffer.len())], Route { source, peer });
         }
+        let bytes = bytes as u64;
         metrics.datagrams_received.fetch_add(batch.len() as u64, Ordering::Relaxed);
         metrics.datagram_bytes_received.fetch_add(bytes, Ordering::Relaxed);
         if !batch.is_empty() && sink.send(batch).is_err() {
@@ -136,19 +138,22 @@ fn receive_loop(
     }
 }
 
-/// One received datagram: `(length, peer, kernel drop count)`.
+/// One received datagram: `(length, peer, kernel drop count)`; the count is read for the
+/// last datagram of each call only.
 type Received = (usize, Option<SocketAddr>, Option<u32>);
 
 /// One `recvmmsg` call: waits for the first datagram (up to the socket timeout), then takes
-/// what else is queued. Returns one [`Received`] per datagram, in buffer order.
+/// what else is queued. Fills `out` with one [`Received`] per datagram, in buffer order.
 fn receive(
     fd: std::os::fd::RawFd,
     headers: &mut MultiHeaders<SockaddrStorage>,
     buffers: &mut [Vec<u8>],
-) -> nix::Result<Vec<Received>> {
+    out: &mut Vec<Received>,
+) -> nix::Result<()> {
+    out.clear();
     let mut slices: Vec<[IoSliceMut<'_>; 1]> = buffers.iter_mut().map(|b| [IoSliceMut::new(&mut b[..])]).collect();
     let results = recvmmsg(fd, headers, slices.iter_mut(), MsgFlags::MSG_WAITFORONE, None)?;
-    let mut out = Vec::new();
+    let mut last = None;
     for message in results {
         let peer = message.address.and_then(|address| {
             address
@@ -156,15 +161,23 @@ fn receive(
                 .map(|v4| SocketAddr::V4((*v4).into()))
                 .or_else(|| address.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into())))
         });
-        let drops = message.cmsgs().ok().and_then(|mut cmsgs| {
+        out.push((message.bytes, peer, None));
+        last = Some(message);
+    }
+    // The drop count is the socket's running total, so the last datagram's is the newest:
+    // reading one control message per call instead of one per datagram.
+    let drops = last.and_then(|message| {
+        message.cmsgs().ok().and_then(|mut cmsgs| {
             cmsgs.find_map(|cmsg| match cmsg {
                 ControlMessageOwned::RxqOvfl(drops) => Some(drops),
                 _ => None,
             })
-        });
-        out.push((message.bytes, peer, drops));
+        })
+    });
+    if let Some(received) = out.last_mut() {
+        received.2 = drops;
     }
-    Ok(out)
+    Ok(())
 }
 
 #[derive(Debug)]

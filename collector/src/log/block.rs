@@ -6,7 +6,11 @@
 //! Storing a group commit as one value costs redb one B-tree entry per commit instead of one
 //! per event.
 
-use super::record::{Record, RecordError};
+use super::record::{EventsHead, Record, RecordError, Slots, encode_events, encode_events_next};
+use super::varint;
+use crate::id_hash::IdMap;
+use driftlog_eventtime::clock::ClockFix;
+use driftlog_protocol::{DeviceId, Epoch, StreamId};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,6 +21,16 @@ pub struct BlockHead {
     pub offsets: u64,
 }
 
+/// What an events slot is: runs of one slot share everything but sequence numbers and times.
+type SlotKey = (DeviceId, StreamId, Epoch, Epoch);
+
+#[derive(Debug)]
+struct Slot {
+    index: u32,
+    /// The slot's latest run, which the next one is encoded against.
+    head: EventsHead,
+}
+
 /// Accumulates records for the next commit.
 #[derive(Debug, Default)]
 pub struct BlockBuilder {
@@ -24,6 +38,8 @@ pub struct BlockBuilder {
     offsets: u64,
     count: u32,
     scratch: Vec<u8>,
+    /// The events slots this block has opened (bounded by its records).
+    slots: IdMap<SlotKey, Slot>,
 }
 
 impl BlockBuilder {
@@ -31,11 +47,33 @@ impl BlockBuilder {
     pub fn push(&mut self, width: u64, encode: impl FnOnce(&mut Vec<u8>)) {
         self.scratch.clear();
         encode(&mut self.scratch);
-        let mut length = [0u8; 5];
-        // A u32 varint fits in 5 bytes.
-        if let Ok(prefix) = postcard::to_slice(&(self.scratch.len() as u32), &mut length) {
-            self.records.extend_from_slice(prefix);
+        self.append_scratch(width);
+    }
+
+    /// Appends a run of events (`head.clock` is ignored). The first run of its slot in this
+    /// block stores the whole head with the clock fix `clock()` gives; later runs store the
+    /// differences and share that fix, so `clock` is called once per slot and block.
+    pub fn push_events(&mut self, head: EventsHead, clock: impl FnOnce() -> Option<ClockFix>, events: &[u8]) {
+        self.scratch.clear();
+        let key = (head.device, head.stream, head.epoch, head.sent_epoch);
+        match self.slots.get_mut(&key) {
+            Some(slot) => {
+                let head = EventsHead { clock: slot.head.clock, ..head };
+                encode_events_next(slot.index, &slot.head, &head, events, &mut self.scratch);
+                slot.head = head;
+            }
+            None => {
+                let head = EventsHead { clock: clock(), ..head };
+                encode_events(&head, events, &mut self.scratch);
+                let index = self.slots.len() as u32;
+                self.slots.insert(key, Slot { index, head });
+            }
         }
+        self.append_scratch(u64::from(head.count));
+    }
+
+    fn append_scratch(&mut self, width: u64) {
+        varint::put(&mut self.records, self.scratch.len() as u64);
         self.records.extend_from_slice(&self.scratch);
         self.offsets += width;
         self.count += 1;
@@ -65,6 +103,7 @@ impl BlockBuilder {
         self.records.clear();
         self.offsets = 0;
         self.count = 0;
+        self.slots.clear();
         value
     }
 }
@@ -85,14 +124,16 @@ pub enum BlockError {
 pub fn decode_block(first_offset: u64, value: &[u8]) -> Result<(BlockHead, Vec<(u64, Record<'_>)>), BlockError> {
     let (head, mut rest) = postcard::take_from_bytes::<BlockHead>(value).map_err(|_| BlockError::Head)?;
     let mut records = Vec::new();
+    let mut slots = Slots::new();
     let mut offset = first_offset;
     while !rest.is_empty() {
-        let (length, after) = postcard::take_from_bytes::<u32>(rest).map_err(|_| BlockError::Truncated)?;
-        let length = length as usize;
+        let length = varint::take(&mut rest).ok_or(BlockError::Truncated)?;
+        let after = rest;
+        let length = usize::try_from(length).map_err(|_| BlockError::Truncated)?;
         if after.len() < length {
             return Err(BlockError::Truncated);
         }
-        let record = Record::decode(&after[..length])?;
+        let record = Record::decode(&after[..length], &mut slots)?;
         let width = record.width();
         records.push((offset, record));
         offset += width;
@@ -102,4 +143,116 @@ pub fn decode_block(first_offset: u64, value: &[u8]) -> Result<(BlockHead, Vec<(
         return Err(BlockError::Width { records: offset - first_offset, head: head.offsets });
     }
     Ok((head, records))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use driftlog_eventtime::clock::Method;
+
+    fn fix(offset_us: i64) -> ClockFix {
+        ClockFix {
+            reference_device_us: 5_000_000,
+            offset_us,
+            drift_ppb: -20_000,
+            uncertainty_us: 700,
+            drift_uncertainty_ppb: 90,
+            method: Method::Drift,
+        }
+    }
+
+    fn head(device: u64, sent_epoch: u64, first_seq: u64, count: u32, sent_at_us: u64, t3: i64) -> EventsHead {
+        EventsHead {
+            device,
+            stream: 1,
+            epoch: 0x3a5c_91d0_7e11_2b44,
+            first_seq,
+            count,
+            sent_at_us,
+            sent_epoch,
+            received_unix_us: t3,
+            clock: None,
+        }
+    }
+
+    const EPOCH: u64 = 0x3a5c_91d0_7e11_2b44;
+
+    #[test]
+    fn runs_of_a_slot_decode_to_full_heads_sharing_the_first_runs_clock_fix() {
+        let t3 = 1_795_000_000_000_000;
+        let runs = [
+            (head(7, EPOCH, 10, 1, 9_000_000, t3), b"a".as_slice()),
+            (head(8, EPOCH, 0, 3, 4_000, t3 + 5), b"bbb"),
+            (head(7, EPOCH, 11, 1, 9_000_640, t3 + 700), b"c"),
+            // Out of order within the slot: a retransmitted older run, an earlier t3.
+            (head(7, EPOCH, 2, 4, 8_000_000, t3 - 20), b"dddd"),
+            // The same device replaying an older epoch's backlog: its own slot.
+            (head(7, 99, 12, 1, 9_100_000, t3 + 900), b"e"),
+            (head(7, EPOCH, u64::MAX - 1, 1, 0, i64::MIN), b"f"),
+        ];
+        let mut builder = BlockBuilder::default();
+        let mut calls = 0;
+        for (index, (run, events)) in runs.iter().enumerate() {
+            builder.push_events(
+                *run,
+                || {
+                    calls += 1;
+                    Some(fix(index as i64))
+                },
+                events,
+            );
+        }
+        assert_eq!(calls, 3, "one clock fix per slot");
+        assert_eq!(builder.offsets(), 11);
+        let value = builder.finish(42);
+        let (block_head, records) = decode_block(100, &value).unwrap();
+        assert_eq!(block_head, BlockHead { written_unix_ms: 42, offsets: 11 });
+        let slot_fix = |run: &EventsHead| match (run.device, run.sent_epoch) {
+            (7, 99) => Some(fix(4)),
+            (7, _) => Some(fix(0)),
+            _ => Some(fix(1)),
+        };
+        let mut offset = 100;
+        for ((run, events), (at, record)) in runs.iter().zip(&records) {
+            assert_eq!(*at, offset);
+            let Record::Events { head, events: stored } = record else { panic!("not events: {record:?}") };
+            assert_eq!(*head, EventsHead { clock: slot_fix(run), ..*run });
+            assert_eq!(stored, events);
+            offset += u64::from(run.count);
+        }
+        assert!(builder.is_empty() && builder.bytes() == 0);
+    }
+
+    #[test]
+    fn a_continued_single_event_run_costs_about_ten_bytes_over_its_event() {
+        let mut builder = BlockBuilder::default();
+        let t3 = 1_795_000_000_000_000;
+        builder.push_events(head(7, EPOCH, 0, 1, 9_000_000, t3), || Some(fix(1)), &[0; 40]);
+        let first = builder.bytes();
+        for seq in 1..101 {
+            let run = head(7, EPOCH, seq, 1, 9_000_000 + seq * 20_000, t3 + seq as i64 * 20_000);
+            builder.push_events(run, || unreachable!("the slot is open"), &[0; 40]);
+        }
+        let per_run = (builder.bytes() - first) as f64 / 100.0;
+        // Length, kind, slot, sequence gap, count: a byte each; 20 ms of t2 and t3: 3 bytes each.
+        assert!(per_run <= 40.0 + 11.0, "{per_run} bytes per continued run");
+        assert!(first >= 40 + 30, "the first run holds the whole head ({first} bytes)");
+    }
+
+    #[test]
+    fn a_run_referring_to_an_unopened_slot_is_corrupt_not_a_panic() {
+        let mut value = postcard::to_allocvec(&BlockHead { written_unix_ms: 1, offsets: 1 }).unwrap();
+        let mut record = Vec::new();
+        encode_events_next(3, &head(1, 1, 0, 1, 0, 0), &head(1, 1, 1, 1, 0, 0), b"x", &mut record);
+        varint::put(&mut value, record.len() as u64);
+        value.extend_from_slice(&record);
+        assert_eq!(decode_block(0, &value).unwrap_err(), BlockError::Record(RecordError::Slot(3)));
+        // Truncated heads are refused too, at every cut.
+        for cut in 1..record.len() - 1 {
+            let mut value = postcard::to_allocvec(&BlockHead { written_unix_ms: 1, offsets: 1 }).unwrap();
+            value.push(cut as u8);
+            value.extend_from_slice(&record[..cut]);
+            assert!(decode_block(0, &value).is_err(), "cut at {cut}");
+        }
+    }
 }

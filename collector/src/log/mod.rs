@@ -11,6 +11,7 @@
 
 pub mod block;
 pub mod record;
+mod varint;
 
 use block::{BlockHead, decode_block};
 use driftlog_protocol::KeyId;
@@ -36,7 +37,11 @@ const HELD_BYTES: &str = "held_bytes";
 const EPOCH: &str = "epoch";
 const FORMAT: &str = "format";
 /// The record format this build writes and reads. 2: events records carry a clock fix.
-pub const FORMAT_VERSION: u64 = 2;
+/// 3: `EventsNext` records (a run relative to its slot's previous one in the block).
+pub const FORMAT_VERSION: u64 = 3;
+/// Format 2 is format 3 without `EventsNext` records: such a log is read as it is and marked
+/// 3 at open, so an older build refuses it once this one has written to it.
+const FORMAT_READ_AS_CURRENT: u64 = 2;
 
 pub type Dedup = DedupState<RECEIVER_RANGES>;
 /// `(device, boot epoch)`: the key of a stored clock model.
@@ -188,6 +193,9 @@ impl Log {
             let used = meta.get(NEXT_OFFSET)?.is_some_and(|v| v.value() > 0);
             match format {
                 Some(FORMAT_VERSION) => {}
+                Some(FORMAT_READ_AS_CURRENT) => {
+                    meta.insert(FORMAT, FORMAT_VERSION)?;
+                }
                 None if !used => {
                     meta.insert(FORMAT, FORMAT_VERSION)?;
                 }

@@ -11,7 +11,10 @@ pub fn window_key(out: &mut String, name: &str, tags: &Tags<'_>, group_by: &[Str
     out.push_str(name);
     for wanted in group_by {
         if let Some(tag) = tags.iter().find(|t| t.key == wanted) {
-            let _ = write!(out, " {}={}", tag.key, tag.value);
+            out.push(' ');
+            out.push_str(tag.key);
+            out.push('=');
+            out.push_str(tag.value);
         }
     }
     if let Some(device) = device {

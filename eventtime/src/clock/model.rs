@@ -190,7 +190,8 @@ impl ClockModel {
         let Some(lead_us) = device_us.checked_sub(newest.device_us) else {
             return true;
         };
-        let elapsed_us = (i128::from(unix_us) - i128::from(newest.unix_us)).max(0) as f64;
+        // Saturating: a span beyond i64 (292 000 years) allows any lead anyway.
+        let elapsed_us = unix_us.saturating_sub(newest.unix_us).max(0) as f64;
         let allowed_us = elapsed_us * (1.0 + config.max_slope()) + config.future_tolerance_us as f64;
         lead_us as f64 <= allowed_us
     }
