@@ -348,9 +348,9 @@ impl<'a> Record<'a> {
 /// run of its slot in a block.
 pub fn encode_events(head: &EventsHead, events: &[u8], out: &mut Vec<u8>) {
     out.push(RecordKind::Events as u8);
-    // A stored head is at most 10 varints of 10 bytes and a method byte; serialising a
-    // fixed struct into a large enough buffer cannot fail.
-    let mut buf = [0u8; 128];
+    // A stored head is at most 122 bytes (13 varints of up to 10 bytes, two of them u32s of
+    // up to 5, an option tag and a method byte): serialising it into this buffer cannot fail.
+    let mut buf = [0u8; 160];
     if let Ok(bytes) = postcard::to_slice(head, &mut buf) {
         out.extend_from_slice(bytes);
     }
