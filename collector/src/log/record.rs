@@ -363,10 +363,10 @@ pub fn encode_events_next(slot: u32, previous: &EventsHead, head: &EventsHead, e
     out.push(RecordKind::EventsNext as u8);
     varint::put(out, u64::from(slot));
     let previous_end = previous.first_seq.wrapping_add(u64::from(previous.count));
-    varint::put_zigzag(out, head.first_seq.wrapping_sub(previous_end) as i64);
+    varint::put(out, head.first_seq.wrapping_sub(previous_end) as i64);
     varint::put(out, u64::from(head.count));
-    varint::put_zigzag(out, head.sent_at_us.wrapping_sub(previous.sent_at_us) as i64);
-    varint::put_zigzag(out, head.received_unix_us.wrapping_sub(previous.received_unix_us));
+    varint::put(out, head.sent_at_us.wrapping_sub(previous.sent_at_us) as i64);
+    varint::put(out, head.received_unix_us.wrapping_sub(previous.received_unix_us));
     out.extend_from_slice(events);
 }
 

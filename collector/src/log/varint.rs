@@ -1,16 +1,10 @@
 //! Postcard's varints (LEB128, zigzag for signed) for the hand-encoded parts of a block
 //! (record lengths, compact event heads), without a Vec per value.
 
-pub(super) fn put(out: &mut Vec<u8>, value: u64) {
+/// Appends `value` (a `u64`, or an `i64` as zigzag) as postcard encodes it.
+pub(super) fn put(out: &mut Vec<u8>, value: impl serde::Serialize) {
     let mut buf = [0u8; 10];
-    // A u64 varint is at most 10 bytes: this cannot fail.
-    if let Ok(bytes) = postcard::to_slice(&value, &mut buf) {
-        out.extend_from_slice(bytes);
-    }
-}
-
-pub(super) fn put_zigzag(out: &mut Vec<u8>, value: i64) {
-    let mut buf = [0u8; 10];
+    // An integer of up to 64 bits is at most 10 bytes as a varint: this cannot fail.
     if let Ok(bytes) = postcard::to_slice(&value, &mut buf) {
         out.extend_from_slice(bytes);
     }
@@ -45,7 +39,7 @@ mod tests {
         }
         for value in [0i64, -1, 1, -64, 64, i64::MIN, i64::MAX] {
             let mut out = Vec::new();
-            put_zigzag(&mut out, value);
+            put(&mut out, value);
             assert_eq!(out, postcard::to_allocvec(&value).unwrap());
             assert_eq!(take_zigzag(&mut &out[..]), Some(value));
         }
