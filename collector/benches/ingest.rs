@@ -9,7 +9,7 @@
 //! drained by a bare `recvmmsg` loop. So neither number is limited by the sender.
 //!
 //! `cargo bench -p driftlog-collector --bench ingest` (FIGURES_EVENTS, FIGURES_SINGLE to
-//! change the sizes).
+//! change the sizes, FIGURES_REPEAT for the number of single-event runs).
 
 use driftlog_collector::tail::http_get;
 use driftlog_protocol::Instant;
@@ -162,7 +162,9 @@ fn start_collector(keys_toml: &str, extra: &str) -> Collector {
     );
     let config_path = dir.path().join("collector.toml");
     std::fs::write(&config_path, config).unwrap();
-    let child = Command::new(BIN)
+    // FIGURES_COLLECTOR_BIN: another build of the collector, for A/B comparisons.
+    let bin = std::env::var("FIGURES_COLLECTOR_BIN").unwrap_or_else(|_| BIN.to_string());
+    let child = Command::new(bin)
         .args(["run", "--config"])
         .arg(&config_path)
         .env("RUST_LOG", "warn")
@@ -213,6 +215,8 @@ struct Ingest {
     started: StdInstant,
     /// CPU seconds per collector thread name over the run (summed over same-named threads).
     threads: BTreeMap<String, f64>,
+    /// The same before the run.
+    threads_before: BTreeMap<String, f64>,
     elapsed_s: f64,
     events_per_s: f64,
     datagrams_per_s: f64,
@@ -244,6 +248,7 @@ fn ingest(frames: &Frames, extra: &str) -> (Ingest, Collector) {
     let result = Ingest {
         started,
         threads,
+        threads_before,
         elapsed_s: elapsed,
         events_per_s: committed / elapsed,
         datagrams_per_s: frames.datagrams.len() as f64 * (committed / frames.events as f64) / elapsed,
@@ -275,78 +280,108 @@ fn env_u64(name: &str, default: u64) -> u64 {
 fn main() {
     // `cargo bench` passes `--bench`; nothing else to parse.
     let batched_events = env_u64("FIGURES_EVENTS", 2_000_000);
-    let single_events = env_u64("FIGURES_SINGLE", 200_000);
+    let single_events = env_u64("FIGURES_SINGLE", 400_000);
     println!("collector ingest figures (2 REUSEPORT sockets, {DEVICES} devices, fsync per group commit)\n");
 
+    // Single-event runs are short and this machine is shared: each is repeated, and the
+    // median ratio is the figure.
+    let repeats = env_u64("FIGURES_REPEAT", 3).max(1);
+    let mut ratios: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     // The last run turns the default window off, to show what the window processor costs.
-    for (label, per_frame, total, extra) in [
-        ("batched (up to 64 events/frame)", 64, batched_events, ""),
-        ("single-event frames", 1, single_events, ""),
-        ("single-event frames, windows = []", 1, single_events, "windows = []"),
+    for (label, per_frame, total, extra, runs) in [
+        ("batched (up to 64 events/frame)", 64, batched_events, "", 1),
+        ("single-event frames", 1, single_events, "", repeats),
+        ("single-event frames, windows = []", 1, single_events, "windows = []", repeats),
     ] {
         let frames = frames(total, per_frame);
-        let ceiling = raw_ceiling(&frames, 2);
-        // FIGURES_COLLECTOR_TOML: extra top-level settings for every run (experiments).
-        let extra = format!("{extra}\n{}", std::env::var("FIGURES_COLLECTOR_TOML").unwrap_or_default());
-        let (result, collector) = ingest(&frames, &extra);
-        let m = &result.metrics;
-        // The window processor reads the log behind the committer: when has it caught up?
-        let windows_done_s = (!extra.contains("windows = []")).then(|| {
-            while result.started.elapsed() < Duration::from_secs(300) {
-                let lag = metrics(collector.http).get("driftlog_windows_lag_offsets").copied();
-                if lag == Some(0.0) {
-                    break;
+        for run in 1..=runs {
+            let ceiling = raw_ceiling(&frames, 2);
+            // FIGURES_COLLECTOR_TOML: extra top-level settings for every run (experiments).
+            let extra = format!("{extra}\n{}", std::env::var("FIGURES_COLLECTOR_TOML").unwrap_or_default());
+            let (result, collector) = ingest(&frames, &extra);
+            let m = &result.metrics;
+            // The window processor reads the log behind the committer: when has it caught up?
+            let windows_done_s = (!extra.contains("windows = []")).then(|| {
+                while result.started.elapsed() < Duration::from_secs(300) {
+                    let lag = metrics(collector.http).get("driftlog_windows_lag_offsets").copied();
+                    if lag == Some(0.0) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
                 }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            result.started.elapsed().as_secs_f64()
-        });
-        let committed = m.get("driftlog_events_committed_total").copied().unwrap_or(0.0);
-        println!(
-            "{label}: {} events in {} datagrams ({:.1} events/datagram)",
-            frames.events,
-            frames.datagrams.len(),
-            frames.events as f64 / frames.datagrams.len() as f64
-        );
-        println!(
-            "  committed            {committed:.0} events (kernel drops {:.0})",
-            m.get("driftlog_kernel_receive_drops_total").copied().unwrap_or(0.0)
-        );
-        println!(
-            "  ingest end to end    {:>10.0} events/s  {:>9.0} datagrams/s",
-            result.events_per_s, result.datagrams_per_s
-        );
-        println!("  raw UDP ceiling      {:>10} events/s  {ceiling:>9.0} datagrams/s (bare recv loop, same queue)", "");
-        println!("  ceiling / ingest     {:.2}x (datagrams)", ceiling / result.datagrams_per_s);
-        let busy: Vec<String> = result
-            .threads
-            .iter()
-            .filter(|(_, seconds)| **seconds >= 0.01)
-            .map(|(name, seconds)| format!("{name} {:.0} %", seconds / result.elapsed_s * 100.0))
-            .collect();
-        println!("  threads (CPU / wall) {}", busy.join(", "));
-        if let Some(done) = windows_done_s {
+                result.started.elapsed().as_secs_f64()
+            });
+            let committed = m.get("driftlog_events_committed_total").copied().unwrap_or(0.0);
             println!(
-                "  windows caught up    {done:.2} s after the start ({:.0} events/s through the window processor)",
-                frames.events as f64 / done
+                "{label}, run {run}/{runs}: {} events in {} datagrams ({:.1} events/datagram)",
+                frames.events,
+                frames.datagrams.len(),
+                frames.events as f64 / frames.datagrams.len() as f64
+            );
+            println!(
+                "  committed            {committed:.0} events (kernel drops {:.0})",
+                m.get("driftlog_kernel_receive_drops_total").copied().unwrap_or(0.0)
+            );
+            println!(
+                "  ingest end to end    {:>10.0} events/s  {:>9.0} datagrams/s",
+                result.events_per_s, result.datagrams_per_s
+            );
+            println!(
+                "  raw UDP ceiling      {:>10} events/s  {ceiling:>9.0} datagrams/s (bare recv loop, same queue)",
+                ""
+            );
+            println!("  ceiling / ingest     {:.2}x (datagrams)", ceiling / result.datagrams_per_s);
+            ratios.entry(label).or_default().push(ceiling / result.datagrams_per_s);
+            let busy: Vec<String> = result
+                .threads
+                .iter()
+                .filter(|(_, seconds)| **seconds >= 0.01)
+                .map(|(name, seconds)| format!("{name} {:.0} %", seconds / result.elapsed_s * 100.0))
+                .collect();
+            println!("  threads (CPU / wall) {}", busy.join(", "));
+            // CPU time per event is steadier than rates on a shared machine: compare builds by
+            // it. Counted until the windows caught up, so it includes all their work.
+            let mut cpu = thread_cpu_seconds(collector.child.id());
+            for (name, seconds) in &mut cpu {
+                *seconds -= result.threads_before.get(name).copied().unwrap_or(0.0);
+            }
+            let per_event: Vec<String> = cpu
+                .iter()
+                .filter(|(_, seconds)| **seconds >= 0.01)
+                .map(|(name, seconds)| format!("{name} {:.2}", seconds / committed.max(1.0) * 1e6))
+                .collect();
+            let total: f64 = cpu.values().sum::<f64>() / committed.max(1.0) * 1e6;
+            println!("  CPU µs per event     {total:.2} ({})", per_event.join(", "));
+            if let Some(done) = windows_done_s {
+                println!(
+                    "  windows caught up    {done:.2} s after the start ({:.0} events/s through the window processor)",
+                    frames.events as f64 / done
+                );
+            }
+            let commits = m.get("driftlog_commit_seconds_count").copied().unwrap_or(0.0);
+            println!(
+                "  commit latency       p50 {}  p99 {}  mean {:.1} ms  ({commits:.0} commits)",
+                quantile(m, 0.5),
+                quantile(m, 0.99),
+                m.get("driftlog_commit_seconds_sum").copied().unwrap_or(0.0) / commits.max(1.0) * 1e3,
+            );
+            let encoded = frames.event_bytes as f64 / frames.events as f64;
+            let stored = m.get("driftlog_log_bytes").copied().unwrap_or(0.0) / committed.max(1.0);
+            let file = m.get("driftlog_log_file_bytes").copied().unwrap_or(0.0) / committed.max(1.0);
+            println!(
+                "  bytes per event      encoded {encoded:.1}  stored {stored:.1} ({:.2}x)  log file {file:.1} ({:.2}x)\n",
+                stored / encoded,
+                file / encoded
             );
         }
-        let commits = m.get("driftlog_commit_seconds_count").copied().unwrap_or(0.0);
-        println!(
-            "  commit latency       p50 {}  p99 {}  mean {:.1} ms  ({commits:.0} commits)",
-            quantile(m, 0.5),
-            quantile(m, 0.99),
-            m.get("driftlog_commit_seconds_sum").copied().unwrap_or(0.0) / commits.max(1.0) * 1e3,
-        );
-        let encoded = frames.event_bytes as f64 / frames.events as f64;
-        let stored = m.get("driftlog_log_bytes").copied().unwrap_or(0.0) / committed.max(1.0);
-        let file = m.get("driftlog_log_file_bytes").copied().unwrap_or(0.0) / committed.max(1.0);
-        println!(
-            "  bytes per event      encoded {encoded:.1}  stored {stored:.1} ({:.2}x)  log file {file:.1} ({:.2}x)\n",
-            stored / encoded,
-            file / encoded
-        );
     }
+    for (label, mut runs) in ratios {
+        runs.sort_by(f64::total_cmp);
+        let median = runs[runs.len() / 2];
+        let range = format!("{:.2}x–{:.2}x", runs[0], runs[runs.len() - 1]);
+        println!("{label}: ceiling / ingest median {median:.2}x over {} runs (range {range})", runs.len());
+    }
+    println!();
 
     // JetStream: the forwarder publishing a log that is being filled.
     let nats = ["/usr/sbin/nats-server", "/usr/bin/nats-server"].into_iter().find(|p| std::path::Path::new(p).exists());

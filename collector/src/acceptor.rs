@@ -11,12 +11,13 @@
 //! ever acknowledged or remembered as seen, so the devices keep and retransmit it.
 
 use crate::clocks::{ClockChanges, Clocks};
+use crate::committer::{Client, CommitResult};
 use crate::id_hash::IdMap;
 use crate::ingest::{Batch, ReplyPath, Route};
 use crate::keys::Keys;
 use crate::log::block::BlockBuilder;
 use crate::log::record::{EventsHead, GapHead, RecordKind, encode_gap};
-use crate::log::{Commit, Committed, Dedup, LogError};
+use crate::log::{Commit, Dedup};
 use crate::metrics::{AcceptorSnapshot, Metrics};
 use driftlog_eventtime::clock::ClockConfig;
 use driftlog_protocol::endpoint::{Delivery, Endpoint, Received};
@@ -26,11 +27,8 @@ use driftlog_protocol::{DeviceId, Instant};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant as StdInstant};
-
-/// The committer's answer to one commit.
-pub type CommitResult = Result<Committed, LogError>;
 
 #[derive(Clone, Debug)]
 pub struct AcceptorConfig {
@@ -65,9 +63,8 @@ pub struct Acceptor {
     accepting: bool,
     next_probe: StdInstant,
     chain_buf: Vec<u8>,
-    commits: SyncSender<Commit>,
+    committer: Client,
     batches: Receiver<Batch>,
-    results: Receiver<CommitResult>,
     metrics: Arc<Metrics>,
     /// The endpoint's clock is collector Unix time (µs), monotonic from this origin: ACKs
     /// carry it as t2/t3 of the four-timestamp exchange, which the clock models need on the
@@ -104,9 +101,8 @@ impl Acceptor {
         config: AcceptorConfig,
         endpoint: Endpoint<Keys>,
         replies: Vec<Box<dyn ReplyPath>>,
-        commits: SyncSender<Commit>,
+        committer: Client,
         batches: Receiver<Batch>,
-        results: Receiver<CommitResult>,
         metrics: Arc<Metrics>,
     ) -> Acceptor {
         let now = StdInstant::now();
@@ -123,9 +119,8 @@ impl Acceptor {
             accepting: true,
             next_probe: now,
             chain_buf: vec![0; 65_536],
-            commits,
+            committer,
             batches,
-            results,
             metrics,
             origin: now,
             origin_unix_us: (now_unix_ms()).saturating_mul(1_000),
@@ -155,14 +150,14 @@ impl Acceptor {
     pub fn run(mut self, shutdown: &std::sync::atomic::AtomicBool) {
         while !shutdown.load(Ordering::Relaxed) {
             // Commit outcomes first: they release ACKs.
-            while let Ok(result) = self.results.try_recv() {
+            while let Some(result) = self.committer.try_result() {
                 self.handle_committed(result);
             }
             if self.in_flight.is_some() && self.builder.bytes() >= self.config.max_block_bytes {
                 // The next block is full and the disk is busy: wait for it instead of reading
                 // on. The sockets' receive buffers hold what arrives meanwhile (overflow is
                 // counted as kernel drops, and the devices retransmit it).
-                if let Ok(result) = self.results.recv_timeout(Duration::from_millis(50)) {
+                if let Some(result) = self.committer.result_timeout(Duration::from_millis(50)) {
                     self.handle_committed(result);
                 }
                 self.tick(false);
@@ -203,7 +198,7 @@ impl Acceptor {
             if self.in_flight.is_none() && self.builder.is_empty() {
                 break;
             }
-            if let Ok(result) = self.results.recv_timeout(Duration::from_millis(50)) {
+            if let Some(result) = self.committer.result_timeout(Duration::from_millis(50)) {
                 self.handle_committed(result);
             }
         }
@@ -354,7 +349,7 @@ impl Acceptor {
             if StdInstant::now() >= self.next_probe {
                 // Ask whether a full block fits again; frames stay refused until it does.
                 let probe = Commit { reserve_bytes: self.config.max_block_bytes as u64, ..Commit::default() };
-                if self.commits.try_send(probe).is_ok() {
+                if self.committer.submit(probe).is_ok() {
                     self.in_flight = Some(InFlight { states: Vec::new(), events: 0 });
                 }
                 self.next_probe = StdInstant::now() + PROBE_INTERVAL;
@@ -390,15 +385,15 @@ impl Acceptor {
         self.clocks_in_flight = changes;
         let events = std::mem::take(&mut self.block_events);
         // The committer takes one commit at a time and we send only when none is in flight.
-        if self.commits.try_send(commit).is_err() {
-            tracing::error!("committer is gone; rolling back");
+        if let Err(error) = self.committer.submit(commit) {
+            tracing::error!(%error, "commit not taken; rolling back");
             self.endpoint.rollback_uncommitted();
             return;
         }
         self.in_flight = Some(InFlight { states, events });
     }
 
-    fn handle_committed(&mut self, result: Result<Committed, LogError>) {
+    fn handle_committed(&mut self, result: CommitResult) {
         let Some(in_flight) = self.in_flight.take() else { return };
         let now = self.now();
         match result {

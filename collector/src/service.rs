@@ -4,6 +4,7 @@
 //! stop the forwarder, exit 0.
 
 use crate::acceptor::{Acceptor, AcceptorConfig};
+use crate::committer::Writer;
 use crate::config::CollectorConfig;
 use crate::ingest::udp::UdpSource;
 use crate::ingest::zmq::ZmqSource;
@@ -98,6 +99,7 @@ pub fn run(
             sockets: config.udp_sockets(),
             receive_buffer_bytes: udp.receive_buffer_bytes,
             batch_datagrams: udp.batch_datagrams,
+            max_datagram_bytes: config.limits.max_datagram_bytes,
             multicast: None,
             metrics: metrics.clone(),
         }));
@@ -108,6 +110,7 @@ pub fn run(
             sockets: 1,
             receive_buffer_bytes: udp.receive_buffer_bytes,
             batch_datagrams: udp.batch_datagrams,
+            max_datagram_bytes: config.limits.max_datagram_bytes,
             multicast: Some((multicast.group, multicast.interface)),
             metrics: metrics.clone(),
         }));
@@ -132,9 +135,8 @@ pub fn run(
     }
     drop(batch_tx);
 
-    let (commit_tx, commit_rx) = std::sync::mpsc::sync_channel(1);
-    let (result_tx, result_rx) = std::sync::mpsc::sync_channel(1);
-    let committer = crate::committer::spawn(log.clone(), commit_rx, result_tx, metrics.clone())?;
+    // Two clients: the acceptor and the window processor, one commit in flight each.
+    let (committer, committer_thread) = crate::committer::spawn(log.clone(), 2, metrics.clone())?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -167,8 +169,9 @@ pub fn run(
     let mut clocks = crate::clocks::Clocks::new(config.clock.to_config(), config.clock.max_models);
     let clock_models = clocks.restore(log.clocks()?);
     tracing::info!(models = clock_models, "clock models restored");
-    let acceptor = Acceptor::new(acceptor_config, endpoint, replies, commit_tx, batch_rx, result_rx, metrics.clone())
-        .with_clocks(clocks);
+    let acceptor =
+        Acceptor::new(acceptor_config, endpoint, replies, committer.client(Writer::Ingest), batch_rx, metrics.clone())
+            .with_clocks(clocks);
     // The window processor reads the log on its own thread; it stops after the acceptor so
     // it can take the last commit's events into its final checkpoint.
     let windows_shutdown = Arc::new(AtomicBool::new(false));
@@ -178,12 +181,15 @@ pub fn run(
         metrics.windows_enabled.store(true, Ordering::Relaxed);
         let processor = crate::windows::processor::Processor::open(
             log.clone(),
+            committer.client(Writer::Windows),
             metrics.clone(),
             &config.windows,
             &config.watermark,
         )?;
         Some(processor.spawn(windows_shutdown.clone())?)
     };
+    // The committer runs until its last client (the acceptor, the processor) is gone.
+    drop(committer);
     // The acceptor runs until shutdown; sources stop first so it can drain what they queued.
     let acceptor_shutdown = Arc::new(AtomicBool::new(false));
     let acceptor_flag = acceptor_shutdown.clone();
@@ -201,11 +207,13 @@ pub fn run(
     for thread in source_threads {
         let _ = thread.join();
     }
-    let _ = committer.join();
+    // The window processor takes the last commit's events into its final checkpoint, which
+    // it commits through the committer; then the committer's last client is gone.
     windows_shutdown.store(true, Ordering::Relaxed);
     if let Some(thread) = windows_thread {
         let _ = thread.join();
     }
+    let _ = committer_thread.join();
     let _ = stop_tx.send(true);
     if let Some(forwarder) = forwarder {
         let _ = runtime.block_on(forwarder);

@@ -19,7 +19,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 const READ_TIMEOUT: Duration = Duration::from_millis(100);
-const MAX_DATAGRAM: usize = 65_536;
 
 #[derive(Debug)]
 pub struct UdpSource {
@@ -27,6 +26,10 @@ pub struct UdpSource {
     pub sockets: usize,
     pub receive_buffer_bytes: usize,
     pub batch_datagrams: usize,
+    /// Larger datagrams are received truncated to one byte more, which the endpoint rejects
+    /// as oversized (counted); so each receive slot is small and a batch's slots are
+    /// contiguous, which keeps a `recvmmsg` call on a few pages instead of one per datagram.
+    pub max_datagram_bytes: usize,
     /// Join this group on this interface (multicast source).
     pub multicast: Option<(Ipv4Addr, Ipv4Addr)>,
     pub metrics: Arc<Metrics>,
@@ -78,11 +81,11 @@ impl Source for UdpSource {
         for (index, socket) in sockets.into_iter().enumerate() {
             reply_sockets.push(socket.try_clone()?);
             let (sink, shutdown, metrics) = (sink.clone(), shutdown.clone(), self.metrics.clone());
-            let batch = self.batch_datagrams;
+            let shape = BatchShape { datagrams: self.batch_datagrams, slot_bytes: self.max_datagram_bytes + 1 };
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("udp-recv-{index}"))
-                    .spawn(move || receive_loop(socket, id, batch, sink, shutdown, metrics))?,
+                    .spawn(move || receive_loop(socket, id, shape, sink, shutdown, metrics))?,
             );
         }
         // Replies for a peer go out of the socket the kernel hashes that peer to; any of
@@ -91,21 +94,29 @@ impl Source for UdpSource {
     }
 }
 
+/// How many datagrams one `recvmmsg` takes, and the bytes each may have.
+#[derive(Clone, Copy, Debug)]
+struct BatchShape {
+    datagrams: usize,
+    slot_bytes: usize,
+}
+
 fn receive_loop(
     socket: UdpSocket,
     source: u16,
-    batch_size: usize,
+    shape: BatchShape,
     sink: Sink,
     shutdown: Shutdown,
     metrics: Arc<Metrics>,
 ) {
-    let mut buffers: Vec<Vec<u8>> = (0..batch_size).map(|_| vec![0u8; MAX_DATAGRAM]).collect();
-    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(batch_size, Some(nix::cmsg_space!(u32)));
+    let slot_bytes = shape.slot_bytes.max(1);
+    let mut slots = vec![0u8; shape.datagrams * slot_bytes];
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(shape.datagrams, Some(nix::cmsg_space!(u32)));
     let mut last_drops = 0u32;
-    let mut received = Vec::with_capacity(batch_size);
+    let mut received = Vec::with_capacity(shape.datagrams);
     let fd = socket.as_raw_fd();
     while !shutdown.load(Ordering::Relaxed) {
-        match receive(fd, &mut headers, &mut buffers, &mut received) {
+        match receive(fd, &mut headers, &mut slots, slot_bytes, &mut received) {
             Ok(()) => {}
             Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => continue,
             Err(error) => {
@@ -126,8 +137,8 @@ fn receive_loop(
         let bytes: usize = received.iter().map(|(len, _, _)| *len).sum();
         // Sized once, so filling it does not reallocate.
         let mut batch = Batch::with_capacity(received.len(), bytes, now_unix_us());
-        for ((len, peer, _), buffer) in received.drain(..).zip(&buffers) {
-            batch.push(&buffer[..len.min(buffer.len())], Route { source, peer });
+        for ((len, peer, _), slot) in received.drain(..).zip(slots.chunks(slot_bytes)) {
+            batch.push(&slot[..len.min(slot.len())], Route { source, peer });
         }
         let bytes = bytes as u64;
         metrics.datagrams_received.fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -143,15 +154,18 @@ fn receive_loop(
 type Received = (usize, Option<SocketAddr>, Option<u32>);
 
 /// One `recvmmsg` call: waits for the first datagram (up to the socket timeout), then takes
-/// what else is queued. Fills `out` with one [`Received`] per datagram, in buffer order.
+/// what else is queued, one per `slot_bytes` of `slots`. Fills `out` with one [`Received`]
+/// per datagram, in slot order.
 fn receive(
     fd: std::os::fd::RawFd,
     headers: &mut MultiHeaders<SockaddrStorage>,
-    buffers: &mut [Vec<u8>],
+    slots: &mut [u8],
+    slot_bytes: usize,
     out: &mut Vec<Received>,
 ) -> nix::Result<()> {
     out.clear();
-    let mut slices: Vec<[IoSliceMut<'_>; 1]> = buffers.iter_mut().map(|b| [IoSliceMut::new(&mut b[..])]).collect();
+    let mut slices: Vec<[IoSliceMut<'_>; 1]> =
+        slots.chunks_mut(slot_bytes).map(|slot| [IoSliceMut::new(slot)]).collect();
     let results = recvmmsg(fd, headers, slices.iter_mut(), MsgFlags::MSG_WAITFORONE, None)?;
     let mut last = None;
     for message in results {

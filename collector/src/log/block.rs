@@ -122,27 +122,76 @@ pub enum BlockError {
 
 /// Splits a stored block into its head and `(offset, record)` pairs.
 pub fn decode_block(first_offset: u64, value: &[u8]) -> Result<(BlockHead, Vec<(u64, Record<'_>)>), BlockError> {
-    let (head, mut rest) = postcard::take_from_bytes::<BlockHead>(value).map_err(|_| BlockError::Head)?;
-    let mut records = Vec::new();
-    let mut slots = Slots::new();
-    let mut offset = first_offset;
-    while !rest.is_empty() {
-        let length = varint::take(&mut rest).ok_or(BlockError::Truncated)?;
-        let after = rest;
+    let (head, records) = block_records(first_offset, value)?;
+    Ok((head, records.collect::<Result<_, _>>()?))
+}
+
+/// The head of a stored block and an iterator over its `(offset, record)` pairs, for readers
+/// that take one record at a time (a block of single events holds tens of thousands). A
+/// malformed record, or records that do not cover the offsets the head names, end the
+/// iteration with an error after the records before it.
+pub fn block_records(first_offset: u64, value: &[u8]) -> Result<(BlockHead, BlockRecords<'_>), BlockError> {
+    let (head, rest) = postcard::take_from_bytes::<BlockHead>(value).map_err(|_| BlockError::Head)?;
+    let records = BlockRecords {
+        rest,
+        slots: Slots::new(),
+        first_offset,
+        offset: first_offset,
+        head_offsets: head.offsets,
+        done: false,
+    };
+    Ok((head, records))
+}
+
+#[derive(Debug)]
+pub struct BlockRecords<'a> {
+    rest: &'a [u8],
+    slots: Slots,
+    first_offset: u64,
+    /// The next record's offset.
+    offset: u64,
+    /// How many offsets the head says the records cover.
+    head_offsets: u64,
+    done: bool,
+}
+
+impl<'a> BlockRecords<'a> {
+    fn take(&mut self) -> Result<Option<(u64, Record<'a>)>, BlockError> {
+        if self.rest.is_empty() {
+            let records = self.offset - self.first_offset;
+            if records != self.head_offsets {
+                return Err(BlockError::Width { records, head: self.head_offsets });
+            }
+            return Ok(None);
+        }
+        let length = varint::take(&mut self.rest).ok_or(BlockError::Truncated)?;
         let length = usize::try_from(length).map_err(|_| BlockError::Truncated)?;
-        if after.len() < length {
+        if self.rest.len() < length {
             return Err(BlockError::Truncated);
         }
-        let record = Record::decode(&after[..length], &mut slots)?;
-        let width = record.width();
-        records.push((offset, record));
-        offset += width;
-        rest = &after[length..];
+        let (bytes, rest) = self.rest.split_at(length);
+        let record = Record::decode(bytes, &mut self.slots)?;
+        let offset = self.offset;
+        // Widths come from the stored bytes: saturating, so a corrupt one is a width error.
+        self.offset = self.offset.saturating_add(record.width());
+        self.rest = rest;
+        Ok(Some((offset, record)))
     }
-    if offset - first_offset != head.offsets {
-        return Err(BlockError::Width { records: offset - first_offset, head: head.offsets });
+}
+
+impl<'a> Iterator for BlockRecords<'a> {
+    type Item = Result<(u64, Record<'a>), BlockError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let item = self.take().transpose();
+        if !matches!(item, Some(Ok(_))) {
+            self.done = true;
+        }
+        item
     }
-    Ok((head, records))
 }
 
 #[cfg(test)]

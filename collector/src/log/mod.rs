@@ -13,7 +13,7 @@ pub mod block;
 pub mod record;
 mod varint;
 
-use block::{BlockHead, decode_block};
+use block::{BlockHead, block_records, decode_block};
 use driftlog_protocol::KeyId;
 use driftlog_protocol::endpoint::RECEIVER_RANGES;
 use driftlog_protocol::ids::StreamKey;
@@ -165,6 +165,17 @@ impl OwnedBlock {
     pub fn decode(&self) -> Result<(BlockHead, Vec<(u64, record::Record<'_>)>), LogError> {
         decode_block(self.first_offset, &self.value)
             .map_err(|error| LogError::Corrupt { offset: self.first_offset, error })
+    }
+
+    /// The block's records one at a time (see [`block_records`]).
+    pub fn records(&self) -> impl Iterator<Item = Result<(u64, record::Record<'_>), LogError>> {
+        let first_offset = self.first_offset;
+        let corrupt = move |error| LogError::Corrupt { offset: first_offset, error };
+        let (records, head_error) = match block_records(first_offset, &self.value) {
+            Ok((_, records)) => (Some(records), None),
+            Err(error) => (None, Some(Err(corrupt(error)))),
+        };
+        head_error.into_iter().chain(records.into_iter().flatten().map(move |item| item.map_err(corrupt)))
     }
 }
 

@@ -53,6 +53,9 @@ pub struct Pipeline {
     state: State,
     key: String,
     scratch: Vec<Output>,
+    /// The watermark every operator has already been advanced to: advancing again to the
+    /// same one does nothing, so it is skipped (a cache; `NEG_INF` after a restore).
+    advanced_to: i64,
 }
 
 impl Pipeline {
@@ -69,6 +72,7 @@ impl Pipeline {
             state: State { windows, watermarks, now_unix_us: NEG_INF, stats: PipelineStats::default() },
             key: String::new(),
             scratch: Vec::new(),
+            advanced_to: NEG_INF,
         }
     }
 
@@ -211,6 +215,10 @@ impl Pipeline {
 
     fn advance(&mut self, out: &mut Vec<Encoded>) {
         let watermark = self.state.watermarks.current();
+        if watermark == self.advanced_to {
+            return;
+        }
+        self.advanced_to = watermark;
         for (section, window) in self.sections.iter().zip(self.state.windows.iter_mut()) {
             self.scratch.clear();
             window.operator.advance_watermark(watermark, &mut self.scratch);
@@ -238,6 +246,9 @@ fn emit(
     event_id: Option<&str>,
     out: &mut Vec<Encoded>,
 ) {
+    if outputs.is_empty() {
+        return; // Most events change no result.
+    }
     for output in outputs.drain(..) {
         let mut bytes = Vec::new();
         match output {

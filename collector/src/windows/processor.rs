@@ -7,11 +7,17 @@
 //! committed. While caught up it writes `tick` records carrying the collector clock, which
 //! is how idleness (a silent fleet still closes its windows) reaches the pipeline without
 //! making it depend on when it runs.
+//!
+//! Ingest comes first: the thread runs at a lower CPU priority ([`NICE`]), so during a burst
+//! the cores go to getting events durable and acknowledged, and the windows catch up after
+//! (the same results: they depend only on the log). This is safe because the processor
+//! holds no lock ingest needs: its commits go through the committer, the log's only writer.
 
 use super::READER;
 use super::config::{WatermarkSection, WindowSection};
 use super::pipeline::Pipeline;
 use crate::acceptor::now_unix_ms;
+use crate::committer::Client;
 use crate::log::block::BlockBuilder;
 use crate::log::record::{RecordKind, TickRecord, encode_head};
 use crate::log::{Checkpoint, Commit, Log, LogError};
@@ -23,10 +29,24 @@ use std::time::{Duration, Instant};
 const READ_BLOCKS: usize = 16;
 const IDLE_POLL: Duration = Duration::from_millis(20);
 const RETRY: Duration = Duration::from_millis(500);
+/// The window thread's nice value (ingest threads run at 0). At 10 it gets about a tenth
+/// of a contended core: windows still advance under full load, while a burst of ingest
+/// is not slowed by them.
+pub const NICE: i32 = 10;
+
+/// Why a round of the processor failed; it retries.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessorError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("the committer has stopped")]
+    CommitterStopped,
+}
 
 #[derive(Debug)]
 pub struct Processor {
     log: Arc<Log>,
+    committer: Client,
     metrics: Arc<Metrics>,
     pipeline: Pipeline,
     next_offset: u64,
@@ -42,6 +62,7 @@ impl Processor {
     /// Restores the checkpoint (or starts at the log's first offset).
     pub fn open(
         log: Arc<Log>,
+        committer: Client,
         metrics: Arc<Metrics>,
         sections: &[WindowSection],
         watermark: &WatermarkSection,
@@ -64,6 +85,7 @@ impl Processor {
         let now = Instant::now();
         Ok(Processor {
             log,
+            committer,
             metrics,
             pipeline,
             next_offset,
@@ -78,6 +100,10 @@ impl Processor {
 
     pub fn spawn(mut self, shutdown: Arc<AtomicBool>) -> std::io::Result<std::thread::JoinHandle<()>> {
         std::thread::Builder::new().name("windows".into()).spawn(move || {
+            // On Linux the nice value is per thread: this lowers this thread only.
+            if let Err(error) = rustix::process::nice(NICE) {
+                tracing::warn!(%error, "cannot lower the window thread's priority; it competes with ingest");
+            }
             while !shutdown.load(Ordering::Relaxed) {
                 match self.step() {
                     Ok(true) => {}
@@ -97,12 +123,12 @@ impl Processor {
 
     /// One round: read and process what is new, checkpoint when due. Returns whether it read
     /// anything (the caller sleeps otherwise).
-    fn step(&mut self) -> Result<bool, LogError> {
+    fn step(&mut self) -> Result<bool, ProcessorError> {
         let blocks = self.log.read_blocks(self.next_offset, READ_BLOCKS)?;
         let mut progressed = false;
         for block in &blocks {
-            let (_, records) = block.decode()?;
-            for (offset, record) in records {
+            for item in block.records() {
+                let (offset, record) = item?;
                 let end = offset + record.width();
                 if end <= self.next_offset {
                     continue;
@@ -135,7 +161,7 @@ impl Processor {
     }
 
     /// Commits pending outputs (and a tick, if any) with the state and offset they reflect.
-    fn checkpoint(&mut self, tick: Option<TickRecord>) -> Result<(), LogError> {
+    fn checkpoint(&mut self, tick: Option<TickRecord>) -> Result<(), ProcessorError> {
         if self.pending.is_empty() && tick.is_none() && self.next_offset == self.checkpointed_offset {
             return Ok(());
         }
@@ -158,7 +184,7 @@ impl Processor {
             ..Commit::default()
         };
         // On failure nothing changes: the same outputs and state are committed next time.
-        let committed = self.log.commit(&commit, now_unix_ms())?;
+        let committed = self.committer.commit(commit).ok_or(ProcessorError::CommitterStopped)??;
         self.metrics.log_next_offset.fetch_max(committed.next_offset, Ordering::Relaxed);
         self.metrics.windows_outputs_committed.fetch_add(self.pending.len() as u64, Ordering::Relaxed);
         self.pending.clear();

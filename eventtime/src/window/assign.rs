@@ -64,6 +64,13 @@ pub fn tumbling_window(ts: Ticks, size: Ticks, offset: Ticks) -> Option<WindowBo
     if size <= 0 {
         return None;
     }
+    // The common case in i64; the same formula in i128 where a step would overflow.
+    if let Some(shifted) = ts.checked_sub(offset)
+        && let Some(start) = ts.checked_sub(shifted.rem_euclid(size))
+        && let Some(end) = start.checked_add(size)
+    {
+        return Some(WindowBounds { start, end });
+    }
     let (ts, size, offset) = (i128::from(ts), i128::from(size), i128::from(offset));
     let start = ts - (ts - offset).rem_euclid(size);
     WindowBounds::from_wide(start, start + size)
@@ -106,12 +113,34 @@ pub fn session_window(ts: Ticks, gap: Ticks) -> Option<WindowBounds> {
 }
 
 /// The windows `ts` belongs to before any session merging, in increasing start order; empty when
-/// none is representable.
-pub fn assign(kind: &WindowKind, ts: Ticks) -> Vec<WindowBounds> {
+/// none is representable. Tumbling and session windows allocate nothing.
+pub fn assign(kind: &WindowKind, ts: Ticks) -> Assigned {
     match *kind {
-        WindowKind::Tumbling { size, offset } => tumbling_window(ts, size, offset).into_iter().collect(),
-        WindowKind::Hopping { size, slide, offset } => hopping_windows(ts, size, slide, offset),
-        WindowKind::Session { gap } => session_window(ts, gap).into_iter().collect(),
+        WindowKind::Tumbling { size, offset } => Assigned::One(tumbling_window(ts, size, offset)),
+        WindowKind::Hopping { size, slide, offset } => {
+            Assigned::Many(hopping_windows(ts, size, slide, offset).into_iter())
+        }
+        WindowKind::Session { gap } => Assigned::One(session_window(ts, gap)),
+    }
+}
+
+/// What [`assign`] returns: an iterator over window bounds.
+#[derive(Debug)]
+pub enum Assigned {
+    /// At most one window (tumbling, session).
+    One(Option<WindowBounds>),
+    /// Hopping windows.
+    Many(std::vec::IntoIter<WindowBounds>),
+}
+
+impl Iterator for Assigned {
+    type Item = WindowBounds;
+
+    fn next(&mut self) -> Option<WindowBounds> {
+        match self {
+            Assigned::One(window) => window.take(),
+            Assigned::Many(windows) => windows.next(),
+        }
     }
 }
 
@@ -121,6 +150,22 @@ mod tests {
 
     fn bounds(start: Ticks, end: Ticks) -> WindowBounds {
         WindowBounds { start, end }
+    }
+
+    /// The i64 fast path gives what the i128 formula gives, at the ends of the range too.
+    #[test]
+    fn tumbling_fast_path_equals_the_wide_formula() {
+        let edge = proptest::prop_oneof![
+            proptest::num::i64::ANY,
+            -1_000i64..1_000,
+            (i64::MAX - 1_000)..=i64::MAX,
+            i64::MIN..(i64::MIN + 1_000),
+        ];
+        proptest::proptest!(|(ts in edge.clone(), size in proptest::prop_oneof![1i64..100, 1i64..=i64::MAX], offset in edge)| {
+            let (wide_ts, wide_size, wide_offset) = (i128::from(ts), i128::from(size), i128::from(offset));
+            let start = wide_ts - (wide_ts - wide_offset).rem_euclid(wide_size);
+            proptest::prop_assert_eq!(tumbling_window(ts, size, offset), WindowBounds::from_wide(start, start + wide_size));
+        });
     }
 
     #[test]

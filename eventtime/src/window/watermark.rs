@@ -34,7 +34,9 @@
 //! are still windowed by the operator like any other, so nothing is lost, but a fleet larger than
 //! the bound gets a watermark driven by the first `max_sources` sources only.
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BinaryHeap};
 
 use serde::{Deserialize, Serialize};
 
@@ -76,6 +78,64 @@ pub struct Watermarks {
     /// source. `-inf` forces the next tick to scan.
     #[serde(skip)]
     idle_check_at: IdleCheck,
+    /// Candidates for the minimum over the counted sources, so that `W` does not need a scan
+    /// of every source each time the source holding it moves (in a fleet sending at one rate,
+    /// that is nearly every event). A cache like `idle_check_at`.
+    #[serde(skip)]
+    minimum: MinimumCache,
+}
+
+/// Whether a source takes part in the minimum.
+fn counted(state: &Source) -> bool {
+    !state.idle && state.aligned
+}
+
+/// A lazy min-heap of `(watermark, source)`: every counted source has an entry with its
+/// current watermark; entries that no longer match their source are stale and dropped when
+/// they reach the top. Watermarks mostly rise, so a push rarely moves past the heap's end.
+/// `None` (the default, and after deserialising) is rebuilt from the sources on first use.
+#[derive(Clone, Debug, Default)]
+struct MinimumCache(Option<BinaryHeap<Reverse<(Ticks, u64)>>>);
+
+impl PartialEq for MinimumCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for MinimumCache {}
+
+impl MinimumCache {
+    /// Records that counted `source` now has `watermark`. Call after the state changed.
+    fn push(&mut self, source: u64, watermark: Ticks, sources: usize) {
+        let Some(heap) = &mut self.0 else { return };
+        if heap.len() >= 2 * sources + 64 {
+            // Mostly stale: rebuilding from the sources (at the next query) bounds its size.
+            self.0 = None;
+            return;
+        }
+        heap.push(Reverse((watermark, source)));
+    }
+
+    /// The least watermark of a counted source.
+    fn least(&mut self, sources: &BTreeMap<u64, Source>) -> Option<Ticks> {
+        let heap = self.0.get_or_insert_with(|| {
+            sources
+                .iter()
+                .filter(|(_, state)| counted(state))
+                .map(|(id, state)| Reverse((state.watermark, *id)))
+                .collect()
+        });
+        while let Some(&Reverse((watermark, source))) = heap.peek() {
+            match sources.get(&source) {
+                Some(state) if counted(state) && state.watermark == watermark => return Some(watermark),
+                _ => {
+                    heap.pop();
+                }
+            }
+        }
+        None
+    }
 }
 
 /// A lower bound that only saves work: equal whatever it holds, `-inf` by default.
@@ -112,6 +172,7 @@ impl Watermarks {
             ignored_events: 0,
             clock_floor: false,
             idle_check_at: IdleCheck::default(),
+            minimum: MinimumCache::default(),
         }
     }
 
@@ -138,31 +199,43 @@ impl Watermarks {
 
     /// Records an event of `source` with event time `ts`, seen at processing time `now`.
     pub fn handle_event(&mut self, source: u64, ts: Ticks, now: Ticks) {
-        if !self.track(source, now) {
-            self.ignored_events = self.ignored_events.saturating_add(1);
-            return;
-        }
         let current = self.current;
+        let tracked = self.sources.len();
+        // One lookup for a known source; a new one is tracked as `register` would.
+        let (state, new) = match self.sources.entry(source) {
+            Entry::Occupied(entry) => (entry.into_mut(), false),
+            Entry::Vacant(entry) => {
+                if tracked >= self.max_sources {
+                    self.ignored_events = self.ignored_events.saturating_add(1);
+                    return;
+                }
+                self.idle_check_at.0 = self.idle_check_at.0.min(now.saturating_add(self.idle_timeout));
+                let aligned = current == NEG_INF;
+                (entry.insert(Source { watermark: NEG_INF, last_active_at: now, idle: false, aligned }), true)
+            }
+        };
         let candidate = ts.saturating_sub(self.out_of_orderness).saturating_sub(1);
-        let mut unchanged_minimum = false;
-        if let Some(state) = self.sources.get_mut(&source) {
-            let counted_before = !state.idle && state.aligned;
-            let watermark_before = state.watermark;
-            state.watermark = state.watermark.max(candidate);
-            state.last_active_at = state.last_active_at.max(now);
-            if state.idle {
-                state.idle = false;
-                state.aligned = false;
-                let check_at = state.last_active_at.saturating_add(self.idle_timeout);
-                self.idle_check_at.0 = self.idle_check_at.0.min(check_at);
-            }
-            if !state.aligned && state.watermark >= current {
-                state.aligned = true;
-            }
-            // A source in the minimum both before and after, whose watermark was already above
-            // `W`, was not the minimum: raising it cannot move `W`.
-            unchanged_minimum = counted_before && !state.idle && state.aligned && watermark_before > current;
+        let counted_before = counted(state);
+        let watermark_before = state.watermark;
+        state.watermark = state.watermark.max(candidate);
+        state.last_active_at = state.last_active_at.max(now);
+        if state.idle {
+            state.idle = false;
+            state.aligned = false;
+            let check_at = state.last_active_at.saturating_add(self.idle_timeout);
+            self.idle_check_at.0 = self.idle_check_at.0.min(check_at);
         }
+        if !state.aligned && state.watermark >= current {
+            state.aligned = true;
+        }
+        let counted_after = counted(state);
+        let watermark = state.watermark;
+        if counted_after && (new || !counted_before || watermark != watermark_before) {
+            self.minimum.push(source, watermark, self.sources.len());
+        }
+        // A source in the minimum both before and after, whose watermark was already above
+        // `W`, was not the minimum: raising it cannot move `W`.
+        let unchanged_minimum = !new && counted_before && counted_after && watermark_before > current;
         if !unchanged_minimum {
             self.recompute();
         }
@@ -257,14 +330,16 @@ impl Watermarks {
         }
         let aligned = self.current == NEG_INF;
         self.sources.insert(source, Source { watermark: NEG_INF, last_active_at: now, idle: false, aligned });
+        if aligned {
+            self.minimum.push(source, NEG_INF, self.sources.len());
+        }
         self.idle_check_at.0 = self.idle_check_at.0.min(now.saturating_add(self.idle_timeout));
         self.recompute();
         true
     }
 
     fn recompute(&mut self) {
-        let active_aligned_min =
-            self.sources.values().filter(|state| !state.idle && state.aligned).map(|state| state.watermark).min();
+        let active_aligned_min = self.minimum.least(&self.sources);
         let candidate = match active_aligned_min {
             Some(min) => min,
             None if self.sources.values().all(|state| state.idle) => {
@@ -284,10 +359,11 @@ mod tests {
     use super::*;
 
     /// The shortcuts (no rescan before an idle check is due, no recompute when a source above
-    /// `W` moves) change nothing: a copy that rescans and recomputes after every step agrees.
+    /// `W` moves, the minimum from a heap) change nothing: a copy that rescans every source and
+    /// recomputes after every step agrees.
     #[test]
     fn shortcuts_agree_with_a_full_rescan_after_every_step() {
-        proptest::proptest!(|(steps in proptest::collection::vec((0u8..5, 0u64..6, -50i64..200, 0i64..40), 1..300),
+        proptest::proptest!(|(steps in proptest::collection::vec((0u8..6, 0u64..6, -50i64..200, 0i64..40), 1..300),
                               floor: bool)| {
             let new = if floor { Watermarks::with_clock_floor } else { Watermarks::new };
             let (mut fast, mut full) = (new(5, 30, 4), new(5, 30, 4));
@@ -298,13 +374,21 @@ mod tests {
                     0 | 1 => w.handle_event(source, now + ts, now),
                     2 => w.handle_tick(now),
                     3 => w.mark_idle(source),
-                    _ => w.remove(source),
+                    4 => w.remove(source),
+                    // A checkpoint round trip: the caches start empty.
+                    _ => {
+                        let bytes = postcard::to_allocvec(&*w).unwrap_or_default();
+                        if let Ok(restored) = postcard::from_bytes(&bytes) {
+                            *w = restored;
+                        }
+                    }
                 };
                 apply(&mut fast);
                 full.idle_check_at = IdleCheck::default();
                 apply(&mut full);
                 full.idle_check_at = IdleCheck::default();
                 full.handle_tick(i64::MIN); // no source is idle that long: only forces the rescan
+                full.minimum = MinimumCache::default(); // the minimum from a scan of every source
                 full.recompute();
                 proptest::prop_assert_eq!(fast.current(), full.current());
                 for source in 0..6 {

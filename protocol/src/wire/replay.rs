@@ -20,26 +20,26 @@ pub struct ReplayWindow<const N: usize> {
     /// Every value at or below the floor is rejected.
     floor: Option<u64>,
     /// Accepted values above the floor, ascending.
-    recent: heapless::Vec<u64, N>,
+    recent: SortedRing<N>,
     /// Values more than this far below the highest accepted one are rejected.
     window_micros: u64,
 }
 
 impl<const N: usize> ReplayWindow<N> {
     pub const fn new(window_micros: u64) -> Self {
-        ReplayWindow { floor: None, recent: heapless::Vec::new(), window_micros }
+        ReplayWindow { floor: None, recent: SortedRing::new(), window_micros }
     }
 
     pub fn check(&self, sent_at: u64) -> Result<(), Reject> {
         if self.floor.is_some_and(|floor| sent_at <= floor) {
             return Err(Reject::Replayed);
         }
-        if let Some(&highest) = self.recent.last()
+        if let Some(highest) = self.recent.last()
             && sent_at.saturating_add(self.window_micros) < highest
         {
             return Err(Reject::Replayed);
         }
-        if self.recent.binary_search(&sent_at).is_ok() {
+        if self.recent.binary_search(sent_at).is_ok() {
             return Err(Reject::Replayed);
         }
         Ok(())
@@ -47,29 +47,104 @@ impl<const N: usize> ReplayWindow<N> {
 
     /// Records `sent_at`. Call only after [`Self::check`] passed and the frame was accepted.
     pub fn accept(&mut self, sent_at: u64) {
-        if self.recent.binary_search(&sent_at).is_ok() {
+        if self.recent.binary_search(sent_at).is_ok() {
             return;
         }
         if self.recent.is_full() {
-            let evicted = self.recent.remove(0);
+            let Some(evicted) = self.recent.pop_front() else { return };
             self.raise_floor(evicted);
             if sent_at <= evicted {
                 return;
             }
         }
-        let Err(at) = self.recent.binary_search(&sent_at) else { return };
-        let inserted = self.recent.insert(at, sent_at);
-        debug_assert!(inserted.is_ok());
-        let highest = self.recent.last().copied().unwrap_or(sent_at);
+        let Err(at) = self.recent.binary_search(sent_at) else { return };
+        self.recent.insert(at, sent_at);
+        let highest = self.recent.last().unwrap_or(sent_at);
         let cutoff = highest.saturating_sub(self.window_micros);
-        while self.recent.first().is_some_and(|&v| v < cutoff) {
-            let evicted = self.recent.remove(0);
-            self.raise_floor(evicted);
+        while self.recent.first().is_some_and(|v| v < cutoff) {
+            if let Some(evicted) = self.recent.pop_front() {
+                self.raise_floor(evicted);
+            }
         }
     }
 
     fn raise_floor(&mut self, value: u64) {
         self.floor = Some(self.floor.map_or(value, |floor| floor.max(value)));
+    }
+}
+
+/// Up to `N` ascending values in a ring, so evicting the smallest (every frame, once the
+/// window is full) moves nothing; an insert moves only the values above it, which for
+/// frames arriving in order is none.
+#[derive(Clone, Debug)]
+struct SortedRing<const N: usize> {
+    values: [u64; N],
+    /// Where the smallest value is.
+    head: usize,
+    len: usize,
+}
+
+impl<const N: usize> SortedRing<N> {
+    const fn new() -> Self {
+        SortedRing { values: [0; N], head: 0, len: 0 }
+    }
+
+    /// The slot of the `index`-th smallest value; `index <= len <= N`.
+    fn slot(&self, index: usize) -> usize {
+        let slot = self.head + index;
+        if slot >= N { slot - N } else { slot }
+    }
+
+    fn get(&self, index: usize) -> u64 {
+        self.values[self.slot(index)]
+    }
+
+    fn is_full(&self) -> bool {
+        self.len == N
+    }
+
+    fn first(&self) -> Option<u64> {
+        (self.len > 0).then(|| self.get(0))
+    }
+
+    fn last(&self) -> Option<u64> {
+        self.len.checked_sub(1).map(|index| self.get(index))
+    }
+
+    /// As `slice::binary_search`, over the ascending values.
+    fn binary_search(&self, value: u64) -> Result<usize, usize> {
+        let (mut low, mut high) = (0, self.len);
+        while low < high {
+            let mid = low + (high - low) / 2;
+            match self.get(mid).cmp(&value) {
+                core::cmp::Ordering::Less => low = mid + 1,
+                core::cmp::Ordering::Greater => high = mid,
+                core::cmp::Ordering::Equal => return Ok(mid),
+            }
+        }
+        Err(low)
+    }
+
+    fn pop_front(&mut self) -> Option<u64> {
+        let value = self.first()?;
+        self.head = self.slot(1);
+        self.len -= 1;
+        Some(value)
+    }
+
+    /// Inserts `value` as the `index`-th smallest. Ignored when full (callers evict first).
+    fn insert(&mut self, index: usize, value: u64) {
+        if self.is_full() || index > self.len {
+            return;
+        }
+        let mut at = self.len;
+        while at > index {
+            self.values[self.slot(at)] = self.get(at - 1);
+            at -= 1;
+        }
+        let slot = self.slot(index);
+        self.values[slot] = value;
+        self.len += 1;
     }
 }
 
@@ -143,6 +218,58 @@ mod tests {
         assert_eq!(w.check(5), Err(Reject::Replayed));
         assert_eq!(w.check(20), Err(Reject::Replayed));
         w.check(15).unwrap();
+    }
+
+    /// The ring behaves as the plain sorted vector it replaced, including when it wraps.
+    #[test]
+    fn the_ring_window_agrees_with_a_sorted_vector() {
+        struct Reference {
+            floor: Option<u64>,
+            recent: std::vec::Vec<u64>,
+            window_micros: u64,
+        }
+        impl Reference {
+            fn check(&self, v: u64) -> Result<(), Reject> {
+                let replayed = self.floor.is_some_and(|f| v <= f)
+                    || self.recent.last().is_some_and(|&h| v.saturating_add(self.window_micros) < h)
+                    || self.recent.binary_search(&v).is_ok();
+                if replayed { Err(Reject::Replayed) } else { Ok(()) }
+            }
+            fn evict(&mut self) -> u64 {
+                let evicted = self.recent.remove(0);
+                self.floor = Some(self.floor.map_or(evicted, |f| f.max(evicted)));
+                evicted
+            }
+            fn accept(&mut self, v: u64) {
+                if self.recent.binary_search(&v).is_ok() {
+                    return;
+                }
+                if self.recent.len() == 5 && v <= self.evict() {
+                    return;
+                }
+                let Err(at) = self.recent.binary_search(&v) else { return };
+                self.recent.insert(at, v);
+                let cutoff = self.recent.last().copied().unwrap_or(v).saturating_sub(self.window_micros);
+                while self.recent.first().is_some_and(|&f| f < cutoff) {
+                    self.evict();
+                }
+            }
+        }
+        proptest::proptest!(|(values in proptest::collection::vec(0u64..60, 1..200), window in 1u64..40)| {
+            let mut ring = ReplayWindow::<5>::new(window);
+            let mut reference = Reference { floor: None, recent: std::vec::Vec::new(), window_micros: window };
+            for v in values {
+                let checked = ring.check(v);
+                proptest::prop_assert_eq!(checked, reference.check(v));
+                if checked.is_ok() {
+                    ring.accept(v);
+                    reference.accept(v);
+                }
+                for probe in 0..64 {
+                    proptest::prop_assert_eq!(ring.check(probe), reference.check(probe));
+                }
+            }
+        });
     }
 
     #[test]
