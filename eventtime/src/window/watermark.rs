@@ -92,7 +92,7 @@ fn counted(state: &Source) -> bool {
 
 /// A lazy min-heap of `(watermark, source)`: every counted source has an entry with its
 /// current watermark; entries that no longer match their source are stale and dropped when
-/// they reach the top. Watermarks mostly rise, so a push rarely moves past the heap's end.
+/// they reach the top. Watermarks mostly rise, so a push rarely sifts up past its parent.
 /// `None` (the default, and after deserialising) is rebuilt from the sources on first use.
 #[derive(Clone, Debug, Default)]
 struct MinimumCache(Option<BinaryHeap<Reverse<(Ticks, u64)>>>);
