@@ -168,14 +168,11 @@ impl OwnedBlock {
     }
 
     /// The block's records one at a time (see [`block_records`]).
-    pub fn records(&self) -> impl Iterator<Item = Result<(u64, record::Record<'_>), LogError>> {
+    pub fn records(&self) -> Result<impl Iterator<Item = Result<(u64, record::Record<'_>), LogError>>, LogError> {
         let first_offset = self.first_offset;
         let corrupt = move |error| LogError::Corrupt { offset: first_offset, error };
-        let (records, head_error) = match block_records(first_offset, &self.value) {
-            Ok((_, records)) => (Some(records), None),
-            Err(error) => (None, Some(Err(corrupt(error)))),
-        };
-        head_error.into_iter().chain(records.into_iter().flatten().map(move |item| item.map_err(corrupt)))
+        let (_, records) = block_records(first_offset, &self.value).map_err(corrupt)?;
+        Ok(records.map(move |item| item.map_err(corrupt)))
     }
 }
 

@@ -127,7 +127,7 @@ impl Processor {
         let blocks = self.log.read_blocks(self.next_offset, READ_BLOCKS)?;
         let mut progressed = false;
         for block in &blocks {
-            for item in block.records() {
+            for item in block.records()? {
                 let (offset, record) = item?;
                 let end = offset + record.width();
                 if end <= self.next_offset {
