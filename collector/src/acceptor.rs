@@ -282,7 +282,7 @@ impl Acceptor {
     fn record(&mut self, received: &Received<'_>, received_unix_us: i64) {
         let key = received.stream;
         match &received.delivery {
-            Delivery::Events { frame, new, events } => {
+            Delivery::Events { frame, new } => {
                 for range in new {
                     let head = EventsHead {
                         device: key.device,
@@ -304,9 +304,10 @@ impl Acceptor {
                         continue;
                     }
                     let mut writer = EventChainWriter::new(&mut self.chain_buf);
-                    for (_, event) in events.iter().filter(|(seq, _)| range.contains(*seq)) {
+                    // A partly duplicated frame (rare): decode it again to take the new part.
+                    for (_, event) in frame.events().filter(|(seq, _)| range.contains(*seq)) {
                         // The frame held these in order within one datagram: they fit.
-                        let _ = writer.push(event);
+                        let _ = writer.push(&event);
                     }
                     let len = writer.len();
                     self.builder.push_events(head, clock, &self.chain_buf[..len]);
@@ -375,7 +376,7 @@ impl Acceptor {
         let offsets = self.builder.offsets();
         let changes = self.clocks.take_dirty(self.now().as_micros() as i64, shutting_down);
         let commit = Commit {
-            block: self.builder.finish(now_unix_ms()),
+            block: self.builder.finish_into(now_unix_ms(), self.committer.spare_block()),
             offsets,
             streams,
             clocks: changes.changed.clone(),
@@ -403,6 +404,10 @@ impl Acceptor {
                     self.endpoint.handle_durable(now, *stream, state);
                 }
                 self.metrics.events_committed.fetch_add(in_flight.events, Ordering::Relaxed);
+                if in_flight.events > 0 {
+                    let now_unix_us = crate::ingest::now_unix_us().max(0) as u64;
+                    self.metrics.last_events_commit_unix_us.store(now_unix_us, Ordering::Relaxed);
+                }
                 if !self.accepting {
                     tracing::info!("log accepts writes again; acknowledging");
                     self.accepting = true;

@@ -28,6 +28,9 @@ pub struct Metrics {
     /// ACKs/NAKs that could not be sent (socket error, ZeroMQ queue full).
     pub replies_dropped: AtomicU64,
     pub events_committed: AtomicU64,
+    /// When the last group commit that stored events completed, µs since 1970 (0: none
+    /// yet). Stalls show as a timestamp that stops moving while devices send.
+    pub last_events_commit_unix_us: AtomicU64,
     pub commits: AtomicU64,
     pub commit_failures: AtomicU64,
     commit_latency_buckets: [AtomicU64; COMMIT_BUCKETS_S.len()],
@@ -149,6 +152,12 @@ impl Metrics {
             "Events committed to the log.",
             "counter",
             load(&self.events_committed),
+        );
+        series(
+            "driftlog_last_events_commit_timestamp_seconds",
+            "Unix time of the last group commit that stored events (0: none yet).",
+            "gauge",
+            load(&self.last_events_commit_unix_us) / 1e6,
         );
         series("driftlog_commit_failures_total", "Group commits that failed.", "counter", load(&self.commit_failures));
         series("driftlog_log_bytes", "Bytes of records held by the log.", "gauge", load(&self.log_held_bytes));

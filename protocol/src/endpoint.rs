@@ -10,7 +10,7 @@ use crate::ids::StreamKey;
 use crate::receiver::{Control, DedupState, Receiver, ReceiverConfig};
 use crate::wire::{
     Body, ControlRef, DataFrame, Direction, DropReason, Event, Header, HeartbeatRepr, MacKey, Reject, RejectCounts,
-    ReplayGuard, Sealer, open_collecting, seal_control,
+    ReplayGuard, Sealer, open, seal_control,
 };
 use crate::{DeviceId, Epoch, Instant, KeyId, Seq, SeqRange};
 use alloc::collections::{BTreeMap, BTreeSet, btree_map};
@@ -84,12 +84,12 @@ pub struct Received<'a> {
 #[derive(Clone, Debug)]
 pub enum Delivery<'a> {
     /// `new` lists the pieces of the frame's range seen for the first time: deliver exactly
-    /// the events in them (see [`Received::new_events`]). `events` holds all of the frame's
-    /// events, decoded once while the frame was validated.
+    /// the events in them (see [`Received::new_events`]). The frame's events were validated
+    /// when it was opened and are decoded again only if asked for: a collector that stores
+    /// a wholly new frame's event bytes as they came never decodes them twice.
     Events {
         frame: DataFrame<'a>,
         new: Vec<SeqRange>,
-        events: Vec<(Seq, Event<'a>)>,
     },
     Tombstone {
         new: Vec<SeqRange>,
@@ -105,10 +105,10 @@ impl<'a> Received<'a> {
     /// The events to deliver: those of the frame not delivered before, with their seqs.
     pub fn new_events(&self) -> impl Iterator<Item = (Seq, Event<'a>)> + '_ {
         let (events, new) = match &self.delivery {
-            Delivery::Events { events, new, .. } => (events.as_slice(), new.as_slice()),
-            _ => (&[][..], &[][..]),
+            Delivery::Events { frame, new } => (Some(frame.events()), new.as_slice()),
+            _ => (None, &[][..]),
         };
-        events.iter().filter(move |(seq, _)| new.iter().any(|r| r.contains(*seq))).cloned()
+        events.into_iter().flatten().filter(move |(seq, _)| new.iter().any(|r| r.contains(*seq)))
     }
 }
 
@@ -226,17 +226,16 @@ impl<K: Keyring> Endpoint<K> {
 
     fn accept<'a>(&mut self, now: Instant, datagram: &'a [u8]) -> Result<Received<'a>, Reject> {
         let keyring = &self.keyring;
-        // Data frames decode their events once, while they are validated.
-        let mut events = Vec::new();
-        let opened = open_collecting(
-            datagram,
-            Direction::FromDevice,
-            self.config.max_datagram_bytes,
-            |id| keyring.key(id).map(|(_, k)| k),
-            &mut events,
-        )?;
+        // The key's device is noted while `open` looks the key up: one keyring lookup.
+        let mut device = None;
+        let opened = open(datagram, Direction::FromDevice, self.config.max_datagram_bytes, |id| {
+            keyring.key(id).map(|(owner, key)| {
+                device = Some(owner);
+                key
+            })
+        })?;
         let header = opened.header;
-        let (device, _) = self.keyring.key(header.key_id).ok_or(Reject::UnknownKey)?;
+        let device = device.ok_or(Reject::UnknownKey)?;
         let sent_at = header.sent_at.as_micros();
         if let Some(guard) = self.replay.get(&header.key_id) {
             guard.check(header.epoch, sent_at)?;
@@ -266,7 +265,7 @@ impl<K: Keyring> Endpoint<K> {
             Body::Data(frame) => {
                 let mut new = Vec::new();
                 receiver.handle_data(now, &header, frame.range(), |r| new.push(r))?;
-                Delivery::Events { frame, new, events }
+                Delivery::Events { frame, new }
             }
             Body::Tombstone(tombstone) => {
                 let mut new = Vec::new();

@@ -13,6 +13,9 @@ use driftlog_eventtime::clock::ClockFix;
 use driftlog_protocol::{DeviceId, Epoch, StreamId};
 use serde::{Deserialize, Serialize};
 
+/// A [`BlockHead`] encoded: two varints of at most 10 bytes.
+const BLOCK_HEAD_MAX_BYTES: usize = 20;
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockHead {
     /// The collector's wall clock at commit, ms since 1970 (retention by age).
@@ -97,8 +100,18 @@ impl BlockBuilder {
 
     /// The finished block value, and a fresh builder in its place.
     pub fn finish(&mut self, written_unix_ms: u64) -> Vec<u8> {
+        self.finish_into(written_unix_ms, Vec::new())
+    }
+
+    /// [`Self::finish`] into `buffer` (cleared first), whose capacity is reused.
+    pub fn finish_into(&mut self, written_unix_ms: u64, buffer: Vec<u8>) -> Vec<u8> {
         let head = BlockHead { written_unix_ms, offsets: self.offsets };
-        let mut value = postcard::to_allocvec(&head).unwrap_or_default();
+        let mut value = buffer;
+        value.clear();
+        value.reserve(BLOCK_HEAD_MAX_BYTES + self.records.len());
+        // Two varints of at most 10 bytes each: the head cannot fail to encode.
+        let mut encoded = [0u8; BLOCK_HEAD_MAX_BYTES];
+        value.extend_from_slice(postcard::to_slice(&head, &mut encoded).map(|head| &head[..]).unwrap_or_default());
         value.extend_from_slice(&self.records);
         self.records.clear();
         self.offsets = 0;

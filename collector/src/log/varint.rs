@@ -1,12 +1,32 @@
 //! Postcard's varints (LEB128, zigzag for signed) for the hand-encoded parts of a block
 //! (record lengths, compact event heads), without a Vec per value.
 
-/// Appends `value` (a `u64`, or an `i64` as zigzag) as postcard encodes it.
-pub(super) fn put(out: &mut Vec<u8>, value: impl serde::Serialize) {
-    let mut buf = [0u8; 10];
-    // An integer of up to 64 bits is at most 10 bytes as a varint: this cannot fail.
-    if let Ok(bytes) = postcard::to_slice(&value, &mut buf) {
-        out.extend_from_slice(bytes);
+/// Appends `value` (a `u64`, or an `i64` as zigzag) as postcard encodes it, a byte at a
+/// time: at most 10 pushes, where a copy of a temporary buffer would call `memcpy` for
+/// every record head on the ingest path.
+pub(super) fn put(out: &mut Vec<u8>, value: impl Varint) {
+    let mut value = value.unsigned();
+    while value >= 0x80 {
+        out.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// An integer as postcard writes it: unsigned LEB128, signed values zigzagged first.
+pub(super) trait Varint {
+    fn unsigned(self) -> u64;
+}
+
+impl Varint for u64 {
+    fn unsigned(self) -> u64 {
+        self
+    }
+}
+
+impl Varint for i64 {
+    fn unsigned(self) -> u64 {
+        ((self << 1) ^ (self >> 63)) as u64
     }
 }
 
@@ -29,7 +49,9 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        for value in [0u64, 1, 127, 128, 300, 1 << 35, u64::MAX - 1, u64::MAX] {
+        // Every length boundary: 2^k - 1, 2^k and 2^k + 1 for each k, and the extremes.
+        let edges = (0..64).flat_map(|k| [(1u64 << k) - 1, 1u64 << k, (1u64 << k) + 1]);
+        for value in edges.chain([0u64, 1, 127, 128, 300, 1 << 35, u64::MAX - 1, u64::MAX]) {
             let mut out = Vec::new();
             put(&mut out, value);
             assert_eq!(out, postcard::to_allocvec(&value).unwrap());
@@ -37,7 +59,8 @@ mod tests {
             assert_eq!(take(&mut rest), Some(value));
             assert!(rest.is_empty());
         }
-        for value in [0i64, -1, 1, -64, 64, i64::MIN, i64::MAX] {
+        let edges = (0..63).flat_map(|k| [1i64 << k, -(1i64 << k), (1i64 << k) - 1, -(1i64 << k) - 1]);
+        for value in edges.chain([0i64, -1, 1, -64, 64, i64::MIN, i64::MAX]) {
             let mut out = Vec::new();
             put(&mut out, value);
             assert_eq!(out, postcard::to_allocvec(&value).unwrap());

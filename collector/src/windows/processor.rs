@@ -174,7 +174,11 @@ impl Processor {
         }
         let offsets = builder.offsets();
         let commit = Commit {
-            block: if builder.is_empty() { Vec::new() } else { builder.finish(now_unix_ms()) },
+            block: if builder.is_empty() {
+                Vec::new()
+            } else {
+                builder.finish_into(now_unix_ms(), self.committer.spare_block())
+            },
             offsets,
             checkpoint: Some(Checkpoint {
                 reader: READER.to_string(),

@@ -39,6 +39,11 @@ impl<const N: usize> DedupState<N> {
         if above.is_empty() {
             return Ok(());
         }
+        if above.start == self.cumulative && self.ranges.is_empty() {
+            // In order with nothing out of order held: the common case, without a copy.
+            self.cumulative = above.end;
+            return Ok(());
+        }
         if above.start == self.cumulative {
             // Extends the contiguous prefix, possibly swallowing the first ranges.
             let mut cumulative = above.end;

@@ -325,22 +325,6 @@ impl<'a> DataFrame<'a> {
         Self::decode_each(header, body, |_, _| {})
     }
 
-    /// [`Self::decode`] that also collects the events, in one pass instead of validating
-    /// first and iterating later. On error `events` is left as it was.
-    #[cfg(feature = "alloc")]
-    pub(crate) fn decode_collect(
-        header: &Header,
-        body: &'a [u8],
-        events: &mut alloc::vec::Vec<(Seq, Event<'a>)>,
-    ) -> Result<DataFrame<'a>, Reject> {
-        let start = events.len();
-        let result = Self::decode_each(header, body, |seq, event| events.push((seq, event)));
-        if result.is_err() {
-            events.truncate(start);
-        }
-        result
-    }
-
     /// Decodes every event, handing each to `each` as it goes; any malformation rejects the
     /// whole frame.
     fn decode_each(

@@ -47,20 +47,6 @@ pub fn open<'a, 'k>(
     decode_body(header, body, DataFrame::decode)
 }
 
-/// [`open`] that also collects a data frame's events into `events` while validating them,
-/// so a receiver decodes each event once. On error `events` is unchanged.
-#[cfg(feature = "alloc")]
-pub fn open_collecting<'a, 'k>(
-    datagram: &'a [u8],
-    direction: Direction,
-    max_datagram_bytes: usize,
-    key_for: impl FnOnce(crate::KeyId) -> Option<&'k MacKey>,
-    events: &mut alloc::vec::Vec<(crate::Seq, super::Event<'a>)>,
-) -> Result<Opened<'a>, Reject> {
-    let (header, body) = verify(datagram, direction, max_datagram_bytes, key_for)?;
-    decode_body(header, body, |header, body| DataFrame::decode_collect(header, body, events))
-}
-
 /// Length, header, direction, key and MAC checks; returns the header and the (now
 /// authenticated, not yet decoded) body.
 fn verify<'a, 'k>(

@@ -36,8 +36,6 @@ pub use data::{
 pub use event::{
     Event, InvalidEvent, MAX_NAME_BYTES, MAX_TAG_BYTES, MAX_TAGS, Member, Opaque, Payload, Sample, Tag, TagIter, Tags,
 };
-#[cfg(feature = "alloc")]
-pub use frame::open_collecting;
 pub use frame::{Body, ControlRef, Direction, Opened, open, seal_control};
 pub use header::{FrameKind, HEADER_BYTES_MAX, Header, MAGIC, VERSION};
 pub use replay::{ReplayGuard, ReplayWindow};
