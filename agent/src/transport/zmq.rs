@@ -78,19 +78,33 @@ fn options() -> SocketOptions {
     options
 }
 
+/// Pauses between connection attempts: `RETRY_MIN`, doubling up to `RETRY_MAX`.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff(RETRY_MIN)
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(RETRY_MAX);
+    }
+}
+
 /// Connects a fresh socket from `make` to `endpoint`, again and again after a growing
 /// pause, until one connects. `make` also sets up what must exist before the connection
 /// (the PUB's monitor), so nothing from a failed attempt is reused.
 async fn connect<S: Socket, T>(endpoint: &str, role: &str, mut make: impl FnMut() -> (S, T)) -> (S, T) {
-    let mut retry = RETRY_MIN;
+    let mut backoff = Backoff::new();
     loop {
         let (mut socket, extra) = make();
         match socket.connect(endpoint).await {
             Ok(()) => return (socket, extra),
             Err(error) => {
-                tracing::warn!(%error, endpoint, role, retry_ms = retry.as_millis() as u64, "zmq connect failed; retrying");
-                tokio::time::sleep(retry).await;
-                retry = (retry * 2).min(RETRY_MAX);
+                let retry_ms = backoff.0.as_millis() as u64;
+                tracing::warn!(%error, endpoint, role, retry_ms, "zmq connect failed; retrying");
+                backoff.wait().await;
             }
         }
     }
@@ -128,15 +142,14 @@ async fn publish(endpoint: String, mut to_send: mpsc::Receiver<Vec<u8>>) {
 /// The SUB task: delivers the frames published on this device's topic. After the first
 /// connection the crate reconnects a SUB by itself.
 async fn subscribe(endpoint: String, topic: String, deliver: mpsc::Sender<Vec<u8>>) {
-    let mut retry = RETRY_MIN;
+    let mut backoff = Backoff::new();
     let mut socket = loop {
         let (mut socket, ()) = connect(&endpoint, "sub", || (SubSocket::with_options(options()), ())).await;
         match socket.subscribe(&topic).await {
             Ok(()) => break socket,
             Err(error) => {
                 tracing::warn!(%error, endpoint, "zmq subscribe failed; reconnecting");
-                tokio::time::sleep(retry).await;
-                retry = (retry * 2).min(RETRY_MAX);
+                backoff.wait().await;
             }
         }
     };

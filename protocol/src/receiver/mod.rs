@@ -242,28 +242,29 @@ impl<const N: usize> Receiver<N> {
     fn admit(&mut self, now: Instant, range: SeqRange, mut on_new: impl FnMut(SeqRange)) -> Result<u64, Reject> {
         let out_of_order = range.start != self.received.end() || self.received.end() < self.known_end;
         let mut new = 0;
-        if self.received.ranges().is_empty() && range.start <= self.received.cumulative {
-            // In order, or overlapping what is held, with no gaps: nothing can overflow the
-            // out-of-order set, so there is no copy to try the insert on first.
-            let fresh = SeqRange::new(range.start.max(self.received.cumulative), range.end);
-            if !fresh.is_empty() {
-                new = fresh.len();
-                on_new(fresh);
-            }
-            let _ = self.received.insert(range);
+        // An insert fails only by overflowing the out-of-order set, which a range that starts
+        // within the contiguous prefix, with no gaps held, cannot do: only other ranges are
+        // tried on a copy first, so that a refused one reports no pieces and changes nothing.
+        let in_order = self.received.ranges().is_empty() && range.start <= self.received.cumulative;
+        let tried = if in_order {
+            None
         } else {
-            // The insert may fail (out-of-order set full): try it on a copy, and report
-            // pieces only once it is known to succeed.
             let mut next = self.received.clone();
             if next.insert(range).is_err() {
                 self.stats.reorder_window_full += 1;
                 return Err(Reject::ReorderWindowFull);
             }
-            self.received.for_each_missing(range, |piece| {
-                new += piece.len();
-                on_new(piece);
-            });
-            self.received = next;
+            Some(next)
+        };
+        self.received.for_each_missing(range, |piece| {
+            new += piece.len();
+            on_new(piece);
+        });
+        match tried {
+            Some(next) => self.received = next,
+            None => {
+                let _ = self.received.insert(range);
+            }
         }
         self.known_end = self.known_end.max(range.end);
         if new > 0 {
