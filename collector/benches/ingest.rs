@@ -376,8 +376,9 @@ fn main() {
                 frames.events as f64 / frames.datagrams.len() as f64
             );
             println!(
-                "  committed            {committed:.0} events (kernel drops {:.0})",
-                m.get("driftlog_kernel_receive_drops_total").copied().unwrap_or(0.0)
+                "  committed            {committed:.0} events (kernel drops {:.0}; ingest waited {:.0} ms on commits)",
+                m.get("driftlog_kernel_receive_drops_total").copied().unwrap_or(0.0),
+                m.get("driftlog_ingest_waited_on_commit_seconds_total").copied().unwrap_or(0.0) * 1e3
             );
             println!(
                 "  ingest end to end    {:>10.0} events/s  {:>9.0} datagrams/s",

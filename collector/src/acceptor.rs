@@ -157,7 +157,11 @@ impl Acceptor {
                 // The next block is full and the disk is busy: wait for it instead of reading
                 // on. The sockets' receive buffers hold what arrives meanwhile (overflow is
                 // counted as kernel drops, and the devices retransmit it).
-                if let Some(result) = self.committer.result_timeout(Duration::from_millis(50)) {
+                let waiting = StdInstant::now();
+                let result = self.committer.result_timeout(Duration::from_millis(50));
+                let waited_us = waiting.elapsed().as_micros() as u64;
+                self.metrics.ingest_waited_on_commit_us.fetch_add(waited_us, Ordering::Relaxed);
+                if let Some(result) = result {
                     self.handle_committed(result);
                 }
                 self.tick(false);

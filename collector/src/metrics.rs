@@ -20,7 +20,7 @@ pub const COMMIT_BUCKETS_S: [f64; 12] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02
 pub struct Metrics {
     pub datagrams_received: AtomicU64,
     pub datagram_bytes_received: AtomicU64,
-    /// Kernel receive-buffer drops (`SO_RXQ_OVFL`), summed over sockets.
+    /// Kernel receive-buffer drops (each socket's `drops` in `/proc/net/udp`), summed.
     pub kernel_drops: AtomicU64,
     /// Frames refused because the log could not take them (full or failing): never
     /// admitted, never acknowledged, so the devices keep them and retransmit.
@@ -32,6 +32,9 @@ pub struct Metrics {
     /// yet). Stalls show as a timestamp that stops moving while devices send.
     pub last_events_commit_unix_us: AtomicU64,
     pub commits: AtomicU64,
+    /// Time the acceptor stopped reading because the next block was full while the previous
+    /// one was still being committed (µs): ingest held back by the disk.
+    pub ingest_waited_on_commit_us: AtomicU64,
     pub commit_failures: AtomicU64,
     commit_latency_buckets: [AtomicU64; COMMIT_BUCKETS_S.len()],
     commit_latency_sum_us: AtomicU64,
@@ -131,7 +134,7 @@ impl Metrics {
         );
         series(
             "driftlog_kernel_receive_drops_total",
-            "Datagrams the kernel dropped because a socket's receive buffer was full (SO_RXQ_OVFL).",
+            "Datagrams the kernel dropped because a UDP socket's receive buffer was full (read once a second).",
             "counter",
             load(&self.kernel_drops),
         );
@@ -158,6 +161,12 @@ impl Metrics {
             "Unix time of the last group commit that stored events (0: none yet).",
             "gauge",
             load(&self.last_events_commit_unix_us) / 1e6,
+        );
+        series(
+            "driftlog_ingest_waited_on_commit_seconds_total",
+            "Time ingest paused because the next block was full before the previous commit finished (the disk is the bottleneck).",
+            "counter",
+            load(&self.ingest_waited_on_commit_us) / 1e6,
         );
         series("driftlog_commit_failures_total", "Group commits that failed.", "counter", load(&self.commit_failures));
         series("driftlog_log_bytes", "Bytes of records held by the log.", "gauge", load(&self.log_held_bytes));

@@ -121,6 +121,34 @@ fn bad_frames_are_counted_per_reason_and_change_nothing() {
 }
 
 #[test]
+fn every_datagram_is_either_received_or_counted_as_a_kernel_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    // A small receive buffer, so a burst while the collector is paused overflows it.
+    let collector = CollectorProcess::start_with_udp(dir.path(), "", "receive_buffer_bytes = 65536");
+    collector.signal(nix::sys::signal::Signal::SIGSTOP);
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sent = 3_000u64;
+    for _ in 0..sent {
+        socket.send_to(&[0x55u8; 200], collector.udp).unwrap();
+    }
+    collector.signal(nix::sys::signal::Signal::SIGCONT);
+    // Nothing is sent after the burst: the drops are counted all the same (read from the
+    // kernel once a second, not carried by a later datagram).
+    let accounted = wait_until(Duration::from_secs(10), || {
+        collector.metric("driftlog_datagrams_received_total") + collector.metric("driftlog_kernel_receive_drops_total")
+            == sent as f64
+    });
+    let metrics = collector.metrics();
+    assert!(
+        accounted,
+        "received {} + dropped {} != sent {sent}",
+        metrics["driftlog_datagrams_received_total"], metrics["driftlog_kernel_receive_drops_total"]
+    );
+    assert!(metrics["driftlog_kernel_receive_drops_total"] > 0.0, "the burst overflowed the buffer");
+    assert!(metrics["driftlog_datagrams_received_total"] > 0.0);
+}
+
+#[test]
 fn sigterm_commits_acknowledges_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     write_fleet_keys(&dir.path().join("keys.toml"), 2);

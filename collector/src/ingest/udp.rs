@@ -1,24 +1,27 @@
 //! UDP unicast and multicast: sockets bound with `SO_REUSEPORT` (the kernel spreads peers
-//! over them by address hash, so each core gets a receive thread), drained with `recvmmsg`,
-//! with `SO_RXQ_OVFL` reporting kernel receive-buffer drops.
+//! over them by address hash, so each core gets a receive thread), drained with `recvmmsg`;
+//! each thread reads its socket's kernel receive-buffer drops once a second.
 //!
 //! The receive threads block in `recvmmsg` with a socket timeout so they notice shutdown;
 //! ACKs and NAKs are sent on the socket the frame arrived on.
 
+use super::kernel_drops::DropWatch;
 use super::{Batch, ReplyPath, Route, Shutdown, Sink, Source, Started, now_unix_us};
 use crate::metrics::Metrics;
 use anyhow::Context;
 use driftlog_protocol::DeviceId;
-use nix::sys::socket::{ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, setsockopt, sockopt};
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, setsockopt, sockopt};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io::IoSliceMut;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const READ_TIMEOUT: Duration = Duration::from_millis(100);
+/// How often each receive thread reads its socket's kernel drop count.
+const DROPS_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub struct UdpSource {
@@ -43,7 +46,6 @@ fn bind(listen: SocketAddr, receive_buffer_bytes: usize) -> anyhow::Result<Socke
     if setsockopt(&socket, sockopt::RcvBufForce, &receive_buffer_bytes).is_err() {
         socket.set_recv_buffer_size(receive_buffer_bytes)?;
     }
-    setsockopt(&socket, sockopt::RxqOvfl, &1).context("SO_RXQ_OVFL")?;
     // Only the groups this socket joins itself. Linux's default (IP_MULTICAST_ALL on) hands a
     // socket bound to the wildcard address every group joined anywhere on the host at its
     // port: a unicast listener on 0.0.0.0 at the multicast port would take each multicast
@@ -111,11 +113,16 @@ fn receive_loop(
 ) {
     let slot_bytes = shape.slot_bytes.max(1);
     let mut slots = vec![0u8; shape.datagrams * slot_bytes];
-    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(shape.datagrams, Some(nix::cmsg_space!(u32)));
-    let mut last_drops = 0u32;
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(shape.datagrams, None);
     let mut received = Vec::with_capacity(shape.datagrams);
     let fd = socket.as_raw_fd();
+    let mut drops = DropWatch::new(&socket);
+    let mut next_drops_read = Instant::now() + DROPS_INTERVAL;
     while !shutdown.load(Ordering::Relaxed) {
+        if Instant::now() >= next_drops_read {
+            metrics.kernel_drops.fetch_add(drops.poll(), Ordering::Relaxed);
+            next_drops_read = Instant::now() + DROPS_INTERVAL;
+        }
         match receive(fd, &mut headers, &mut slots, slot_bytes, &mut received) {
             Ok(()) => {}
             Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => continue,
@@ -125,19 +132,10 @@ fn receive_loop(
                 continue;
             }
         };
-        for (_, _, drops) in &received {
-            // A running count per socket: add what is new.
-            if let Some(drops) = *drops
-                && drops > last_drops
-            {
-                metrics.kernel_drops.fetch_add(u64::from(drops - last_drops), Ordering::Relaxed);
-                last_drops = drops;
-            }
-        }
-        let bytes: usize = received.iter().map(|(len, _, _)| *len).sum();
+        let bytes: usize = received.iter().map(|(len, _)| *len).sum();
         // Sized once, so filling it does not reallocate.
         let mut batch = Batch::with_capacity(received.len(), bytes, now_unix_us());
-        for ((len, peer, _), slot) in received.drain(..).zip(slots.chunks(slot_bytes)) {
+        for ((len, peer), slot) in received.drain(..).zip(slots.chunks(slot_bytes)) {
             batch.push(&slot[..len.min(slot.len())], Route { source, peer });
         }
         let bytes = bytes as u64;
@@ -147,11 +145,11 @@ fn receive_loop(
             return; // The acceptor has gone: shutting down.
         }
     }
+    metrics.kernel_drops.fetch_add(drops.poll(), Ordering::Relaxed);
 }
 
-/// One received datagram: `(length, peer, kernel drop count)`; the count is read for the
-/// last datagram of each call only.
-type Received = (usize, Option<SocketAddr>, Option<u32>);
+/// One received datagram: `(length, peer)`.
+type Received = (usize, Option<SocketAddr>);
 
 /// One `recvmmsg` call: waits for the first datagram (up to the socket timeout), then takes
 /// what else is queued, one per `slot_bytes` of `slots`. Fills `out` with one [`Received`]
@@ -167,7 +165,6 @@ fn receive(
     let mut slices: Vec<[IoSliceMut<'_>; 1]> =
         slots.chunks_mut(slot_bytes).map(|slot| [IoSliceMut::new(slot)]).collect();
     let results = recvmmsg(fd, headers, slices.iter_mut(), MsgFlags::MSG_WAITFORONE, None)?;
-    let mut last = None;
     for message in results {
         let peer = message.address.and_then(|address| {
             address
@@ -175,21 +172,7 @@ fn receive(
                 .map(|v4| SocketAddr::V4((*v4).into()))
                 .or_else(|| address.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into())))
         });
-        out.push((message.bytes, peer, None));
-        last = Some(message);
-    }
-    // The drop count is the socket's running total, so the last datagram's is the newest:
-    // reading one control message per call instead of one per datagram.
-    let drops = last.and_then(|message| {
-        message.cmsgs().ok().and_then(|mut cmsgs| {
-            cmsgs.find_map(|cmsg| match cmsg {
-                ControlMessageOwned::RxqOvfl(drops) => Some(drops),
-                _ => None,
-            })
-        })
-    });
-    if let Some(received) = out.last_mut() {
-        received.2 = drops;
+        out.push((message.bytes, peer));
     }
     Ok(())
 }

@@ -124,9 +124,9 @@ impl Processor {
     /// One round: read and process what is new, checkpoint when due. Returns whether it read
     /// anything (the caller sleeps otherwise).
     fn step(&mut self) -> Result<bool, ProcessorError> {
-        let blocks = self.log.read_blocks(self.next_offset, READ_BLOCKS)?;
         let mut progressed = false;
-        for block in &blocks {
+        let log = self.log.clone();
+        log.visit_blocks(self.next_offset, READ_BLOCKS, |block| -> Result<(), ProcessorError> {
             for item in block.records()? {
                 let (offset, record) = item?;
                 let end = offset + record.width();
@@ -141,7 +141,8 @@ impl Processor {
                 self.next_offset = end;
                 progressed = true;
             }
-        }
+            Ok(())
+        })?;
         let caught_up = !progressed;
         let mut tick = None;
         if caught_up && self.last_tick.elapsed() >= self.tick_interval && self.pipeline.waiting_on_time() {

@@ -46,6 +46,11 @@ impl CollectorProcess {
     /// Writes `dir/collector.toml` (data in `dir/data`, keys in `dir/keys.toml`, UDP and HTTP on
     /// free ports) with `extra` appended, and starts the collector.
     pub fn start(dir: &Path, extra: &str) -> CollectorProcess {
+        CollectorProcess::start_with_udp(dir, extra, "")
+    }
+
+    /// As [`Self::start`], with `udp_extra` appended to the `[ingest.udp]` table.
+    pub fn start_with_udp(dir: &Path, extra: &str, udp_extra: &str) -> CollectorProcess {
         let udp: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
         let http: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
         let config_path = dir.join("collector.toml");
@@ -54,7 +59,7 @@ impl CollectorProcess {
             std::fs::write(&keys, "").unwrap();
         }
         let text = format!(
-            "data_dir = {:?}\nkeys_file = {:?}\n{extra}\n[ingest.udp]\nlisten = \"{udp}\"\nsockets = 2\n[http]\nlisten = \"{http}\"\n",
+            "data_dir = {:?}\nkeys_file = {:?}\n{extra}\n[ingest.udp]\nlisten = \"{udp}\"\nsockets = 2\n{udp_extra}\n[http]\nlisten = \"{http}\"\n",
             dir.join("data"),
             keys,
         );
@@ -102,6 +107,11 @@ impl CollectorProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Sends `signal` to the process (SIGSTOP and SIGCONT to pause it).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), signal).unwrap();
     }
 
     /// SIGTERM and wait; returns the exit code.
