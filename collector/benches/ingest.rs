@@ -326,6 +326,14 @@ fn thread_cpu_seconds(pid: u32) -> BTreeMap<String, f64> {
     seconds
 }
 
+/// Disk blocks the files under `dir` occupy: redb extends its file ahead of use with
+/// `set_len`, and the extension is a hole until written.
+fn allocated_bytes(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries.flatten().filter_map(|entry| entry.metadata().ok()).map(|m| m.blocks() * 512).sum()
+}
+
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -430,10 +438,12 @@ fn main() {
             let encoded = frames.event_bytes as f64 / frames.events as f64;
             let stored = m.get("driftlog_log_bytes").copied().unwrap_or(0.0) / committed.max(1.0);
             let file = m.get("driftlog_log_file_bytes").copied().unwrap_or(0.0) / committed.max(1.0);
+            let allocated = allocated_bytes(&collector._dir.path().join("data")) as f64 / committed.max(1.0);
             println!(
-                "  bytes per event      encoded {encoded:.1}  stored {stored:.1} ({:.2}x)  log file {file:.1} ({:.2}x)\n",
+                "  bytes per event      encoded {encoded:.1}  stored {stored:.1} ({:.2}x)  log file {file:.1} ({:.2}x), of which allocated on disk {allocated:.1} ({:.2}x)\n",
                 stored / encoded,
-                file / encoded
+                file / encoded,
+                allocated / encoded
             );
         }
     }

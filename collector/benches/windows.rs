@@ -3,8 +3,9 @@
 //! no other thread, so the number is steady enough to compare builds by.
 //!
 //! The input is what the ingest bench's single-event run stores: 64 devices interleaved,
-//! one event per record, 1 MiB blocks. `cargo bench -p driftlog-collector --bench windows`
-//! (FIGURES_WINDOW_EVENTS to change the size).
+//! one event per record, blocks of the default size (128 KiB).
+//! `cargo bench -p driftlog-collector --bench windows` (FIGURES_WINDOW_EVENTS to change the
+//! size).
 
 use driftlog_collector::log::block::{BlockBuilder, block_records};
 use driftlog_collector::log::record::EventsHead;
@@ -19,7 +20,6 @@ use std::time::Instant as StdInstant;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const DEVICES: u64 = 64;
-const BLOCK_BYTES: usize = 1 << 20;
 const RUNS: usize = 5;
 
 /// Blocks as the acceptor builds them, with the offset of each block's first record.
@@ -62,14 +62,10 @@ fn blocks(events: u64) -> Vec<(u64, Vec<u8>)> {
             method: Method::MinFilter,
         };
         builder.push_events(head, || Some(fix), &chain[..len]);
-        if builder.bytes() >= BLOCK_BYTES {
-            let offsets = builder.offsets();
-            blocks.push((next_offset, builder.finish(0)));
-            next_offset += offsets;
-        }
     }
-    if !builder.is_empty() {
-        blocks.push((next_offset, builder.finish(0)));
+    for block in builder.finish(0) {
+        blocks.push((next_offset, block.value));
+        next_offset += block.offsets;
     }
     blocks
 }

@@ -34,6 +34,7 @@ use std::time::{Duration, Instant as StdInstant};
 pub struct AcceptorConfig {
     pub flush_interval: Duration,
     pub max_block_bytes: usize,
+    pub max_commit_bytes: usize,
     pub keys_file: Option<PathBuf>,
     pub development_device: Option<DeviceId>,
 }
@@ -107,12 +108,13 @@ impl Acceptor {
     ) -> Acceptor {
         let now = StdInstant::now();
         let keys_modified = modified(&config.keys_file);
+        let builder = BlockBuilder::new(config.max_block_bytes);
         Acceptor {
             config,
             endpoint,
             replies,
             routes: IdMap::default(),
-            builder: BlockBuilder::default(),
+            builder,
             block_events: 0,
             block_started: None,
             in_flight: None,
@@ -153,8 +155,8 @@ impl Acceptor {
             while let Some(result) = self.committer.try_result() {
                 self.handle_committed(result);
             }
-            if self.in_flight.is_some() && self.builder.bytes() >= self.config.max_block_bytes {
-                // The next block is full and the disk is busy: wait for it instead of reading
+            if self.in_flight.is_some() && self.builder.bytes() >= self.config.max_commit_bytes {
+                // The next commit is full and the disk is busy: wait for it instead of reading
                 // on. The sockets' receive buffers hold what arrives meanwhile (overflow is
                 // counted as kernel drops, and the devices retransmit it).
                 let waiting = StdInstant::now();
@@ -179,7 +181,7 @@ impl Acceptor {
             }
             // Take whatever else is queued before deciding on a commit.
             for _ in 0..64 {
-                if self.builder.bytes() >= self.config.max_block_bytes {
+                if self.builder.bytes() >= self.config.max_commit_bytes {
                     break;
                 }
                 match self.batches.try_recv() {
@@ -352,8 +354,8 @@ impl Acceptor {
         }
         if !self.accepting {
             if StdInstant::now() >= self.next_probe {
-                // Ask whether a full block fits again; frames stay refused until it does.
-                let probe = Commit { reserve_bytes: self.config.max_block_bytes as u64, ..Commit::default() };
+                // Ask whether a full commit fits again; frames stay refused until it does.
+                let probe = Commit { reserve_bytes: self.config.max_commit_bytes as u64, ..Commit::default() };
                 if self.committer.submit(probe).is_ok() {
                     self.in_flight = Some(InFlight { states: Vec::new(), events: 0 });
                 }
@@ -364,7 +366,7 @@ impl Acceptor {
         let Some(started) = self.block_started else { return };
         let due = shutting_down
             || started.elapsed() >= self.config.flush_interval
-            || self.builder.bytes() >= self.config.max_block_bytes;
+            || self.builder.bytes() >= self.config.max_commit_bytes;
         if !due {
             return;
         }
@@ -377,11 +379,9 @@ impl Acceptor {
             .iter()
             .map(|(key, state)| (*key, self.endpoint.key_id(key).unwrap_or_default(), state.clone()))
             .collect();
-        let offsets = self.builder.offsets();
         let changes = self.clocks.take_dirty(self.now().as_micros() as i64, shutting_down);
         let commit = Commit {
-            block: self.builder.finish_into(now_unix_ms(), self.committer.spare_block()),
-            offsets,
+            blocks: self.builder.finish_into(now_unix_ms(), self.committer.spare_blocks()),
             streams,
             clocks: changes.changed.clone(),
             clocks_removed: changes.removed.clone(),

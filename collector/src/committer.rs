@@ -8,6 +8,7 @@
 //! Why a thread of its own: the acceptor keeps admitting the next block while the disk works.
 
 use crate::acceptor::now_unix_ms;
+use crate::log::block::EncodedBlock;
 use crate::log::{Commit, Committed, Log, LogError};
 use crate::metrics::Metrics;
 use std::sync::Arc;
@@ -33,13 +34,12 @@ struct Request {
     reply: SyncSender<Reply>,
 }
 
-/// A commit's outcome, with its block's buffer handed back for the client's next block: a
-/// fresh 1 MiB allocation per block costs the acceptor a page fault and a zeroed page every
-/// 4 KiB.
+/// A commit's outcome, with its blocks handed back for the buffers of the client's next
+/// ones (see [`crate::log::block::BlockBuilder::finish_into`]).
 #[derive(Debug)]
 struct Reply {
     result: CommitResult,
-    spare: Vec<u8>,
+    spares: Vec<EncodedBlock>,
 }
 
 /// Starts committers' clients; the thread ends when every client is gone.
@@ -56,8 +56,8 @@ pub struct Client {
     requests: SyncSender<Request>,
     reply: SyncSender<Reply>,
     results: Receiver<Reply>,
-    /// The buffer of the last committed block, for [`Client::spare_block`].
-    spare: std::cell::RefCell<Vec<u8>>,
+    /// The blocks of the last commit, for [`Client::spare_blocks`].
+    spares: std::cell::RefCell<Vec<EncodedBlock>>,
 }
 
 /// Why a commit was not taken.
@@ -95,16 +95,13 @@ impl Client {
         self.results.recv().ok().map(|reply| self.keep_spare(reply))
     }
 
-    /// An empty buffer with the capacity of the last committed block (or none yet), to
-    /// build the next block in.
-    pub fn spare_block(&self) -> Vec<u8> {
-        let mut spare = self.spare.take();
-        spare.clear();
-        spare
+    /// The blocks of the last commit (or none yet), whose buffers the next ones reuse.
+    pub fn spare_blocks(&self) -> Vec<EncodedBlock> {
+        self.spares.take()
     }
 
     fn keep_spare(&self, reply: Reply) -> CommitResult {
-        self.spare.replace(reply.spare);
+        self.spares.replace(reply.spares);
         reply.result
     }
 }
@@ -113,7 +110,7 @@ impl Committer {
     /// A client for `writer`. Each client adds one slot to the request queue's bound.
     pub fn client(&self, writer: Writer) -> Client {
         let (reply, results) = std::sync::mpsc::sync_channel(1);
-        Client { writer, requests: self.requests.clone(), reply, results, spare: Default::default() }
+        Client { writer, requests: self.requests.clone(), reply, results, spares: Default::default() }
     }
 }
 
@@ -131,7 +128,7 @@ pub fn spawn(
             let result = log.commit(&commit, now_unix_ms());
             match &result {
                 Ok(committed) => {
-                    if writer == Writer::Ingest && !commit.block.is_empty() {
+                    if writer == Writer::Ingest && !commit.blocks.is_empty() {
                         metrics.observe_commit(started.elapsed().as_secs_f64());
                     }
                     metrics.log_held_bytes.store(committed.held_bytes, Ordering::Relaxed);
@@ -153,7 +150,7 @@ pub fn spawn(
                 }
             }
             // A client that has gone (shutting down) no longer needs its answer.
-            let _ = reply.send(Reply { result, spare: commit.block });
+            let _ = reply.send(Reply { result, spares: commit.blocks });
         }
     })?;
     Ok((Committer { requests }, thread))

@@ -85,8 +85,15 @@ pub struct LogSection {
     /// Group commit: datagrams that arrive within this interval share one fsync. It bounds
     /// how long an ACK waits for its commit.
     pub flush_interval_ms: u64,
-    /// Commit at once when the next block reaches this size.
+    /// The largest block the log stores, bytes, as redb lays it out; a power of two, since
+    /// redb gives each block a power-of-two number of 4 KiB pages. A commit stores one or
+    /// more blocks; smaller blocks waste less of their last page run, larger ones spend
+    /// fewer bytes on per-block heads.
     pub max_block_bytes: usize,
+    /// Commit at once when what waits for the next commit reaches this size, bytes; while a
+    /// commit is in flight, ingest pauses at this bound (the sockets' buffers hold what
+    /// arrives meanwhile).
+    pub max_commit_bytes: usize,
     /// Retention by size (sum of stored records), bytes.
     pub retention_max_bytes: u64,
     /// Retention by age, seconds; 0 keeps records until the size bound needs their room.
@@ -181,7 +188,8 @@ impl Default for LogSection {
     fn default() -> Self {
         LogSection {
             flush_interval_ms: 10,
-            max_block_bytes: 1 << 20,
+            max_block_bytes: 128 << 10,
+            max_commit_bytes: 4 << 20,
             retention_max_bytes: 10 << 30,
             retention_max_age_s: 0,
             cache_bytes: 64 << 20,
@@ -279,11 +287,17 @@ impl CollectorConfig {
         if !(1..=1_000).contains(&self.log.flush_interval_ms) {
             return Err(invalid("log.flush_interval_ms", "must be between 1 and 1000 ms"));
         }
-        if !(4_096..=64 << 20).contains(&self.log.max_block_bytes) {
-            return Err(invalid("log.max_block_bytes", "must be between 4096 and 67108864"));
+        if !(4_096..=64 << 20).contains(&self.log.max_block_bytes) || !self.log.max_block_bytes.is_power_of_two() {
+            return Err(invalid("log.max_block_bytes", "must be a power of two between 4096 and 67108864"));
         }
-        if self.log.retention_max_bytes < 4 * self.log.max_block_bytes as u64 {
-            return Err(invalid("log.retention_max_bytes", "must hold at least four blocks (4 x log.max_block_bytes)"));
+        if !(self.log.max_block_bytes..=256 << 20).contains(&self.log.max_commit_bytes) {
+            return Err(invalid("log.max_commit_bytes", "must be between log.max_block_bytes and 268435456"));
+        }
+        if self.log.retention_max_bytes < 4 * self.log.max_commit_bytes as u64 {
+            return Err(invalid(
+                "log.retention_max_bytes",
+                "must hold at least four commits (4 x log.max_commit_bytes)",
+            ));
         }
         if self.limits.max_streams == 0 || self.limits.ingest_queue_batches == 0 {
             return Err(invalid("limits", "max_streams and ingest_queue_batches must be at least 1"));
@@ -368,6 +382,8 @@ mod tests {
         assert!(parse("[forward.jetstream]\nurl = \"http://x\"").unwrap_err().contains("forward.jetstream.url"));
         assert!(parse("[ingest.udp]\nenabled = false").unwrap_err().contains("ingest"));
         assert!(parse("[log]\nretention_max_bytes = 10").unwrap_err().contains("retention_max_bytes"));
+        assert!(parse("[log]\nmax_block_bytes = 100000").unwrap_err().contains("log.max_block_bytes"));
+        assert!(parse("[log]\nmax_commit_bytes = 4096").unwrap_err().contains("log.max_commit_bytes"));
     }
 
     #[test]

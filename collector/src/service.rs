@@ -163,6 +163,7 @@ pub fn run(
     let acceptor_config = AcceptorConfig {
         flush_interval: Duration::from_millis(config.log.flush_interval_ms),
         max_block_bytes: config.log.max_block_bytes,
+        max_commit_bytes: config.log.max_commit_bytes,
         keys_file: config.keys_file.clone(),
         development_device: config.development_key.then_some(config.development_device_id),
     };
@@ -185,7 +186,8 @@ pub fn run(
             metrics.clone(),
             &config.windows,
             &config.watermark,
-        )?;
+        )?
+        .with_max_block_bytes(config.log.max_block_bytes);
         Some(processor.spawn(windows_shutdown.clone())?)
     };
     // The committer runs until its last client (the acceptor, the processor) is gone.

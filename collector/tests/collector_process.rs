@@ -170,7 +170,7 @@ fn a_full_log_stops_acknowledging_instead_of_dropping_and_resumes_when_room_retu
     write_fleet_keys(&dir.path().join("keys.toml"), 2);
     // Retention may not delete what the (unreachable) forwarder has not published, so the
     // log fills at its size bound.
-    let small = "[log]\nmax_block_bytes = 4096\nretention_max_bytes = 16384\n\
+    let small = "[log]\nmax_block_bytes = 4096\nmax_commit_bytes = 4096\nretention_max_bytes = 16384\n\
                  [forward.jetstream]\nurl = \"nats://127.0.0.1:9\"\n";
     let mut collector = CollectorProcess::start(dir.path(), small);
     let agents = dir.path().join("agents");
@@ -188,7 +188,9 @@ fn a_full_log_stops_acknowledging_instead_of_dropping_and_resumes_when_room_retu
     collector.terminate();
     std::fs::write(
         &collector.config_path,
-        std::fs::read_to_string(&collector.config_path).unwrap().replace(small, "[log]\nmax_block_bytes = 4096\n"),
+        std::fs::read_to_string(&collector.config_path)
+            .unwrap()
+            .replace(small, "[log]\nmax_block_bytes = 4096\nmax_commit_bytes = 4096\n"),
     )
     .unwrap();
     collector.spawn();

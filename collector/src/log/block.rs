@@ -3,8 +3,8 @@
 //! A block is a postcard [`BlockHead`] followed by records, each prefixed with its length as a
 //! varint. The key of a block is the offset of its first record; a record of width `w` takes
 //! offsets `o..o+w`, so a reader finds offset `x` in the last block whose key is `<= x`.
-//! Storing a group commit as one value costs redb one B-tree entry per commit instead of one
-//! per event.
+//! A group commit stores one block or a few (each bounded by `log.max_block_bytes`): redb
+//! pays one B-tree entry per block instead of one per event.
 
 use super::record::{EventsHead, Record, RecordError, Slots, encode_events, encode_events_next};
 use super::varint;
@@ -16,10 +16,31 @@ use serde::{Deserialize, Serialize};
 /// A [`BlockHead`] encoded: two varints of at most 10 bytes.
 const BLOCK_HEAD_MAX_BYTES: usize = 20;
 
+/// What redb adds to a block in the leaf page that holds it (page head 4 bytes, value length
+/// 4, key 8), rounded up. redb gives each such leaf a power-of-two number of pages, so a
+/// block of `max_block_bytes` (a power of two) minus this fills its pages exactly, where one
+/// a few bytes larger would take twice the disk.
+pub const STORE_OVERHEAD_BYTES: usize = 64;
+
+/// See [`BlockBuilder::new`].
+pub const DEFAULT_MAX_BLOCK_BYTES: usize = 128 << 10;
+
+/// Emptied buffers a builder keeps for its next blocks.
+const POOL_BUFFERS: usize = 64;
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockHead {
     /// The collector's wall clock at commit, ms since 1970 (retention by age).
     pub written_unix_ms: u64,
+    /// Offsets the block covers.
+    pub offsets: u64,
+}
+
+/// A finished block: what the log stores under the block's first offset.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EncodedBlock {
+    /// The head and the records.
+    pub value: Vec<u8>,
     /// Offsets the block covers.
     pub offsets: u64,
 }
@@ -34,45 +55,107 @@ struct Slot {
     head: EventsHead,
 }
 
-/// Accumulates records for the next commit.
-#[derive(Debug, Default)]
+/// Accumulates records for the next commit, as a run of blocks: a block is cut before a
+/// record would take it past the size bound, so one commit may store several.
+#[derive(Debug)]
 pub struct BlockBuilder {
+    /// The records of the open block.
     records: Vec<u8>,
     offsets: u64,
     count: u32,
     scratch: Vec<u8>,
-    /// The events slots this block has opened (bounded by its records).
+    /// The events slots the open block has opened (bounded by its records).
     slots: IdMap<SlotKey, Slot>,
+    /// Blocks cut since the last finish: their records and offsets.
+    cut: Vec<(Vec<u8>, u64)>,
+    cut_bytes: usize,
+    cut_offsets: u64,
+    /// The most record bytes one block holds.
+    records_limit: usize,
+    /// Emptied buffers for the next blocks (at most [`POOL_BUFFERS`]).
+    pool: Vec<Vec<u8>>,
+}
+
+impl Default for BlockBuilder {
+    fn default() -> Self {
+        BlockBuilder::new(DEFAULT_MAX_BLOCK_BYTES)
+    }
 }
 
 impl BlockBuilder {
+    /// A builder whose blocks, stored, take at most `max_block_bytes` with redb's leaf
+    /// overhead (see [`STORE_OVERHEAD_BYTES`]); a single record larger than that gets a block
+    /// of its own.
+    pub fn new(max_block_bytes: usize) -> BlockBuilder {
+        BlockBuilder {
+            records: Vec::new(),
+            offsets: 0,
+            count: 0,
+            scratch: Vec::new(),
+            slots: IdMap::default(),
+            cut: Vec::new(),
+            cut_bytes: 0,
+            cut_offsets: 0,
+            records_limit: max_block_bytes.saturating_sub(STORE_OVERHEAD_BYTES + BLOCK_HEAD_MAX_BYTES).max(1),
+            pool: Vec::new(),
+        }
+    }
+
     /// Appends one record of `width` offsets, written by `encode`.
     pub fn push(&mut self, width: u64, encode: impl FnOnce(&mut Vec<u8>)) {
         self.scratch.clear();
         encode(&mut self.scratch);
+        if !self.fits(self.scratch.len()) {
+            self.cut_block();
+        }
         self.append_scratch(width);
     }
 
-    /// Appends a run of events (`head.clock` is ignored). The first run of its slot in this
+    /// Appends a run of events (`head.clock` is ignored). The first run of its slot in a
     /// block stores the whole head with the clock fix `clock()` gives; later runs store the
     /// differences and share that fix, so `clock` is called once per slot and block.
     pub fn push_events(&mut self, head: EventsHead, clock: impl FnOnce() -> Option<ClockFix>, events: &[u8]) {
         self.scratch.clear();
         let key = (head.device, head.stream, head.epoch, head.sent_epoch);
-        match self.slots.get_mut(&key) {
-            Some(slot) => {
-                let head = EventsHead { clock: slot.head.clock, ..head };
-                encode_events_next(slot.index, &slot.head, &head, events, &mut self.scratch);
+        if let Some(slot) = self.slots.get_mut(&key) {
+            let head = EventsHead { clock: slot.head.clock, ..head };
+            encode_events_next(slot.index, &slot.head, &head, events, &mut self.scratch);
+            if self.records.len() + varint::MAX_BYTES + self.scratch.len() <= self.records_limit {
                 slot.head = head;
+                self.append_scratch(u64::from(head.count));
+                return;
             }
-            None => {
-                let head = EventsHead { clock: clock(), ..head };
-                encode_events(&head, events, &mut self.scratch);
-                let index = self.slots.len() as u32;
-                self.slots.insert(key, Slot { index, head });
-            }
+            // The run does not fit: it opens its slot again in the next block.
+            self.scratch.clear();
+            self.cut_block();
         }
+        let head = EventsHead { clock: clock(), ..head };
+        encode_events(&head, events, &mut self.scratch);
+        if !self.fits(self.scratch.len()) {
+            self.cut_block();
+        }
+        let index = self.slots.len() as u32;
+        self.slots.insert(key, Slot { index, head });
         self.append_scratch(u64::from(head.count));
+    }
+
+    /// Whether a record of `len` bytes fits the open block (an empty block takes any).
+    fn fits(&self, len: usize) -> bool {
+        self.count == 0 || self.records.len() + varint::MAX_BYTES + len <= self.records_limit
+    }
+
+    fn cut_block(&mut self) {
+        if self.count == 0 {
+            return;
+        }
+        let fresh = self.pool.pop().unwrap_or_default();
+        let records = std::mem::replace(&mut self.records, fresh);
+        self.cut_bytes += records.len();
+        self.cut_offsets += self.offsets;
+        self.cut.push((records, self.offsets));
+        self.offsets = 0;
+        self.count = 0;
+        self.slots.clear();
     }
 
     fn append_scratch(&mut self, width: u64) {
@@ -83,41 +166,56 @@ impl BlockBuilder {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.count == 0 && self.cut.is_empty()
     }
 
+    /// Offsets of every block since the last finish.
     pub fn offsets(&self) -> u64 {
-        self.offsets
+        self.cut_offsets + self.offsets
     }
 
+    /// Record bytes of every block since the last finish.
     pub fn bytes(&self) -> usize {
-        self.records.len()
+        self.cut_bytes + self.records.len()
     }
 
-    pub fn records(&self) -> u32 {
-        self.count
-    }
-
-    /// The finished block value, and a fresh builder in its place.
-    pub fn finish(&mut self, written_unix_ms: u64) -> Vec<u8> {
+    /// The finished blocks in offset order (none if empty), and a fresh builder in place.
+    pub fn finish(&mut self, written_unix_ms: u64) -> Vec<EncodedBlock> {
         self.finish_into(written_unix_ms, Vec::new())
     }
 
-    /// [`Self::finish`] into `buffer` (cleared first), whose capacity is reused.
-    pub fn finish_into(&mut self, written_unix_ms: u64, buffer: Vec<u8>) -> Vec<u8> {
-        let head = BlockHead { written_unix_ms, offsets: self.offsets };
-        let mut value = buffer;
-        value.clear();
-        value.reserve(BLOCK_HEAD_MAX_BYTES + self.records.len());
-        // Two varints of at most 10 bytes each: the head cannot fail to encode.
-        let mut encoded = [0u8; BLOCK_HEAD_MAX_BYTES];
-        value.extend_from_slice(postcard::to_slice(&head, &mut encoded).map(|head| &head[..]).unwrap_or_default());
-        value.extend_from_slice(&self.records);
-        self.records.clear();
-        self.offsets = 0;
-        self.count = 0;
-        self.slots.clear();
-        value
+    /// [`Self::finish`], encoding into the buffers of `spares` (blocks of an earlier commit,
+    /// handed back by the committer), whose capacity is reused: a fresh allocation per block
+    /// costs a page fault and a zeroed page every 4 KiB.
+    pub fn finish_into(&mut self, written_unix_ms: u64, mut spares: Vec<EncodedBlock>) -> Vec<EncodedBlock> {
+        self.cut_block();
+        self.cut_bytes = 0;
+        self.cut_offsets = 0;
+        let mut blocks = Vec::with_capacity(self.cut.len());
+        let cut = std::mem::take(&mut self.cut);
+        for (records, offsets) in cut {
+            let head = BlockHead { written_unix_ms, offsets };
+            let mut value = spares.pop().map(|spare| spare.value).unwrap_or_default();
+            value.clear();
+            value.reserve(BLOCK_HEAD_MAX_BYTES + records.len());
+            // Two varints of at most 10 bytes each: the head cannot fail to encode.
+            let mut encoded = [0u8; BLOCK_HEAD_MAX_BYTES];
+            value.extend_from_slice(postcard::to_slice(&head, &mut encoded).map(|head| &head[..]).unwrap_or_default());
+            value.extend_from_slice(&records);
+            blocks.push(EncodedBlock { value, offsets });
+            self.recycle(records);
+        }
+        for spare in spares {
+            self.recycle(spare.value);
+        }
+        blocks
+    }
+
+    fn recycle(&mut self, mut buffer: Vec<u8>) {
+        if self.pool.len() < POOL_BUFFERS {
+            buffer.clear();
+            self.pool.push(buffer);
+        }
     }
 }
 
@@ -266,8 +364,9 @@ mod tests {
         }
         assert_eq!(calls, 3, "one clock fix per slot");
         assert_eq!(builder.offsets(), 11);
-        let value = builder.finish(42);
-        let (block_head, records) = decode_block(100, &value).unwrap();
+        let blocks = builder.finish(42);
+        assert_eq!(blocks.len(), 1);
+        let (block_head, records) = decode_block(100, &blocks[0].value).unwrap();
         assert_eq!(block_head, BlockHead { written_unix_ms: 42, offsets: 11 });
         let slot_fix = |run: &EventsHead| match (run.device, run.sent_epoch) {
             (7, 99) => Some(fix(4)),
@@ -283,6 +382,58 @@ mod tests {
             offset += u64::from(run.count);
         }
         assert!(builder.is_empty() && builder.bytes() == 0);
+    }
+
+    #[test]
+    fn a_commit_is_cut_into_blocks_that_fit_the_bound_and_decode_on_their_own() {
+        const MAX: usize = 4_096;
+        let mut builder = BlockBuilder::new(MAX);
+        let t3 = 1_795_000_000_000_000;
+        let mut clock_calls = 0;
+        let mut pushed = Vec::new();
+        for seq in 0..400u64 {
+            let run = head(7 + seq % 3, EPOCH, seq, 1, 9_000_000 + seq * 20_000, t3 + seq as i64 * 20_000);
+            let events = vec![seq as u8; 30 + (seq % 7) as usize];
+            builder.push_events(
+                run,
+                || {
+                    clock_calls += 1;
+                    Some(fix(1))
+                },
+                &events,
+            );
+            pushed.push((run, events));
+        }
+        // A record larger than a block takes one of its own.
+        let huge = vec![9u8; MAX * 2];
+        builder.push(2, |out| out.extend_from_slice(&huge));
+        assert_eq!(builder.offsets(), 402);
+        let blocks = builder.finish(42);
+        assert!(blocks.len() > 5, "{} blocks", blocks.len());
+        // Each slot is opened once per block: the clock fix is asked again after every cut.
+        assert!(clock_calls >= 3 * (blocks.len() - 1), "{clock_calls} clock fixes for {} blocks", blocks.len());
+        let mut offset = 100;
+        let mut decoded = Vec::new();
+        for block in &blocks[..blocks.len() - 1] {
+            assert!(block.value.len() + STORE_OVERHEAD_BYTES <= MAX, "a {} byte block", block.value.len());
+            let (block_head, records) = decode_block(offset, &block.value).unwrap();
+            assert_eq!(block_head.offsets, block.offsets);
+            offset += block.offsets;
+            decoded.extend(records.into_iter().map(|(at, record)| match record {
+                Record::Events { head, events } => (at, head, events.to_vec()),
+                other => panic!("not events: {other:?}"),
+            }));
+        }
+        for (expected_offset, ((run, events), (at, head, stored))) in (100..).zip(pushed.iter().zip(&decoded)) {
+            assert_eq!(*at, expected_offset);
+            assert_eq!(*head, EventsHead { clock: Some(fix(1)), ..*run });
+            assert_eq!(stored, events);
+        }
+        assert_eq!(decoded.len(), pushed.len());
+        let last = blocks.last().unwrap();
+        assert!(last.value.len() > MAX);
+        assert_eq!((last.offsets, offset), (2, 500));
+        assert!(builder.is_empty() && builder.bytes() == 0 && builder.offsets() == 0);
     }
 
     #[test]

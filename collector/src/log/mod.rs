@@ -13,7 +13,7 @@ pub mod block;
 pub mod record;
 mod varint;
 
-use block::{BlockHead, block_records, decode_block};
+use block::{BlockHead, EncodedBlock, block_records, decode_block};
 use driftlog_protocol::KeyId;
 use driftlog_protocol::endpoint::RECEIVER_RANGES;
 use driftlog_protocol::ids::StreamKey;
@@ -106,9 +106,9 @@ storage_error_from!(
 /// One group commit: a block and the receiver states it makes durable.
 #[derive(Debug, Default)]
 pub struct Commit {
-    /// Encoded by [`block::BlockBuilder::finish`]; empty when only states change.
-    pub block: Vec<u8>,
-    pub offsets: u64,
+    /// Encoded by [`block::BlockBuilder::finish`], in offset order; empty when only states
+    /// change.
+    pub blocks: Vec<EncodedBlock>,
     pub streams: Vec<(StreamKey, KeyId, Dedup)>,
     /// Fail with [`LogError::Full`] unless retention leaves room for at least this many
     /// bytes (a probe with an empty block asks whether a full block would fit again).
@@ -304,7 +304,7 @@ impl Log {
             let next_offset = meta.get(NEXT_OFFSET)?.map_or(0, |v| v.value());
             let mut held = meta.get(HELD_BYTES)?.map_or(0, |v| v.value());
             let floor = self.protected_floor(&readers)?;
-            let incoming = commit.block.len() as u64;
+            let incoming: u64 = commit.blocks.iter().map(|block| block.value.len() as u64).sum();
             let mut deleted = 0;
             // Whole blocks from the front: over the size bound, or past the age bound.
             loop {
@@ -330,10 +330,11 @@ impl Log {
             if needed > 0 && held + needed > self.config.max_bytes {
                 return Err(LogError::Full { held, bound: self.config.max_bytes });
             }
-            if incoming > 0 {
-                blocks.insert(next_offset, commit.block.as_slice())?;
+            let mut next = next_offset;
+            for block in &commit.blocks {
+                blocks.insert(next, block.value.as_slice())?;
+                next += block.offsets;
             }
-            let next = next_offset + commit.offsets;
             held += incoming;
             meta.insert(NEXT_OFFSET, next)?;
             meta.insert(HELD_BYTES, held)?;
@@ -374,9 +375,9 @@ impl Log {
 
     /// Calls `visit` with up to `max_blocks` blocks holding offsets at or after `offset`, in
     /// order, read in place: the hot reader (the window processor) used to spend a quarter of
-    /// its time copying 1 MiB blocks out and faulting in fresh memory for the copies. The read
-    /// transaction and the database's read lock (see [`Self::reopen`]) are held meanwhile,
-    /// so `visit` should not block.
+    /// its time copying (then 1 MiB) blocks out and faulting in fresh memory for the copies.
+    /// The read transaction and the database's read lock (see [`Self::reopen`]) are held
+    /// meanwhile, so `visit` should not block.
     pub fn visit_blocks<E: From<LogError>>(
         &self,
         offset: u64,

@@ -1,6 +1,9 @@
 //! Postcard's varints (LEB128, zigzag for signed) for the hand-encoded parts of a block
 //! (record lengths, compact event heads), without a Vec per value.
 
+/// The longest varint: a `u64` in 7-bit groups.
+pub(super) const MAX_BYTES: usize = 10;
+
 /// Appends `value` (a `u64`, or an `i64` as zigzag) as postcard encodes it, a byte at a
 /// time: at most 10 pushes, where a copy of a temporary buffer would call `memcpy` for
 /// every record head on the ingest path.

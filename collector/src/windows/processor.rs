@@ -56,6 +56,7 @@ pub struct Processor {
     checkpoint_interval: Duration,
     last_checkpoint: Instant,
     last_tick: Instant,
+    max_block_bytes: usize,
 }
 
 impl Processor {
@@ -95,7 +96,14 @@ impl Processor {
             checkpoint_interval: Duration::from_millis(watermark.checkpoint_interval_ms),
             last_checkpoint: now,
             last_tick: now,
+            max_block_bytes: crate::log::block::DEFAULT_MAX_BLOCK_BYTES,
         })
+    }
+
+    /// Blocks of outputs bounded as the configured log's (`log.max_block_bytes`).
+    pub fn with_max_block_bytes(mut self, max_block_bytes: usize) -> Processor {
+        self.max_block_bytes = max_block_bytes;
+        self
     }
 
     pub fn spawn(mut self, shutdown: Arc<AtomicBool>) -> std::io::Result<std::thread::JoinHandle<()>> {
@@ -166,21 +174,15 @@ impl Processor {
         if self.pending.is_empty() && tick.is_none() && self.next_offset == self.checkpointed_offset {
             return Ok(());
         }
-        let mut builder = BlockBuilder::default();
+        let mut builder = BlockBuilder::new(self.max_block_bytes);
         for record in &self.pending {
             builder.push(1, |out| out.extend_from_slice(record));
         }
         if let Some(tick) = &tick {
             builder.push(1, |out| encode_head(RecordKind::Tick, tick, out));
         }
-        let offsets = builder.offsets();
         let commit = Commit {
-            block: if builder.is_empty() {
-                Vec::new()
-            } else {
-                builder.finish_into(now_unix_ms(), self.committer.spare_block())
-            },
-            offsets,
+            blocks: builder.finish_into(now_unix_ms(), self.committer.spare_blocks()),
             checkpoint: Some(Checkpoint {
                 reader: READER.to_string(),
                 next_offset: self.next_offset,
