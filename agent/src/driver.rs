@@ -336,6 +336,8 @@ impl<T: Transport, C: Clock> Driver<T, C> {
             released_events: outbox.released,
             storage_errors: outbox.storage_errors,
             outbox_max_bytes: self.outbox.max_bytes(),
+            corrupt_segments: outbox.corrupt_segments,
+            tombstones_forgotten: outbox.tombstones_forgotten,
             datagrams_sent: self.stats.datagrams_sent,
             datagrams_received: self.stats.datagrams_received,
             datagrams_rejected: self.stats.datagrams_rejected,

@@ -57,6 +57,30 @@ pub fn render(status: &Status) -> String {
         "counter",
         status.released_events as f64,
     );
+    gauge(
+        "driftlog_agent_storage_errors_total",
+        "Outbox writes that failed (disk full, I/O errors); each reopened the outbox.",
+        "counter",
+        status.storage_errors as f64,
+    );
+    gauge(
+        "driftlog_agent_outbox_max_bytes",
+        "The outbox byte bound in force (lowered after the disk filled up).",
+        "gauge",
+        status.outbox_max_bytes as f64,
+    );
+    gauge(
+        "driftlog_agent_corrupt_segments_total",
+        "Outbox segments found damaged at open; their readable prefix was kept.",
+        "counter",
+        status.corrupt_segments as f64,
+    );
+    gauge(
+        "driftlog_agent_tombstones_forgotten_total",
+        "Tombstones forgotten at their bound; the collector sees those ranges as gaps.",
+        "counter",
+        status.tombstones_forgotten as f64,
+    );
     gauge("driftlog_agent_datagrams_sent_total", "Datagrams sent.", "counter", status.datagrams_sent as f64);
     gauge(
         "driftlog_agent_datagrams_received_total",
@@ -144,6 +168,9 @@ mod tests {
     fn renders_counters_and_per_stream_series() {
         let status = Status {
             backlog_events: 7,
+            storage_errors: 2,
+            corrupt_segments: 1,
+            tombstones_forgotten: 3,
             streams: vec![crate::status::StreamStatus {
                 stream: 1,
                 rtt_ms: 12.5,
@@ -154,6 +181,9 @@ mod tests {
         };
         let text = render(&status);
         assert!(text.contains("driftlog_agent_backlog_events 7\n"));
+        assert!(text.contains("driftlog_agent_storage_errors_total 2\n"));
+        assert!(text.contains("driftlog_agent_corrupt_segments_total 1\n"));
+        assert!(text.contains("driftlog_agent_tombstones_forgotten_total 3\n"));
         assert!(text.contains("driftlog_agent_rtt_seconds{stream=\"1\"} 0.0125\n"));
         assert!(text.contains("driftlog_agent_collector_unreachable{stream=\"1\"} 1\n"));
     }

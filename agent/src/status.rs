@@ -23,6 +23,12 @@ pub struct Status {
     pub storage_errors: u64,
     /// The outbox byte bound in force (lowered after the disk filled up).
     pub outbox_max_bytes: u64,
+    /// Outbox segments found damaged at open (their readable prefix was kept).
+    #[serde(default)]
+    pub corrupt_segments: u64,
+    /// Tombstones forgotten at their bound: the collector sees those ranges as gaps.
+    #[serde(default)]
+    pub tombstones_forgotten: u64,
     pub datagrams_sent: u64,
     pub datagrams_received: u64,
     pub datagrams_rejected: u64,
@@ -79,6 +85,12 @@ impl Status {
             out.push_str(&format!(
                 "storage errors         {} (outbox bound lowered to {} bytes)\n",
                 self.storage_errors, self.outbox_max_bytes
+            ));
+        }
+        if self.corrupt_segments > 0 || self.tombstones_forgotten > 0 {
+            out.push_str(&format!(
+                "outbox damage          {} corrupt segments (prefix kept), {} tombstones forgotten at their bound\n",
+                self.corrupt_segments, self.tombstones_forgotten
             ));
         }
         out.push_str(&format!(
