@@ -175,7 +175,7 @@ struct Collector {
     child: Child,
     udp: SocketAddr,
     http: SocketAddr,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for Collector {
@@ -211,7 +211,7 @@ fn start_collector(keys_toml: &str, extra: &str) -> Collector {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let collector = Collector { child, udp, http, _dir: dir };
+    let collector = Collector { child, udp, http, dir };
     let deadline = StdInstant::now() + Duration::from_secs(30);
     while http_get(collector.http, "/health").is_err() {
         assert!(StdInstant::now() < deadline, "collector did not start");
@@ -438,7 +438,7 @@ fn main() {
             let encoded = frames.event_bytes as f64 / frames.events as f64;
             let stored = m.get("driftlog_log_bytes").copied().unwrap_or(0.0) / committed.max(1.0);
             let file = m.get("driftlog_log_file_bytes").copied().unwrap_or(0.0) / committed.max(1.0);
-            let allocated = allocated_bytes(&collector._dir.path().join("data")) as f64 / committed.max(1.0);
+            let allocated = allocated_bytes(&collector.dir.path().join("data")) as f64 / committed.max(1.0);
             println!(
                 "  bytes per event      encoded {encoded:.1}  stored {stored:.1} ({:.2}x)  log file {file:.1} ({:.2}x), of which allocated on disk {allocated:.1} ({:.2}x)\n",
                 stored / encoded,

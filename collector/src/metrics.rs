@@ -32,8 +32,9 @@ pub struct Metrics {
     /// yet). Stalls show as a timestamp that stops moving while devices send.
     pub last_events_commit_unix_us: AtomicU64,
     pub commits: AtomicU64,
-    /// Time the acceptor stopped reading because the next block was full while the previous
-    /// one was still being committed (µs): ingest held back by the disk.
+    /// Time the acceptor stopped reading because the next commit had reached
+    /// `log.max_commit_bytes` while the previous one was still being written (µs): ingest
+    /// held back by the disk.
     pub ingest_waited_on_commit_us: AtomicU64,
     pub commit_failures: AtomicU64,
     commit_latency_buckets: [AtomicU64; COMMIT_BUCKETS_S.len()],
@@ -164,7 +165,7 @@ impl Metrics {
         );
         series(
             "driftlog_ingest_waited_on_commit_seconds_total",
-            "Time ingest paused because the next block was full before the previous commit finished (the disk is the bottleneck).",
+            "Time ingest paused because the next commit reached log.max_commit_bytes before the previous one finished (the disk is the bottleneck).",
             "counter",
             load(&self.ingest_waited_on_commit_us) / 1e6,
         );

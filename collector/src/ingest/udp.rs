@@ -82,12 +82,15 @@ impl Source for UdpSource {
         let mut reply_sockets = Vec::new();
         for (index, socket) in sockets.into_iter().enumerate() {
             reply_sockets.push(socket.try_clone()?);
+            // Watched from here, not from inside the thread: a thread that starts late would
+            // take drops that happened before it ran as its baseline and never count them.
+            let drops = DropWatch::new(&socket);
             let (sink, shutdown, metrics) = (sink.clone(), shutdown.clone(), self.metrics.clone());
             let shape = BatchShape { datagrams: self.batch_datagrams, slot_bytes: self.max_datagram_bytes + 1 };
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("udp-recv-{index}"))
-                    .spawn(move || receive_loop(socket, id, shape, sink, shutdown, metrics))?,
+                    .spawn(move || receive_loop(socket, drops, id, shape, sink, shutdown, metrics))?,
             );
         }
         // Replies for a peer go out of the socket the kernel hashes that peer to; any of
@@ -105,6 +108,7 @@ struct BatchShape {
 
 fn receive_loop(
     socket: UdpSocket,
+    mut drops: DropWatch,
     source: u16,
     shape: BatchShape,
     sink: Sink,
@@ -116,7 +120,6 @@ fn receive_loop(
     let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(shape.datagrams, None);
     let mut received = Vec::with_capacity(shape.datagrams);
     let fd = socket.as_raw_fd();
-    let mut drops = DropWatch::new(&socket);
     let mut next_drops_read = Instant::now() + DROPS_INTERVAL;
     while !shutdown.load(Ordering::Relaxed) {
         if Instant::now() >= next_drops_read {

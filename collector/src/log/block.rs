@@ -68,8 +68,6 @@ pub struct BlockBuilder {
     slots: IdMap<SlotKey, Slot>,
     /// Blocks cut since the last finish: their records and offsets.
     cut: Vec<(Vec<u8>, u64)>,
-    cut_bytes: usize,
-    cut_offsets: u64,
     /// The most record bytes one block holds.
     records_limit: usize,
     /// Emptied buffers for the next blocks (at most [`POOL_BUFFERS`]).
@@ -94,8 +92,6 @@ impl BlockBuilder {
             scratch: Vec::new(),
             slots: IdMap::default(),
             cut: Vec::new(),
-            cut_bytes: 0,
-            cut_offsets: 0,
             records_limit: max_block_bytes.saturating_sub(STORE_OVERHEAD_BYTES + BLOCK_HEAD_MAX_BYTES).max(1),
             pool: Vec::new(),
         }
@@ -150,8 +146,6 @@ impl BlockBuilder {
         }
         let fresh = self.pool.pop().unwrap_or_default();
         let records = std::mem::replace(&mut self.records, fresh);
-        self.cut_bytes += records.len();
-        self.cut_offsets += self.offsets;
         self.cut.push((records, self.offsets));
         self.offsets = 0;
         self.count = 0;
@@ -171,12 +165,12 @@ impl BlockBuilder {
 
     /// Offsets of every block since the last finish.
     pub fn offsets(&self) -> u64 {
-        self.cut_offsets + self.offsets
+        self.cut.iter().map(|(_, offsets)| offsets).sum::<u64>() + self.offsets
     }
 
     /// Record bytes of every block since the last finish.
     pub fn bytes(&self) -> usize {
-        self.cut_bytes + self.records.len()
+        self.cut.iter().map(|(records, _)| records.len()).sum::<usize>() + self.records.len()
     }
 
     /// The finished blocks in offset order (none if empty), and a fresh builder in place.
@@ -189,8 +183,6 @@ impl BlockBuilder {
     /// costs a page fault and a zeroed page every 4 KiB.
     pub fn finish_into(&mut self, written_unix_ms: u64, mut spares: Vec<EncodedBlock>) -> Vec<EncodedBlock> {
         self.cut_block();
-        self.cut_bytes = 0;
-        self.cut_offsets = 0;
         let mut blocks = Vec::with_capacity(self.cut.len());
         let cut = std::mem::take(&mut self.cut);
         for (records, offsets) in cut {

@@ -399,19 +399,11 @@ impl Log {
 
     /// Up to `max_blocks` blocks holding offsets at or after `offset`, in order, copied out.
     pub fn read_blocks(&self, offset: u64, max_blocks: usize) -> Result<Vec<OwnedBlock>, LogError> {
-        let db = self.db();
-        let txn = db.begin_read()?;
-        let table = txn.open_table(BLOCKS)?;
-        // The block holding `offset` starts at or before it.
-        let start = table.range(..=offset)?.next_back().transpose()?.map_or(offset, |(k, _)| k.value());
         let mut out = Vec::new();
-        for entry in table.range(start..)? {
-            if out.len() >= max_blocks {
-                break;
-            }
-            let (key, value) = entry?;
-            out.push(OwnedBlock { first_offset: key.value(), value: value.value().to_vec() });
-        }
+        self.visit_blocks(offset, max_blocks, |block| {
+            out.push(OwnedBlock { first_offset: block.first_offset, value: block.value.to_vec() });
+            Ok::<_, LogError>(())
+        })?;
         Ok(out)
     }
 

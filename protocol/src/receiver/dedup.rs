@@ -39,21 +39,14 @@ impl<const N: usize> DedupState<N> {
         if above.is_empty() {
             return Ok(());
         }
-        if above.start == self.cumulative && self.ranges.is_empty() {
-            // In order with nothing out of order held: the common case, without a copy.
-            self.cumulative = above.end;
-            return Ok(());
-        }
         if above.start == self.cumulative {
-            // Extends the contiguous prefix, possibly swallowing the first ranges.
-            let mut cumulative = above.end;
-            let mut ranges = self.ranges.clone();
-            while let Some(first) = ranges.first().filter(|r| r.start <= cumulative) {
-                cumulative = cumulative.max(first.end);
-                ranges.remove_below(first.end);
+            // Extends the contiguous prefix, possibly swallowing the first ranges (in place:
+            // nothing here can fail, and the common in-order case has none to swallow).
+            self.cumulative = above.end;
+            while let Some(first) = self.ranges.first().filter(|r| r.start <= self.cumulative) {
+                self.cumulative = self.cumulative.max(first.end);
+                self.ranges.remove_below(first.end);
             }
-            self.cumulative = cumulative;
-            self.ranges = ranges;
             return Ok(());
         }
         self.ranges.insert(above)
