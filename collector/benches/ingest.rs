@@ -6,79 +6,31 @@
 //! Method: the collector binary runs as a child with 1 GiB receive buffers and is paused
 //! (SIGSTOP) while every datagram is queued in the kernel, then resumed; the run lasts from
 //! SIGCONT to the commit that stored the last event (the collector's
-//! `driftlog_last_events_commit_timestamp_seconds`). The ceilings are the same queue
+//! `driftlog_last_events_commit_timestamp_seconds`). Each measured burst follows a warm-up
+//! burst of the same size from the same devices, committed (and windowed) first, so the
+//! figure is a running collector's, not a fresh process's first touch of its memory
+//! (`FIGURES_WARM_UP=0` measures that instead). The ceilings are the same queue
 //! drained by bare loops that do nothing with what they read: one of `recv` per datagram,
 //! one of `recvmmsg` (64 per call, as the collector's receive threads). So no number is
 //! limited by the sender.
 //!
 //! `cargo bench -p driftlog-collector --bench ingest` (FIGURES_EVENTS, FIGURES_SINGLE to
-//! change the sizes, FIGURES_REPEAT for the number of single-event runs).
+//! change the sizes, FIGURES_REPEAT for the number of single-event runs, FIGURES_JETSTREAM
+//! for the forwarded events (0 skips), FIGURES_WARM_UP=0 for cold runs, FIGURES_PERF to
+//! profile the measured bursts, FIGURES_COLLECTOR_BIN, FIGURES_COLLECTOR_TOML and
+//! FIGURES_INGEST_QUEUE for experiments).
+
+mod support;
 
 use driftlog_collector::tail::http_get;
-use driftlog_protocol::Instant;
-use driftlog_protocol::wire::{DataWriter, Event, FrameKind, MacKey, Payload, Sample, Sealer, Tag, Tags};
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant as StdInstant};
+use support::frames::{DEVICES, Frames, frame_runs, frames};
 
 const BIN: &str = env!("CARGO_BIN_EXE_driftlog-collector");
-const DEVICES: u64 = 64;
 const SENDERS: usize = 8;
-
-struct Frames {
-    datagrams: Vec<Vec<u8>>,
-    events: u64,
-    /// Bytes of the events inside the frames (frame header, batch head and MAC excluded).
-    event_bytes: u64,
-    keys_toml: String,
-}
-
-fn frames(total_events: u64, per_frame: u32) -> Frames {
-    let mut keys_toml = String::new();
-    let mut sealers: Vec<Sealer> = (0..DEVICES)
-        .map(|device| {
-            let secret = [device as u8 + 1; 32];
-            let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
-            keys_toml.push_str(&format!(
-                "[[device]]\ndevice_id = {}\nkey_id = {}\nkey = \"{hex}\"\n",
-                device + 100,
-                device + 100
-            ));
-            Sealer::new(device as u32 + 100, MacKey::new(&secret), 1)
-        })
-        .collect();
-    let tags = [Tag { key: "room", value: "lab" }];
-    let mut next_seq = vec![0u64; DEVICES as usize];
-    let mut datagrams = Vec::new();
-    let (mut events, mut event_bytes) = (0u64, 0u64);
-    let mut clock = 1_000u64;
-    while events < total_events {
-        let device = (datagrams.len() as u64 % DEVICES) as usize;
-        clock += 10;
-        let header = sealers[device].header(FrameKind::Data, Instant::from_micros(clock));
-        let mut buf = vec![0u8; 1_400];
-        let mut writer = DataWriter::new(&mut buf, &header, 0, 1, next_seq[device], per_frame).unwrap();
-        let empty = writer.len();
-        while writer.count() < per_frame && events < total_events {
-            let n = next_seq[device] + u64::from(writer.count());
-            let sample =
-                Sample { name: "sensor.temperature", value: 20.0 + (n % 100) as f64 * 0.25, tags: Tags::new(&tags) };
-            let event = Event { mono: Instant::from_micros(n * 1_000), wall: None, payload: Payload::Gauge(sample) };
-            if writer.push(&event).is_err() {
-                break;
-            }
-            events += 1;
-        }
-        next_seq[device] += u64::from(writer.count());
-        event_bytes += (writer.len() - empty) as u64;
-        let (sealed, len) = writer.into_parts();
-        let total = sealers[device].seal(sealed, len).unwrap();
-        buf.truncate(total);
-        datagrams.push(buf);
-    }
-    Frames { datagrams, events, event_bytes, keys_toml }
-}
 
 /// Queues every datagram to `to` from `SENDERS` sockets (so SO_REUSEPORT spreads them).
 fn send_all(datagrams: &[Vec<u8>], to: SocketAddr) {
@@ -195,9 +147,10 @@ fn start_collector(keys_toml: &str, extra: &str) -> Collector {
     let udp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let config = format!(
-        "data_dir = {:?}\nkeys_file = {:?}\ndevelopment_key = false\n{extra}\n[ingest.udp]\nlisten = \"{udp}\"\nsockets = 2\nreceive_buffer_bytes = 1073741824\n[http]\nlisten = \"{http}\"\n[limits]\ningest_queue_batches = 4096\n",
+        "data_dir = {:?}\nkeys_file = {:?}\ndevelopment_key = false\n{extra}\n[ingest.udp]\nlisten = \"{udp}\"\nsockets = 2\nreceive_buffer_bytes = 1073741824\n[http]\nlisten = \"{http}\"\n[limits]\ningest_queue_batches = {}\n",
         dir.path().join("data"),
-        dir.path().join("keys.toml")
+        dir.path().join("keys.toml"),
+        env_u64("FIGURES_INGEST_QUEUE", 4096)
     );
     let config_path = dir.path().join("collector.toml");
     std::fs::write(&config_path, config).unwrap();
@@ -260,12 +213,15 @@ struct Ingest {
     events_per_s: f64,
     datagrams_per_s: f64,
     metrics: BTreeMap<String, f64>,
+    /// Events committed before the measured burst.
+    warm_events: u64,
 }
 
-fn ingest(frames: &Frames, extra: &str) -> (Ingest, Collector) {
-    let collector = start_collector(&frames.keys_toml, extra);
+/// Queues `frames` while the collector is paused, resumes it, and waits until it has
+/// committed `target` events in all. Returns the wall time it resumed at, and the last
+/// metrics.
+fn burst(collector: &Collector, frames: &Frames, target: u64) -> (StdInstant, f64, BTreeMap<String, f64>) {
     signal(&collector.child, nix::sys::signal::Signal::SIGSTOP);
-    let threads_before = thread_cpu_seconds(collector.child.id());
     send_all(&frames.datagrams, collector.udp);
     let started = StdInstant::now();
     let started_unix_s = unix_seconds();
@@ -279,9 +235,59 @@ fn ingest(frames: &Frames, extra: &str) -> (Ingest, Collector) {
     while StdInstant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
         last = metrics(collector.http);
-        if last.get("driftlog_events_committed_total").copied().unwrap_or(0.0) >= frames.events as f64 {
+        if last.get("driftlog_events_committed_total").copied().unwrap_or(0.0) >= target as f64 {
             break;
         }
+    }
+    (started, started_unix_s, last)
+}
+
+/// FIGURES_PERF=PREFIX: records the measured burst with `perf record -g` into
+/// `PREFIX.<collector pid>.data` (after the warm-up, so only the run itself is sampled).
+fn profile(collector: &Collector) -> Option<Child> {
+    let prefix = std::env::var("FIGURES_PERF").ok()?;
+    let pid = collector.child.id();
+    let perf = Command::new("perf")
+        .args(["record", "-F", "4999", "-g", "-p", &pid.to_string(), "-o", &format!("{prefix}.{pid}.data")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    // perf needs a moment to attach to every thread.
+    std::thread::sleep(Duration::from_millis(500));
+    Some(perf)
+}
+
+/// Waits until the window processor has read everything committed (no-op without windows).
+fn windows_caught_up(collector: &Collector, since: StdInstant) {
+    while since.elapsed() < Duration::from_secs(300) {
+        let lag = metrics(collector.http).get("driftlog_windows_lag_offsets").copied();
+        if lag.is_none_or(|lag| lag == 0.0) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// One measured burst of `frames`, after the `warm_up` burst (if any) has been committed and
+/// windowed: a collector that has run for a while has its devices' receivers and clock
+/// models, and its heap, its page cache and redb's pages in use; a fresh one pays for all
+/// of them inside the measured run.
+fn ingest(warm_up: Option<&Frames>, frames: &Frames, extra: &str) -> (Ingest, Collector) {
+    let collector = start_collector(&frames.keys_toml, extra);
+    let warm_events = warm_up.map_or(0, |warm| warm.events);
+    if let Some(warm) = warm_up {
+        let (started, _, last) = burst(&collector, warm, warm_events);
+        let committed = last.get("driftlog_events_committed_total").copied().unwrap_or(0.0);
+        assert!(committed >= warm_events as f64, "the warm-up was not committed ({committed} of {warm_events})");
+        windows_caught_up(&collector, started);
+    }
+    let threads_before = thread_cpu_seconds(collector.child.id());
+    let profiler = profile(&collector);
+    let (started, started_unix_s, last) = burst(&collector, frames, warm_events + frames.events);
+    if let Some(mut perf) = profiler {
+        signal(&perf, nix::sys::signal::Signal::SIGINT);
+        let _ = perf.wait();
     }
     let committed_unix_s = last.get("driftlog_last_events_commit_timestamp_seconds").copied().unwrap_or(0.0);
     let elapsed = if committed_unix_s > started_unix_s {
@@ -289,7 +295,7 @@ fn ingest(frames: &Frames, extra: &str) -> (Ingest, Collector) {
     } else {
         started.elapsed().as_secs_f64()
     };
-    let committed = last.get("driftlog_events_committed_total").copied().unwrap_or(0.0);
+    let committed = last.get("driftlog_events_committed_total").copied().unwrap_or(0.0) - warm_events as f64;
     let mut threads = thread_cpu_seconds(collector.child.id());
     for (name, seconds) in &mut threads {
         *seconds -= threads_before.get(name).copied().unwrap_or(0.0);
@@ -302,6 +308,7 @@ fn ingest(frames: &Frames, extra: &str) -> (Ingest, Collector) {
         events_per_s: committed / elapsed,
         datagrams_per_s: frames.datagrams.len() as f64 * (committed / frames.events as f64) / elapsed,
         metrics: last,
+        warm_events,
     };
     (result, collector)
 }
@@ -354,7 +361,11 @@ fn main() {
         ("single-event frames", 1, single_events, "", repeats),
         ("single-event frames, windows = []", 1, single_events, "windows = []", repeats),
     ] {
-        let frames = frames(total, per_frame);
+        // FIGURES_WARM_UP=0 measures a collector's first burst instead.
+        let warm = env_u64("FIGURES_WARM_UP", 1) != 0;
+        let mut sets = frame_runs(total, per_frame, 1 + usize::from(warm));
+        let frames = sets.pop().expect("the measured set");
+        let warm_up = sets.pop();
         for run in 1..=runs {
             let ceiling_recv = raw_ceiling(&frames, 2, Drain::Recv);
             let ceiling_mmsg = raw_ceiling(&frames, 2, Drain::Recvmmsg);
@@ -363,20 +374,15 @@ fn main() {
             let ceiling = ceiling_recv.max(ceiling_mmsg);
             // FIGURES_COLLECTOR_TOML: extra top-level settings for every run (experiments).
             let extra = format!("{extra}\n{}", std::env::var("FIGURES_COLLECTOR_TOML").unwrap_or_default());
-            let (result, collector) = ingest(&frames, &extra);
+            let (result, collector) = ingest(warm_up.as_ref(), &frames, &extra);
             let m = &result.metrics;
             // The window processor reads the log behind the committer: when has it caught up?
             let windows_done_s = (!extra.contains("windows = []")).then(|| {
-                while result.started.elapsed() < Duration::from_secs(300) {
-                    let lag = metrics(collector.http).get("driftlog_windows_lag_offsets").copied();
-                    if lag == Some(0.0) {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(5));
-                }
+                windows_caught_up(&collector, result.started);
                 result.started.elapsed().as_secs_f64()
             });
-            let committed = m.get("driftlog_events_committed_total").copied().unwrap_or(0.0);
+            let all_committed = m.get("driftlog_events_committed_total").copied().unwrap_or(0.0);
+            let committed = all_committed - result.warm_events as f64;
             println!(
                 "{label}, run {run}/{runs}: {} events in {} datagrams ({:.1} events/datagram)",
                 frames.events,
@@ -436,9 +442,9 @@ fn main() {
                 m.get("driftlog_commit_seconds_sum").copied().unwrap_or(0.0) / commits.max(1.0) * 1e3,
             );
             let encoded = frames.event_bytes as f64 / frames.events as f64;
-            let stored = m.get("driftlog_log_bytes").copied().unwrap_or(0.0) / committed.max(1.0);
-            let file = m.get("driftlog_log_file_bytes").copied().unwrap_or(0.0) / committed.max(1.0);
-            let allocated = allocated_bytes(&collector.dir.path().join("data")) as f64 / committed.max(1.0);
+            let stored = m.get("driftlog_log_bytes").copied().unwrap_or(0.0) / all_committed.max(1.0);
+            let file = m.get("driftlog_log_file_bytes").copied().unwrap_or(0.0) / all_committed.max(1.0);
+            let allocated = allocated_bytes(&collector.dir.path().join("data")) as f64 / all_committed.max(1.0);
             println!(
                 "  bytes per event      encoded {encoded:.1}  stored {stored:.1} ({:.2}x)  log file {file:.1} ({:.2}x), of which allocated on disk {allocated:.1} ({:.2}x)\n",
                 stored / encoded,
@@ -465,6 +471,10 @@ fn main() {
         return;
     };
     let events = env_u64("FIGURES_JETSTREAM", 200_000);
+    if events == 0 {
+        println!("JetStream forwarding: skipped (FIGURES_JETSTREAM=0)");
+        return;
+    }
     let frames = frames(events, 64);
     let store = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -477,7 +487,7 @@ fn main() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let extra = format!("[forward.jetstream]\nurl = \"nats://127.0.0.1:{port}\"\nmax_in_flight = 4096\n");
-    let (result, collector) = ingest(&frames, &extra);
+    let (result, collector) = ingest(None, &frames, &extra);
     let started = result.started;
     let mut forwarded = 0.0;
     while started.elapsed() < Duration::from_secs(300) {

@@ -92,7 +92,7 @@ impl DriftHistory {
 
     fn bucket(&mut self, device_us: u64) -> &mut Bucket {
         let index = device_us / self.bucket_us;
-        let position = self.buckets.partition_point(|bucket| bucket.index < index);
+        let position = super::sorted::position(&self.buckets, index, |bucket| bucket.index);
         if self.buckets.get(position).is_none_or(|bucket| bucket.index != index) {
             self.buckets.insert(position, Bucket { index, one_way: None, exchange: None });
         }

@@ -38,7 +38,7 @@ impl MinFilter {
     pub(crate) fn insert(&mut self, window_us: u64, sample: Bound, slope: f64) {
         let slot_width_us = (window_us / SLOTS_PER_WINDOW).max(1);
         let index = sample.device_us / slot_width_us;
-        let position = self.slots.partition_point(|slot| slot.index < index);
+        let position = super::sorted::position(&self.slots, index, |slot| slot.index);
         match self.slots.get_mut(position) {
             Some(slot) if slot.index == index => {
                 slot.samples = slot.samples.saturating_add(1);

@@ -44,6 +44,7 @@ mod method;
 mod min_filter;
 mod model;
 mod regression;
+mod sorted;
 
 pub use config::{ClockConfig, ClockConfigError};
 pub use corrected::{Corrected, Quarantine};

@@ -1,0 +1,3 @@
+//! Code the benches share.
+
+pub(crate) mod frames;
