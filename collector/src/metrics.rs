@@ -169,7 +169,12 @@ impl Metrics {
             "counter",
             load(&self.ingest_waited_on_commit_us) / 1e6,
         );
-        series("driftlog_commit_failures_total", "Group commits that failed.", "counter", load(&self.commit_failures));
+        series(
+            "driftlog_commit_failures_total",
+            "Group commits that failed, counting the probe commits (one a second) while the log refuses writes.",
+            "counter",
+            load(&self.commit_failures),
+        );
         series("driftlog_log_bytes", "Bytes of records held by the log.", "gauge", load(&self.log_held_bytes));
         series("driftlog_log_file_bytes", "Size of the log file.", "gauge", load(&self.log_file_bytes));
         series("driftlog_log_first_offset", "Oldest offset retention kept.", "gauge", load(&self.log_first_offset));

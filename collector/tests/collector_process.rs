@@ -231,14 +231,22 @@ fn a_full_disk_stops_acknowledging_and_everything_arrives_once_space_returns() {
     let ballast = data.join("ballast");
     std::fs::write(&ballast, vec![0u8; (7 << 20) / 2]).unwrap();
     write_fleet_keys(&dir.path().join("keys.toml"), 2);
-    let collector = CollectorProcess::start(dir.path(), "[log]\ncache_bytes = 1048576\n");
+    // Commits small enough that a probe can ask for room a 4 MiB file system has.
+    let collector = CollectorProcess::start(dir.path(), "[log]\ncache_bytes = 1048576\nmax_commit_bytes = 262144\n");
     let agents = dir.path().join("agents");
     let report = simulate(collector.udp, &agents, 2, 10_000, 5_000.0, Duration::from_secs(3));
     assert!(report.backlog_remaining > 0, "the disk filled before everything was committed: {report:?}");
     assert!(collector.metric("driftlog_commit_failures_total") > 0.0);
-    // A probe commit is tiny and can succeed on a nearly full disk, so `log_accepting` may
-    // flip back and forth while the disk stays full; what must hold is that it said so.
     assert!(collector.stderr.lock().unwrap().iter().any(|l| l.contains("not acknowledging")));
+    // While the disk stays full the collector keeps refusing, through several probes (one a
+    // second): an empty probe commit used to succeed and let it flip back and forth.
+    let failures = collector.metric("driftlog_commit_failures_total");
+    for _ in 0..25 {
+        assert_eq!(collector.metric("driftlog_log_accepting"), 0.0, "accepting again on a full disk");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(collector.metric("driftlog_commit_failures_total") > failures, "probes went on");
+    assert!(!collector.stderr.lock().unwrap().iter().any(|l| l.contains("accepts writes again")));
 
     // Space returns: the next probe commit succeeds and the agents' backlog is delivered.
     std::fs::remove_file(&ballast).unwrap();

@@ -75,6 +75,8 @@ pub enum LogError {
         "log full: {held} bytes held, bound {bound}, and retention cannot free records a protected reader has not read"
     )]
     Full { held: u64, bound: u64 },
+    #[error("the file system holding the log has {available} bytes free; a commit may need {needed}")]
+    NoSpace { available: u64, needed: u64 },
     #[error("corrupt block at offset {offset}: {error}")]
     Corrupt { offset: u64, error: block::BlockError },
     #[error("corrupt stream state for {0:?}")]
@@ -111,7 +113,9 @@ pub struct Commit {
     pub blocks: Vec<EncodedBlock>,
     pub streams: Vec<(StreamKey, KeyId, Dedup)>,
     /// Fail with [`LogError::Full`] unless retention leaves room for at least this many
-    /// bytes (a probe with an empty block asks whether a full block would fit again).
+    /// bytes (a probe with an empty block asks whether a full block would fit again). A
+    /// probe also fails with [`LogError::NoSpace`] unless the file system has that much free
+    /// or retention freed that much inside the file.
     pub reserve_bytes: u64,
     /// Clock models `(device, epoch)` changed since the last commit (postcard bytes).
     pub clocks: Vec<StoredClockModel>,
@@ -306,6 +310,7 @@ impl Log {
             let floor = self.protected_floor(&readers)?;
             let incoming: u64 = commit.blocks.iter().map(|block| block.value.len() as u64).sum();
             let mut deleted = 0;
+            let mut freed_bytes = 0;
             // Whole blocks from the front: over the size bound, or past the age bound.
             loop {
                 // Only the head and the length: the block itself is not copied.
@@ -324,7 +329,11 @@ impl Log {
                 }
                 blocks.remove(first)?;
                 held = held.saturating_sub(len);
+                freed_bytes += len;
                 deleted += 1;
+            }
+            if commit.blocks.is_empty() && commit.reserve_bytes > 0 {
+                self.check_disk_room(commit.reserve_bytes, freed_bytes)?;
             }
             let needed = incoming.max(commit.reserve_bytes);
             if needed > 0 && held + needed > self.config.max_bytes {
@@ -362,6 +371,27 @@ impl Log {
         };
         txn.commit()?;
         Ok(committed)
+    }
+
+    /// A probe's question after a failed write (typically a full disk): would a full commit
+    /// fit now? An empty probe transaction writes next to nothing, so it succeeded on a disk
+    /// that a real commit then failed on, and the collector flipped between accepting and
+    /// refusing every second while the disk stayed full. A commit can reuse pages that
+    /// retention freed inside the file, or grow the file; so a probe passes if either would
+    /// hold `needed` bytes. A file system that cannot say how much it has free is not a
+    /// reason to refuse.
+    fn check_disk_room(&self, needed: u64, freed_bytes: u64) -> Result<(), LogError> {
+        if freed_bytes >= needed {
+            return Ok(());
+        }
+        let Ok(stats) = nix::sys::statvfs::statvfs(&self.path) else { return Ok(()) };
+        // Both are u64 here, narrower on 32-bit targets.
+        #[allow(clippy::useless_conversion)]
+        let available = u64::from(stats.blocks_available()).saturating_mul(u64::from(stats.fragment_size()));
+        if available < needed {
+            return Err(LogError::NoSpace { available, needed });
+        }
+        Ok(())
     }
 
     fn protected_floor(&self, readers: &impl ReadableTable<&'static str, u64>) -> Result<Option<u64>, LogError> {
