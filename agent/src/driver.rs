@@ -337,6 +337,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
             storage_errors: outbox.storage_errors,
             outbox_max_bytes: self.outbox.max_bytes(),
             corrupt_segments: outbox.corrupt_segments,
+            corrupt_events: outbox.corrupt_events,
             tombstones_forgotten: outbox.tombstones_forgotten,
             datagrams_sent: self.stats.datagrams_sent,
             datagrams_received: self.stats.datagrams_received,

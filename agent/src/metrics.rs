@@ -71,9 +71,15 @@ pub fn render(status: &Status) -> String {
     );
     gauge(
         "driftlog_agent_corrupt_segments_total",
-        "Outbox segments found damaged at open; their readable prefix was kept.",
+        "Outbox segments found damaged, at open (their readable prefix was kept) or when a block was read.",
         "counter",
         status.corrupt_segments as f64,
+    );
+    gauge(
+        "driftlog_agent_corrupt_events_total",
+        "Events lost to damaged outbox segments; each is tombstoned as storage_failure.",
+        "counter",
+        status.corrupt_events as f64,
     );
     gauge(
         "driftlog_agent_tombstones_forgotten_total",
@@ -170,6 +176,7 @@ mod tests {
             backlog_events: 7,
             storage_errors: 2,
             corrupt_segments: 1,
+            corrupt_events: 4,
             tombstones_forgotten: 3,
             streams: vec![crate::status::StreamStatus {
                 stream: 1,
@@ -183,6 +190,7 @@ mod tests {
         assert!(text.contains("driftlog_agent_backlog_events 7\n"));
         assert!(text.contains("driftlog_agent_storage_errors_total 2\n"));
         assert!(text.contains("driftlog_agent_corrupt_segments_total 1\n"));
+        assert!(text.contains("driftlog_agent_corrupt_events_total 4\n"));
         assert!(text.contains("driftlog_agent_tombstones_forgotten_total 3\n"));
         assert!(text.contains("driftlog_agent_rtt_seconds{stream=\"1\"} 0.0125\n"));
         assert!(text.contains("driftlog_agent_collector_unreachable{stream=\"1\"} 1\n"));

@@ -23,9 +23,12 @@ pub struct Status {
     pub storage_errors: u64,
     /// The outbox byte bound in force (lowered after the disk filled up).
     pub outbox_max_bytes: u64,
-    /// Outbox segments found damaged at open (their readable prefix was kept).
+    /// Outbox segments found damaged, at open (their readable prefix was kept) or on read.
     #[serde(default)]
     pub corrupt_segments: u64,
+    /// Events lost to that damage, each tombstoned as `storage_failure`.
+    #[serde(default)]
+    pub corrupt_events: u64,
     /// Tombstones forgotten at their bound: the collector sees those ranges as gaps.
     #[serde(default)]
     pub tombstones_forgotten: u64,
@@ -89,8 +92,8 @@ impl Status {
         }
         if self.corrupt_segments > 0 || self.tombstones_forgotten > 0 {
             out.push_str(&format!(
-                "outbox damage          {} corrupt segments (prefix kept), {} tombstones forgotten at their bound\n",
-                self.corrupt_segments, self.tombstones_forgotten
+                "outbox damage          {} corrupt segments ({} events lost, tombstoned), {} tombstones forgotten at their bound\n",
+                self.corrupt_segments, self.corrupt_events, self.tombstones_forgotten
             ));
         }
         out.push_str(&format!(

@@ -42,7 +42,16 @@ fn drain(outbox: &mut Outbox) -> Drained {
     let (mut buf, mut ack) = ([0u8; 1_500], [0u8; 1_500]);
     for _ in 0..10_000 {
         let mut backlog = outbox.backlog(0);
-        while let Some(transmit) = sender.poll_transmit(now, &mut backlog, &mut sealer, &mut buf).unwrap() {
+        loop {
+            let transmit = match sender.poll_transmit(now, &mut backlog, &mut sealer, &mut buf) {
+                Ok(Some(transmit)) => transmit,
+                Ok(None) => break,
+                // A damaged block: reported once, then tombstoned (see the damage tests).
+                Err(driftlog_protocol::sender::SendError::Backlog(driftlog_agent::outbox::OutboxError::Corrupt {
+                    ..
+                })) => break,
+                Err(error) => panic!("{error}"),
+            };
             let received = endpoint.handle_datagram(now, &buf[..transmit.len]).unwrap();
             let epoch = received.stream.epoch;
             for (seq, event) in received.new_events() {
@@ -195,6 +204,78 @@ fn a_torn_tail_is_cut_at_the_last_commit_and_a_damaged_block_is_an_error() {
     let result = outbox.backlog(0).fill(driftlog_protocol::Position::new(epoch, 0), 10, &mut writer);
     assert!(matches!(result, Err(driftlog_agent::outbox::OutboxError::Corrupt { .. })), "{result:?}");
     assert_eq!(writer.count(), 0, "nothing from a damaged block is sent");
+    // ...and the stream does not stall on it: its events are tombstoned and counted.
+    assert_eq!(outbox.held_events(), 0);
+    assert_eq!((outbox.stats().corrupt_segments, outbox.stats().corrupt_events), (1, 10));
+    let (delivered, tombstoned) = drain(&mut outbox);
+    assert!(delivered.is_empty());
+    assert_eq!(tombstoned, (0..10).map(|seq| (epoch, seq)).collect());
+}
+
+/// 300 single-event commits of stream 0 over several small segments; returns the outbox
+/// directory, its epoch and the segment files.
+fn several_segments(dir: &std::path::Path) -> (std::path::PathBuf, u64, Vec<std::path::PathBuf>) {
+    let path = dir.join("outbox");
+    let mut outbox = Outbox::open(&path, config(1 << 16, DropPolicy::DropOldest)).unwrap();
+    for i in 0..300u64 {
+        outbox.append(0, &[gauge(i, i as f64)]).unwrap();
+    }
+    assert_eq!(outbox.stats().dropped, 0);
+    let epoch = outbox.epoch();
+    drop(outbox);
+    let segments = segment_files(&path);
+    assert!(segments.len() >= 4, "{} segments", segments.len());
+    (path, epoch, segments)
+}
+
+/// Flips a byte in the middle of `segment`.
+fn damage(segment: &std::path::Path) {
+    let mut bytes = std::fs::read(segment).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(segment, &bytes).unwrap();
+}
+
+/// Every sequence number of the epoch is delivered intact or tombstoned, once, and the
+/// tombstoned ones are exactly those counted as lost.
+fn assert_accounted(outbox: &mut Outbox, epoch: u64) {
+    let (delivered, tombstoned) = drain(outbox);
+    // Found at open, or while draining.
+    let corrupt_events = outbox.stats().corrupt_events;
+    assert!(delivered.iter().all(|&(e, seq, value)| e == epoch && value == seq as f64));
+    let delivered: BTreeSet<(u64, u64)> = delivered.iter().map(|&(e, seq, _)| (e, seq)).collect();
+    assert!(delivered.is_disjoint(&tombstoned));
+    let all: BTreeSet<(u64, u64)> = delivered.union(&tombstoned).copied().collect();
+    assert_eq!(all, (0..300).map(|seq| (epoch, seq)).collect());
+    assert!(!tombstoned.is_empty() && tombstoned.len() < 300, "{} tombstoned", tombstoned.len());
+    assert_eq!(tombstoned.len() as u64, corrupt_events);
+}
+
+#[test]
+fn a_damaged_sealed_segment_found_at_open_tombstones_what_it_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, epoch, segments) = several_segments(dir.path());
+    damage(&segments[1]);
+    let mut outbox = Outbox::open(&path, config(1 << 16, DropPolicy::DropOldest)).unwrap();
+    assert_eq!(outbox.stats().corrupt_segments, 1);
+    assert!(outbox.stats().corrupt_events > 0);
+    assert_eq!(outbox.held_events(), 300 - outbox.stats().corrupt_events);
+    assert_accounted(&mut outbox, epoch);
+    // The tombstones were acknowledged: opening again finds the damage but nothing more lost.
+    drop(outbox);
+    let outbox = Outbox::open(&path, config(1 << 16, DropPolicy::DropOldest)).unwrap();
+    assert_eq!((outbox.stats().corrupt_events, outbox.held_events()), (0, 0));
+}
+
+#[test]
+fn a_sealed_segment_damaged_while_open_tombstones_what_it_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, epoch, segments) = several_segments(dir.path());
+    let mut outbox = Outbox::open(&path, config(1 << 16, DropPolicy::DropOldest)).unwrap();
+    assert_eq!(outbox.held_events(), 300);
+    damage(&segments[1]);
+    assert_accounted(&mut outbox, epoch);
+    assert_eq!(outbox.stats().corrupt_segments, 1);
 }
 
 #[test]

@@ -26,10 +26,16 @@
 //! makes the device resend events the collector recognises as duplicates. Segments are
 //! deleted oldest first once nothing in them is held, so a release record is never deleted
 //! before the events it releases.
+//!
+//! Damage (a block that no longer checks out) costs the events it makes unreadable, never a
+//! stream: found when the outbox opens ([`damage`]) or when a block is read to be sent,
+//! those events get a `storage_failure` tombstone and are counted (`corrupt_events`), so the
+//! collector records a gap and everything after it still flows.
 
 mod backlog;
 mod block;
 mod codes;
+mod damage;
 mod ranges;
 mod segment;
 mod tombstones;
@@ -106,8 +112,12 @@ pub struct OutboxStats {
     pub commits: u64,
     /// Writes that failed (disk full, I/O errors); each made the outbox reload from disk.
     pub storage_errors: u64,
-    /// Segments found damaged when the outbox was opened (their readable prefix is kept).
+    /// Segments found damaged, when the outbox was opened (their readable prefix is kept) or
+    /// when a block failed its checksum as it was read to be sent.
     pub corrupt_segments: u64,
+    /// Events lost to that damage (each covered by a `storage_failure` tombstone). Not
+    /// counted: events after the damage of a stream that has none in a later segment.
+    pub corrupt_events: u64,
     /// Tombstones forgotten at their bound (the collector sees those ranges as gaps).
     pub tombstones_forgotten: u64,
 }
@@ -121,6 +131,14 @@ pub struct Appended {
     pub accepted: usize,
     /// Events refused under `block` (the tail of the batch).
     pub refused: usize,
+}
+
+/// How [`Outbox::visit_block`] left a block.
+enum BlockVisit {
+    /// `visit` asked to stop, or `end` was reached.
+    Stopped,
+    /// Every event of the block from the start position was visited; `next` follows them.
+    Finished { next: Seq },
 }
 
 /// A run of consecutive sequence numbers one segment stores for one stream and epoch.
@@ -179,6 +197,8 @@ pub struct Outbox {
     segment_disk_bytes: u64,
     next_segment_id: u64,
     held_events: u64,
+    /// Segments found damaged by this process (so each counts once).
+    damaged_segments: BTreeSet<u64>,
     stats: OutboxStats,
 }
 
@@ -214,6 +234,7 @@ impl Outbox {
             segment_disk_bytes: 0,
             next_segment_id: 0,
             held_events: 0,
+            damaged_segments: BTreeSet::new(),
             stats: OutboxStats::default(),
         };
         outbox.load()?;
@@ -232,10 +253,12 @@ impl Outbox {
         self.segment_disk_bytes = 0;
         let ids = segment::list(&self.dir)?;
         let mut tombstones_changed = false;
+        let mut damage = damage::DamageTracker::default();
         for (index, &id) in ids.iter().enumerate() {
             let path = segment::path(&self.dir, id);
             let scan = segment::scan(&path)?;
             let mut len = scan.file_len;
+            let mut damaged = false;
             if scan.committed_len < scan.file_len {
                 if index + 1 == ids.len() {
                     // An append that did not finish: it was never reported accepted.
@@ -244,7 +267,8 @@ impl Outbox {
                     file.sync_all()?;
                     len = scan.committed_len;
                 } else {
-                    self.stats.corrupt_segments += 1;
+                    damaged = true;
+                    self.note_damaged(id);
                     tracing::error!(
                         segment = %path.display(),
                         readable_bytes = scan.committed_len,
@@ -257,19 +281,27 @@ impl Outbox {
             for (header, _) in &scan.blocks {
                 match header.kind {
                     Kind::Events => {
+                        damage.events(header.stream, header.epoch, header.start, header.end);
                         self.add_run(&mut segment, header.stream, header.epoch, header.start, header.end);
                         self.live.entry((header.stream, header.epoch)).or_default().insert(header.start, header.end);
                     }
                     Kind::Release => {
+                        damage.release(header.stream, header.epoch, header.start, header.end);
                         self.remove_live(header.stream, header.epoch, header.start, header.end);
                         tombstones_changed |=
                             self.tombstones.release(header.stream, header.epoch, header.start, header.end);
                     }
                 }
             }
+            if damaged {
+                damage.damaged();
+            }
             self.segment_disk_bytes += len;
             self.segments.push_back(segment);
             self.next_segment_id = id + 1;
+        }
+        for (stream, epoch, start, end) in damage.lost() {
+            tombstones_changed |= self.tombstone_unreadable(stream, epoch, start, end) > 0;
         }
         // A crash between saving tombstones and deleting the segments they cover.
         let dropped: Vec<(StreamId, Epoch, Seq, Seq)> =
@@ -566,6 +598,64 @@ impl Outbox {
         }
     }
 
+    fn note_damaged(&mut self, segment: u64) {
+        if self.damaged_segments.insert(segment) {
+            self.stats.corrupt_segments += 1;
+        }
+    }
+
+    /// Tombstones (`storage_failure`) the pieces of `[start, end)` of `(stream, epoch)` that
+    /// no tombstone covers yet; returns how many sequence numbers that was. In memory until
+    /// the tombstones are saved.
+    fn tombstone_unreadable(&mut self, stream: StreamId, epoch: Epoch, start: Seq, end: Seq) -> u64 {
+        let mut unreadable = SeqSet::default();
+        unreadable.insert(start, end);
+        let covered: Vec<(Seq, Seq)> = self
+            .tombstones
+            .iter()
+            .filter(|(key, _)| key.0 == stream && key.1 == epoch)
+            .map(|(key, &(end, _))| (key.2, end))
+            .collect();
+        for (start, end) in covered {
+            unreadable.remove(start, end);
+        }
+        let pieces = unreadable.ranges_in(start, end);
+        for &(start, end) in &pieces {
+            self.tombstones.add(stream, epoch, start, end, DropReason::StorageFailure);
+        }
+        let events = unreadable.len();
+        self.stats.corrupt_events += events;
+        if events > 0 {
+            tracing::error!(
+                stream,
+                epoch,
+                first_seq = start,
+                events,
+                "outbox events unreadable; tombstoned as storage_failure"
+            );
+        }
+        events
+    }
+
+    /// A block of segment `id` that held `[start, end)` of `(stream, epoch)` no longer reads
+    /// back: what of it is still held is tombstoned and no longer held, so the sender moves
+    /// past it instead of failing on it forever.
+    fn quarantine(&mut self, id: u64, stream: StreamId, epoch: Epoch, start: Seq, end: Seq) -> Result<(), OutboxError> {
+        self.note_damaged(id);
+        let held: Vec<(Seq, Seq)> =
+            self.live.get(&(stream, epoch)).map(|set| set.ranges_in(start, end)).unwrap_or_default();
+        let mut removed = 0;
+        for (start, end) in held {
+            removed += self.remove_live(stream, epoch, start, end);
+            self.tombstone_unreadable(stream, epoch, start, end);
+        }
+        self.held_events -= removed;
+        if removed > 0 {
+            self.tombstones.save(true)?;
+        }
+        Ok(())
+    }
+
     /// Removes `[start, end)` from what is held; returns how many were held.
     fn remove_live(&mut self, stream: StreamId, epoch: Epoch, start: Seq, end: Seq) -> u64 {
         let Some(set) = self.live.get_mut(&(stream, epoch)) else { return 0 };
@@ -646,6 +736,9 @@ impl Outbox {
 
     /// Calls `visit` with the held events of `stream` from `from` on, in order, until `end`,
     /// the first sequence number not held, or `visit` returning false.
+    ///
+    /// A block that no longer reads back is quarantined (see [`Self::quarantine`]) and
+    /// reported as [`OutboxError::Corrupt`]; the next call goes on past it.
     fn visit_events(
         &mut self,
         stream: StreamId,
@@ -660,7 +753,7 @@ impl Outbox {
         let end = end.min(held_end);
         let mut seq = from.seq;
         while seq < end {
-            let Some((_, &(_, id))) = self
+            let Some((_, &(run_end, id))) = self
                 .runs
                 .range(..=(stream, epoch, seq))
                 .next_back()
@@ -669,36 +762,59 @@ impl Outbox {
                 break;
             };
             let Some(block) = self.index_of(id)?.find(stream, epoch, seq) else {
+                // The segment was read again and now stops checking out before `seq`: the
+                // rest of this run in it is out of reach.
+                self.quarantine(id, stream, epoch, seq, run_end)?;
                 return Err(OutboxError::Corrupt { segment: id, offset: 0 });
             };
-            let corrupt = OutboxError::Corrupt { segment: id, offset: block.offset };
             let block_bytes = HEADER_BYTES + block.len as usize;
             let file = match (&self.active, &self.read_cache) {
                 (Some(active), _) if self.segments.back().is_some_and(|s| s.id == id) => &active.file,
                 (_, Some((cached, _, file))) if *cached == id => file,
-                _ => return Err(corrupt),
+                _ => return Err(OutboxError::Corrupt { segment: id, offset: block.offset }),
             };
             file.read_exact_at(&mut self.read_buf[..block_bytes], block.offset)?;
-            let (header_bytes, payload) = self.read_buf[..block_bytes].split_at(HEADER_BYTES);
-            let header_bytes: &[u8; HEADER_BYTES] = header_bytes.try_into().expect("header length");
-            if !Header::verify(header_bytes, payload) {
-                return Err(corrupt);
-            }
-            for (block_seq, event) in (block.start..block.end).zip(EventChainReader::new(payload)) {
-                let event = event.map_err(|_| OutboxError::Corrupt { segment: id, offset: block.offset })?;
-                if block_seq < seq {
-                    continue;
+            match self.visit_block(&block, seq, end, &mut visit) {
+                Some(BlockVisit::Stopped) => return Ok(()),
+                Some(BlockVisit::Finished { next }) => seq = next,
+                None => {
+                    self.quarantine(id, stream, epoch, block.start, block.end)?;
+                    return Err(OutboxError::Corrupt { segment: id, offset: block.offset });
                 }
-                if block_seq >= end || !visit(&event) {
-                    return Ok(());
-                }
-                seq = block_seq + 1;
-            }
-            if seq < block.end.min(end) {
-                return Err(OutboxError::Corrupt { segment: id, offset: block.offset });
             }
         }
         Ok(())
+    }
+
+    /// Visits the events of `block` (just read into `read_buf`) from `seq` on, below `end`;
+    /// `None` when it does not check out or holds fewer events than its header says.
+    fn visit_block(
+        &self,
+        block: &BlockRef,
+        mut seq: Seq,
+        end: Seq,
+        visit: &mut impl FnMut(&Event<'_>) -> bool,
+    ) -> Option<BlockVisit> {
+        let block_bytes = HEADER_BYTES + block.len as usize;
+        let (header_bytes, payload) = self.read_buf[..block_bytes].split_at(HEADER_BYTES);
+        let header_bytes: &[u8; HEADER_BYTES] = header_bytes.try_into().expect("header length");
+        if !Header::verify(header_bytes, payload) {
+            return None;
+        }
+        for (block_seq, event) in (block.start..block.end).zip(EventChainReader::new(payload)) {
+            let event = event.ok()?;
+            if block_seq < seq {
+                continue;
+            }
+            if block_seq >= end || !visit(&event) {
+                return Some(BlockVisit::Stopped);
+            }
+            seq = block_seq + 1;
+        }
+        if seq < block.end.min(end) {
+            return None;
+        }
+        Some(BlockVisit::Finished { next: seq })
     }
 
     /// The first held event or tombstone of `stream` in `[from, until)`.
