@@ -386,7 +386,8 @@ fn render_clocks(snapshot: &AcceptorSnapshot, out: &mut String) {
     for (name, help, value) in per_device {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
         for (device, estimate) in &snapshot.clocks {
-            let _ = writeln!(out, "{name}{{device=\"{device}\"}} {}", value(estimate));
+            // `+ 0.0` turns -0 (a drift too small to estimate yet) into 0.
+            let _ = writeln!(out, "{name}{{device=\"{device}\"}} {}", value(estimate) + 0.0);
         }
     }
 }

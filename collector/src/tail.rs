@@ -147,7 +147,11 @@ pub fn kind_matches(filter: &str, line: &Value) -> bool {
 fn short(value: &Value) -> String {
     match value.as_f64() {
         Some(v) if v.fract() == 0.0 && v.abs() < 1e15 => format!("{v:.0}"),
-        Some(v) => format!("{v:.4}").trim_end_matches('0').to_string(),
+        // 24.99999 rounds to "25.0000": neither "25." nor "-0" is a number to show.
+        Some(v) => match format!("{v:.4}").trim_end_matches('0').trim_end_matches('.') {
+            "-0" => "0".to_string(),
+            shown => shown.to_string(),
+        },
         None => value.to_string(),
     }
 }
@@ -183,6 +187,16 @@ pub fn format_unix_us(unix_us: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_show_at_most_four_decimals_without_trailing_zeros() {
+        let shown = |v: f64| short(&serde_json::json!(v));
+        assert_eq!(shown(20.4494), "20.4494");
+        assert_eq!(shown(20.25), "20.25");
+        assert_eq!(shown(24.999_999), "25");
+        assert_eq!(shown(-0.000_01), "0");
+        assert_eq!(shown(3.0), "3");
+    }
 
     #[test]
     fn unix_times_format_as_utc() {
