@@ -49,5 +49,5 @@ for _ in $(seq 1 60); do
 done
 sleep 1.5 # results are committed with the processor's next checkpoint (every second)
 "$bin/driftlog-collector" log tail --kind windows --from "${first:-0}" | head -n 12
-echo "== metrics"
+echo "== metrics (drift is fitted only over at least clock.regression_min_span_s of device time (10 min), so 0 ppm in a run this short; the offsets are each device's boot time on the collector clock)"
 curl -s http://127.0.0.1:9400/metrics | grep -E '^driftlog_(events_received_total|events_duplicate_total|events_committed_total|acks_sent_total|log_bytes|streams|window_results_total|late_events_total.*|device_clock_(offset_seconds|drift_ppm|uncertainty_seconds).*) '

@@ -49,8 +49,14 @@ pub fn human(line: &Value) -> String {
                 .unwrap_or_default();
             let value = if line.get("value").is_some() { get("value") } else { get("member") };
             let quarantine = line.get("quarantine").and_then(Value::as_str).map(|r| format!(" QUARANTINED({r})"));
+            // What the device's own wall clock said, beside the corrected time: the skew
+            // the correction removed, at a glance.
+            let device_clock = line
+                .get("t1_wall_unix_us")
+                .is_some()
+                .then(|| format!(" (device clock {}, {})", time_of(line, "t1_wall_unix_us"), get("wall_quality")));
             format!(
-                "{:>10}  {:<22} {} {}={} {}  at {} ±{}us{}  t1={}us t2={}us t3={}",
+                "{:>10}  {:<22} {} {}={} {}  at {} ±{}us{}{}  t1={}us t2={}us t3={}",
                 get("offset"),
                 get("id"),
                 get("type"),
@@ -60,6 +66,7 @@ pub fn human(line: &Value) -> String {
                 time_of(line, "event_unix_us"),
                 get("uncertainty_us"),
                 quarantine.unwrap_or_default(),
+                device_clock.unwrap_or_default(),
                 get("t1_mono_us"),
                 get("t2_sent_us"),
                 get("t3_received_unix_us"),
@@ -196,6 +203,26 @@ mod tests {
         assert_eq!(shown(24.999_999), "25");
         assert_eq!(shown(-0.000_01), "0");
         assert_eq!(shown(3.0), "3");
+    }
+
+    #[test]
+    fn an_event_line_shows_the_corrected_time_beside_the_device_clock() {
+        let line = serde_json::json!({
+            "kind": "event", "offset": 7, "id": "1-0-2-3", "type": "gauge", "name": "t", "value": 1.5,
+            "event_unix_us": 1_795_000_000_000_000i64, "uncertainty_us": 11,
+            "t1_wall_unix_us": 1_795_003_600_000_000i64, "wall_quality": "unsynchronized",
+            "t1_mono_us": 5, "t2_sent_us": 6, "t3_received_unix_us": 1_795_000_000_000_100i64,
+        });
+        let shown = human(&line);
+        assert!(
+            shown.contains(
+                "at 2026-11-18T11:06:40.000000Z ±11us (device clock 2026-11-18T12:06:40.000000Z, unsynchronized)"
+            ),
+            "{shown}"
+        );
+        let mut no_wall = line.clone();
+        no_wall.as_object_mut().unwrap().remove("t1_wall_unix_us");
+        assert!(!human(&no_wall).contains("device clock"));
     }
 
     #[test]
