@@ -18,7 +18,10 @@ const AGENT: &str = env!("CARGO_BIN_EXE_driftlog-agent");
 
 #[path = "support/collector.rs"]
 mod collector;
+#[path = "support/tmpfs.rs"]
+mod tmpfs;
 use collector::Collector;
+use tmpfs::{Tmpfs, is_root};
 
 /// `(epoch, seq)` → `(name, value)` of every event the collector side admitted, plus a
 /// duplicate counter that must stay 0.
@@ -384,10 +387,6 @@ fn run_in_new_network_namespace(helper: &str) -> bool {
         .success()
 }
 
-fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
 #[test]
 #[ignore = "helper of events_travel_over_multicast_with_unicast_acks; runs inside `unshare -n`"]
 fn multicast_in_a_namespace() {
@@ -418,15 +417,6 @@ fn multicast_in_a_namespace() {
     assert!(sigterm(&mut agent).success());
 }
 
-/// Unmounts a tmpfs when the test ends, however it ends.
-struct Tmpfs(PathBuf);
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 /// Counts `ok` answers to `count` lines.
 fn send_and_count(socket: &Path, prefix: &str, count: u64) -> u64 {
     let stream = UnixStream::connect(socket).unwrap();
@@ -454,11 +444,7 @@ fn a_full_disk_refuses_events_without_stopping_the_agent_and_recovers_when_space
     }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    assert!(
-        Command::new("mount").args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"]).arg(&data).status().unwrap().success()
-    );
-    let _mount = Tmpfs(data.clone());
+    let _mount = Tmpfs::mount(&data, "4m");
     let ballast = data.join("ballast");
     std::fs::write(&ballast, vec![0u8; 1 << 20]).unwrap();
     // Nothing listens on the discard port: the outbox only grows.

@@ -10,6 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufRead;
 use std::time::Duration;
 
+#[path = "support/tmpfs.rs"]
+mod tmpfs;
+
 const TAGS: [Tag<'static>; 1] = [Tag { key: "host", value: "gw-17" }];
 
 fn gauge(mono: u64, value: f64) -> Event<'static> {
@@ -385,21 +388,27 @@ fn every_committed_append_survives_sigkill() {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        // Let it commit a varying number of batches, then kill it mid-stream.
-        let mut seen = 0;
-        for line in lines {
-            let line = line.unwrap();
-            let Some(rest) = line.strip_prefix("committed ") else { continue };
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut note = |line: String| {
+            let Some(rest) = line.strip_prefix("committed ") else { return false };
             let fields: Vec<u64> = rest.split(' ').map(|f| f.parse().unwrap()).collect();
             committed.insert(fields[0], fields[1] + fields[2]);
-            seen += 1;
+            true
+        };
+        // Let it commit a varying number of batches, then kill it mid-stream.
+        let mut seen = 0;
+        for line in lines.by_ref() {
+            seen += u32::from(note(line.unwrap()));
             if seen == 20 + round * 7 {
                 break;
             }
         }
         child.kill().unwrap();
         child.wait().unwrap();
+        // The child ran on while we read: what it reported before the kill is committed too.
+        for line in lines {
+            note(line.unwrap());
+        }
     }
     let mut outbox = Outbox::open(&path, config(1 << 30, DropPolicy::DropOldest)).unwrap();
     let expected: u64 = committed.values().sum();
@@ -419,4 +428,38 @@ fn every_committed_append_survives_sigkill() {
         let seqs = by_epoch.remove(&epoch).unwrap_or_default();
         assert!(seqs.len() as u64 >= end && seqs.iter().copied().eq(0..seqs.len() as u64), "epoch {epoch}");
     }
+}
+
+/// Writes zeros to `path` until the file system is full.
+fn fill_the_disk(path: &std::path::Path) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).unwrap();
+    let page = [0u8; 4096];
+    while file.write_all(&page).and_then(|()| file.sync_all()).is_ok() {}
+    let _ = file.write_all(&page[..1]);
+}
+
+#[test]
+fn drop_oldest_makes_room_on_a_disk_filled_to_the_last_byte() {
+    if !tmpfs::is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root (CI runs as root)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk");
+    let _mount = tmpfs::Tmpfs::mount(&disk, "1m");
+    let mut outbox = Outbox::open(&disk.join("outbox"), config(1 << 30, DropPolicy::DropOldest)).unwrap();
+    let batch: Vec<Event<'_>> = (0..64).map(|i| gauge(i, i as f64)).collect();
+    let mut appended = 0;
+    while outbox.append(0, &batch).is_ok() {
+        appended += 1;
+        assert!(appended < 10_000, "the disk never filled");
+    }
+    outbox.recover_from_storage_error().unwrap();
+    // Whatever the failed write left free is taken too: recording the drop (the tombstone
+    // file) must not need a byte more than the disk has.
+    fill_the_disk(&disk.join("ballast"));
+    let appended = outbox.append(0, &batch).expect("drop_oldest makes room on a full disk");
+    assert_eq!(appended.accepted, 64);
+    assert!(outbox.stats().dropped > 0);
 }

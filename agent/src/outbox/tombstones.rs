@@ -28,6 +28,13 @@ const ENTRY_BYTES: usize = 29;
 pub(super) const TOMBSTONE_DISK_BYTES: u64 = 2 * ENTRY_BYTES as u64;
 const SLOT_HEADER_BYTES: usize = 16;
 const SLOT_BYTES: u64 = (SLOT_HEADER_BYTES + MAX_TOMBSTONES * ENTRY_BYTES) as u64;
+/// Each slot keeps room for this many more entries than it holds written out (as zeros)
+/// ahead of need. Under `drop_oldest` the disk filling up is exactly when tombstones are
+/// written, and they must be durable before the segments they cover are deleted: a save
+/// that needed a fresh page then failed with "no space", so nothing was ever deleted and
+/// the outbox refused every event until something else freed the disk. Overwriting
+/// allocated pages needs no space (on file systems that overwrite in place).
+const ENTRIES_AHEAD: usize = 64;
 
 pub(super) type Key = (StreamId, Epoch, Seq);
 
@@ -53,7 +60,35 @@ impl Tombstones {
             }
         }
         let (generation, map) = best.unwrap_or_default();
-        Ok(Tombstones { file, map, generation, forgotten: 0 })
+        let tombstones = Tombstones { file, map, generation, forgotten: 0 };
+        tombstones.allocate_ahead();
+        Ok(tombstones)
+    }
+
+    /// Writes both slots' room ahead (see [`ENTRIES_AHEAD`]) with the bytes already there, so
+    /// their pages exist before the disk can fill. Best effort: on a disk that is already
+    /// full this fails and changes nothing.
+    fn allocate_ahead(&self) {
+        let len = slot_len_ahead(self.map.len());
+        let mut bytes = vec![0u8; len];
+        for slot in 0..2 {
+            let at = slot * SLOT_BYTES;
+            bytes.fill(0);
+            // Short reads past the end leave zeros, which is what a hole reads as.
+            let mut read = 0;
+            while read < len {
+                match self.file.read_at(&mut bytes[read..], at + read as u64) {
+                    Ok(0) => break,
+                    Ok(n) => read += n,
+                    Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => return,
+                }
+            }
+            if self.file.write_all_at(&bytes, at).is_err() {
+                return;
+            }
+        }
+        let _ = self.file.sync_data();
     }
 
     pub(super) fn iter(&self) -> impl Iterator<Item = (&Key, &(Seq, DropReason))> {
@@ -141,6 +176,8 @@ impl Tombstones {
         }
         let crc = slot_checksum(&bytes);
         bytes[12..16].copy_from_slice(&crc.to_le_bytes());
+        // Zeros after the entries: the room ahead (the count says where the entries end).
+        bytes.resize(bytes.len().max(slot_len_ahead(self.map.len())), 0);
         self.file.write_all_at(&bytes, (generation % 2) * SLOT_BYTES)?;
         if durable {
             self.file.sync_data()?;
@@ -150,7 +187,8 @@ impl Tombstones {
     }
 
     /// Bytes the entries take in both slots (the file is sparse: the rest of each slot is a
-    /// hole; the two 16-byte slot headers are not counted).
+    /// hole; the two 16-byte slot headers and the room ahead, 2 × 64 entries or 3.7 KB, are
+    /// not counted).
     pub(super) fn disk_bytes(&self) -> u64 {
         2 * (self.map.len() * ENTRY_BYTES) as u64
     }
@@ -164,6 +202,11 @@ fn slot_checksum(bytes: &[u8]) -> u32 {
 }
 
 type Slot = (u64, BTreeMap<Key, (Seq, DropReason)>);
+
+/// The bytes of a slot holding `entries`, with the room ahead.
+fn slot_len_ahead(entries: usize) -> usize {
+    SLOT_HEADER_BYTES + (entries + ENTRIES_AHEAD).min(MAX_TOMBSTONES) * ENTRY_BYTES
+}
 
 fn read_slot(file: &File, slot: u64) -> std::io::Result<Option<Slot>> {
     let mut header = [0u8; SLOT_HEADER_BYTES];
