@@ -314,6 +314,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
                 crate::status::StreamStatus {
                     stream: *stream,
                     rtt_ms: stats.smoothed_rtt.as_secs_f64() * 1e3,
+                    ack_wait_ms: stats.smoothed_ack_wait.as_secs_f64() * 1e3,
                     events_sent: stats.events_sent,
                     events_retransmitted: stats.events_retransmitted,
                     backlog_events_sent: stats.backlog_events_sent,

@@ -106,8 +106,14 @@ pub fn render(status: &Status) -> String {
         "counter",
         status.send_errors as f64,
     );
-    let per_stream: [PerStream; 5] = [
+    let per_stream: [PerStream; 6] = [
         ("driftlog_agent_rtt_seconds", "Smoothed round trip to the collector.", "gauge", |s| s.rtt_ms / 1e3),
+        (
+            "driftlog_agent_ack_wait_seconds",
+            "Smoothed time a frame waits for its ACK: round trip, the collector's commit and ACK delay.",
+            "gauge",
+            |s| s.ack_wait_ms / 1e3,
+        ),
         ("driftlog_agent_events_sent_total", "Event transmissions, retransmissions included.", "counter", |s| {
             s.events_sent as f64
         }),

@@ -44,6 +44,10 @@ pub struct Status {
 pub struct StreamStatus {
     pub stream: u32,
     pub rtt_ms: f64,
+    /// How long a frame waits for its ACK (round trip, the collector's commit and ACK
+    /// delay), smoothed: what the retransmission timeout allows for.
+    #[serde(default)]
+    pub ack_wait_ms: f64,
     pub events_sent: u64,
     pub events_retransmitted: u64,
     pub backlog_events_sent: u64,
@@ -102,9 +106,10 @@ impl Status {
         ));
         for stream in &self.streams {
             out.push_str(&format!(
-                "stream {:<3}             rtt {:.1} ms, {} sent, {} retransmitted, {} from backlog, {} tombstone frames, {} timeouts{}\n",
+                "stream {:<3}             rtt {:.1} ms, ack wait {:.1} ms, {} sent, {} retransmitted, {} from backlog, {} tombstone frames, {} timeouts{}\n",
                 stream.stream,
                 stream.rtt_ms,
+                stream.ack_wait_ms,
                 stream.events_sent,
                 stream.events_retransmitted,
                 stream.backlog_events_sent,

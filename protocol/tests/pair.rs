@@ -15,16 +15,50 @@ fn keyring() -> BTreeMap<KeyId, (DeviceId, MacKey)> {
     BTreeMap::from([(KEY_ID, (DEVICE, MacKey::new(&[9; 32])))])
 }
 
+/// A device's sender (epoch 3, unpaced) and the collector endpoint that knows its key.
+struct Pair {
+    key: MacKey,
+    endpoint: Endpoint<BTreeMap<KeyId, (DeviceId, MacKey)>>,
+    backlog: MemoryBacklog,
+    sender: Sender,
+    sealer: Sealer,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let keys = keyring();
+        let key = keys.key(KEY_ID).unwrap().1.clone();
+        let endpoint = Endpoint::new(EndpointConfig::new(1, 5), keys);
+        let backlog = MemoryBacklog::new(3, 10_000, DropPolicy::DropOldest);
+        let mut config = SenderConfig::new(1);
+        config.backlog_events_per_second = 0;
+        let sender: Sender = Sender::new(config, &backlog);
+        let sealer = Sealer::new(KEY_ID, key.clone(), 3);
+        Pair { key, endpoint, backlog, sender, sealer }
+    }
+}
+
+/// Hands the ACKs the endpoint has due to the sender.
+fn deliver_acks(
+    now: Instant,
+    endpoint: &mut Endpoint<BTreeMap<KeyId, (DeviceId, MacKey)>>,
+    key: &MacKey,
+    sender: &mut Sender,
+    backlog: &mut MemoryBacklog,
+) {
+    let mut ack_buf = [0u8; 1500];
+    while let Some(out) = endpoint.poll_transmit(now, &mut ack_buf) {
+        let opened =
+            open(&ack_buf[..out.len], Direction::FromCollector, 1500, |id| (id == KEY_ID).then_some(key)).unwrap();
+        if let Body::Ack(ack) = opened.body {
+            sender.handle_ack(now, &opened.header, &ack, backlog).unwrap();
+        }
+    }
+}
+
 #[test]
 fn every_event_is_delivered_once_and_freed_by_acks() {
-    let keys = keyring();
-    let key = keys.key(KEY_ID).unwrap().1.clone();
-    let mut endpoint = Endpoint::new(EndpointConfig::new(1, 5), keys);
-    let mut backlog = MemoryBacklog::new(3, 10_000, DropPolicy::DropOldest);
-    let mut config = SenderConfig::new(1);
-    config.backlog_events_per_second = 0;
-    let mut sender: Sender = Sender::new(config, &backlog);
-    let mut sealer = Sealer::new(KEY_ID, key.clone(), 3);
+    let Pair { key, mut endpoint, mut backlog, mut sender, mut sealer } = Pair::new();
     let mut collector_guard = driftlog_protocol::wire::ReplayGuard::<2, 64>::new(u64::MAX);
 
     let mut delivered = Vec::new();
@@ -57,13 +91,7 @@ fn every_event_is_delivered_once_and_freed_by_acks() {
     }
     now = now + Duration::from_millis(50);
     endpoint.commit_all(now);
-    while let Some(out) = endpoint.poll_transmit(now, &mut ack_buf) {
-        let opened =
-            open(&ack_buf[..out.len], Direction::FromCollector, 1500, |id| (id == KEY_ID).then_some(&key)).unwrap();
-        if let Body::Ack(ack) = opened.body {
-            sender.handle_ack(now, &opened.header, &ack, &mut backlog).unwrap();
-        }
-    }
+    deliver_acks(now, &mut endpoint, &key, &mut sender, &mut backlog);
 
     assert_eq!(delivered.len(), 2_000);
     let seqs: Vec<u64> = delivered.iter().map(|(_, seq, _)| *seq).collect();
@@ -74,4 +102,36 @@ fn every_event_is_delivered_once_and_freed_by_acks() {
     assert_eq!(stats.events_retransmitted, 0);
     assert!(stats.smoothed_rtt <= Duration::from_millis(5), "rtt {:?}", stats.smoothed_rtt);
     assert_eq!(endpoint.stats().rejects.total(), 0);
+}
+
+/// The collector acknowledges only what it has committed: its group commit (every 40 ms
+/// here) plus its ACK delay (25 ms) hold an ACK up to 65 ms on a link whose round trip is
+/// nearly zero. The sender learns how long its frames wait for their ACKs and times out after
+/// that, so a steady trickle of events is never sent twice (it used to allow the round trip
+/// plus the 25 ms ACK delay only, and most frames went out again).
+#[test]
+fn a_collector_slow_to_commit_gets_no_spurious_retransmissions() {
+    let Pair { key, mut endpoint, mut backlog, mut sender, mut sealer } = Pair::new();
+    let mut buf = [0u8; 1500];
+    let mut delivered = 0;
+    let start = Instant::from_micros(1_000_000);
+    for ms in 0..10_000u64 {
+        let now = start + Duration::from_millis(ms);
+        if ms % 100 == 0 && ms < 9_000 {
+            backlog.push(OwnedEvent::gauge(now, "cpu.user", ms as f64));
+        }
+        sender.handle_timeout(now);
+        while let Some(transmit) = sender.poll_transmit(now, &mut backlog, &mut sealer, &mut buf).unwrap() {
+            delivered += endpoint.handle_datagram(now, &buf[..transmit.len]).unwrap().new_events().count();
+        }
+        if ms % 40 == 39 {
+            endpoint.commit_all(now);
+        }
+        deliver_acks(now, &mut endpoint, &key, &mut sender, &mut backlog);
+    }
+    assert_eq!(delivered, 90);
+    assert_eq!(backlog.held_events(), 0);
+    let stats = sender.stats();
+    assert_eq!((stats.timeouts, stats.events_retransmitted), (0, 0), "{stats:?}");
+    assert!(stats.smoothed_ack_wait > Duration::from_millis(25), "ACK wait {:?}", stats.smoothed_ack_wait);
 }

@@ -558,6 +558,7 @@ fn sum_stats(a: &SenderStats, b: &SenderStats) -> SenderStats {
         frames_declared_lost: a.frames_declared_lost + b.frames_declared_lost,
         reconnects: a.reconnects + b.reconnects,
         smoothed_rtt: a.smoothed_rtt.max(b.smoothed_rtt),
+        smoothed_ack_wait: a.smoothed_ack_wait.max(b.smoothed_ack_wait),
         in_flight_frames: 0,
         in_flight_bytes: 0,
     }

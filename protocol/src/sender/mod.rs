@@ -77,6 +77,9 @@ struct InFlight {
     bytes: usize,
     /// Transmission counter, for the packet threshold.
     number: u64,
+    /// Sent again after a NAK, loss or timeout: its ACK may answer the earlier copy, so it
+    /// gives no ACK-wait sample (Karn).
+    retransmission: bool,
 }
 
 /// Sends one stream of a device. `FRAMES` bounds the frames in flight, `RETX` the disjoint
@@ -84,7 +87,14 @@ struct InFlight {
 #[derive(Debug)]
 pub struct Sender<const FRAMES: usize = 64, const RETX: usize = 32> {
     config: SenderConfig,
+    /// The network round trip: ACK arrival minus the echoed send, less the receiver's hold.
     rtt: RttEstimator,
+    /// How long a frame waits for the ACK that covers it: the round trip plus the receiver's
+    /// hold (the collector's group commit with fsync, then its ACK delay), estimated like the
+    /// RTT from the newest first transmission each ACK covers. The probe timeout allows for
+    /// it: the RTT plus `peer_ack_delay_max` alone left out the commit, so on a quiet
+    /// loopback link most frames timed out before their ACK came and were sent twice.
+    ack_wait: RttEstimator,
     pacer: TokenBucket,
     in_flight: heapless::Vec<InFlight, FRAMES>,
     in_flight_bytes: usize,
@@ -117,6 +127,7 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
         let tail = backlog.tail();
         Sender {
             rtt: RttEstimator::new(config.initial_rtt),
+            ack_wait: RttEstimator::new(config.initial_rtt + config.peer_ack_delay_max),
             pacer: TokenBucket::new(config.backlog_events_per_second, config.backlog_burst_events),
             config,
             in_flight: heapless::Vec::new(),
@@ -144,6 +155,7 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
     pub fn stats(&self) -> SenderStats {
         SenderStats {
             smoothed_rtt: self.rtt.smoothed(),
+            smoothed_ack_wait: self.ack_wait.smoothed(),
             in_flight_frames: self.in_flight.len() as u64,
             in_flight_bytes: self.in_flight_bytes as u64,
             ..self.stats
@@ -175,10 +187,12 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
             && self.in_flight_bytes + self.config.max_datagram_bytes <= self.config.max_in_flight_bytes
     }
 
-    /// The probe timeout with back-off applied.
+    /// The probe timeout with back-off applied: what an ACK has been taking (the ACK wait,
+    /// with four deviations of margin), and never less than a round trip plus the ACK delay
+    /// the receiver announces.
     fn probe_timeout(&self) -> Duration {
-        let base =
-            (self.rtt.base_timeout() + self.config.peer_ack_delay_max).clamp(self.config.min_rto, self.config.max_rto);
+        let announced = self.rtt.base_timeout() + self.config.peer_ack_delay_max;
+        let base = self.ack_wait.base_timeout().max(announced).clamp(self.config.min_rto, self.config.max_rto);
         let factor = 1u32 << self.timeouts_in_a_row.min(20);
         base.saturating_mul(factor).min(self.config.max_rto)
     }
@@ -255,6 +269,7 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
 
         let mut largest_newly_acked = None;
         let mut echo_matched = false;
+        let mut newest_first_sent: Option<Instant> = None;
         let mut index = 0;
         while index < self.in_flight.len() {
             let entry = self.in_flight[index];
@@ -266,6 +281,9 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
                 // time it saw).
                 if entry.sent_at <= ack.echo_sent_at {
                     largest_newly_acked = largest_newly_acked.max(Some(entry.number));
+                }
+                if !entry.retransmission {
+                    newest_first_sent = newest_first_sent.max(Some(entry.sent_at));
                 }
                 self.remove_in_flight(index);
             } else {
@@ -282,6 +300,9 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
             }
         }
 
+        if let Some(sent_at) = newest_first_sent {
+            self.ack_wait.update(now.saturating_duration_since(sent_at));
+        }
         let hold = header.sent_at.saturating_duration_since(ack.received_at);
         if ack.echo_sent_at <= now {
             if echo_matched {
@@ -491,6 +512,9 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
                     let _ = set.remove(range);
                 }
                 Some((transmit, end)) => {
+                    if let Some(entry) = self.in_flight.last_mut() {
+                        entry.retransmission = true;
+                    }
                     // A prefix of the first range: removing it cannot split anything.
                     let _ = set.remove(SeqRange::new(range.start, end.seq));
                     self.stats.events_retransmitted += transmit.events;
@@ -647,7 +671,14 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
                 (len, range, Content::Tombstone(reason))
             }
         };
-        let entry = InFlight { epoch: position.epoch, range, sent_at: now, bytes: len, number: self.next_number };
+        let entry = InFlight {
+            epoch: position.epoch,
+            range,
+            sent_at: now,
+            bytes: len,
+            number: self.next_number,
+            retransmission: false,
+        };
         self.next_number += 1;
         // `window_open` was checked by every caller, so there is room.
         let pushed = self.in_flight.push(entry);

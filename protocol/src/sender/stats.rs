@@ -22,6 +22,9 @@ pub struct SenderStats {
     /// Transitions back from unreachable.
     pub reconnects: u64,
     pub smoothed_rtt: Duration,
+    /// How long a frame waits for its ACK (round trip, the receiver's commit and ACK delay),
+    /// smoothed.
+    pub smoothed_ack_wait: Duration,
     pub in_flight_frames: u64,
     pub in_flight_bytes: u64,
 }
