@@ -59,7 +59,7 @@ pub fn answer_log(request: &str, log: &Log, config: &CollectorConfig) -> Option<
             body
         })
     } else if path.starts_with("/log/stats") {
-        log.stats().map(|stats| serde_json::to_string(&stats).unwrap_or_default() + "\n")
+        crate::log::census::census(log).map(|census| serde_json::to_string(&census).unwrap_or_default() + "\n")
     } else if path.starts_with("/log/replay") {
         let from = query_u64(path, "from").unwrap_or(0);
         crate::replay::replay(log, from, &config.windows, &config.watermark)

@@ -275,7 +275,7 @@ fn log_command(command: LogCommand, config: &CollectorConfig, http: Option<Socke
         }
         LogCommand::Stats => {
             let text = match &access {
-                LogAccess::File(log) => serde_json::to_string_pretty(&log.stats()?)?,
+                LogAccess::File(log) => serde_json::to_string_pretty(&driftlog_collector::log::census::census(log)?)?,
                 LogAccess::Http(address) => {
                     let value: serde_json::Value = serde_json::from_str(&fetch(*address, "/log/stats")?)?;
                     serde_json::to_string_pretty(&value)?

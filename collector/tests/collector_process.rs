@@ -158,10 +158,18 @@ fn sigterm_commits_acknowledges_and_exits_zero() {
     assert_eq!(collector.terminate(), Some(0));
     let ids = event_ids(&collector.log_json());
     assert_eq!(ids.len(), 600);
+    let counted = |stats: &serde_json::Value| {
+        let records = stats["records"].as_object().unwrap();
+        let held = stats["next_offset"].as_u64().unwrap() - stats["first_offset"].as_u64().unwrap();
+        assert_eq!(records.values().map(|n| n.as_u64().unwrap()).sum::<u64>(), held, "{stats}");
+        (records["events"].as_u64(), stats["devices"].as_u64(), stats["corrupt_blocks"].as_u64())
+    };
+    assert_eq!(counted(&collector.log_stats()), (Some(600), Some(2), Some(0)));
     // Restart: the restored dedup state recognises a replay of everything as duplicates.
     collector.spawn();
     assert_eq!(collector.metric("driftlog_events_received_total"), 0.0);
     assert_eq!(event_ids(&collector.log_json()).len(), 600);
+    assert_eq!(counted(&collector.log_stats()), (Some(600), Some(2), Some(0)), "read from the running collector");
 }
 
 #[test]

@@ -10,6 +10,7 @@
 //! acknowledging instead of dropping.
 
 pub mod block;
+pub mod census;
 pub mod record;
 mod varint;
 

@@ -160,6 +160,13 @@ impl CollectorProcess {
         assert!(output.status.success(), "log tail failed: {}", String::from_utf8_lossy(&output.stderr));
         String::from_utf8(output.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
+
+    /// `driftlog-collector log stats` (the file when stopped, HTTP when running).
+    pub fn log_stats(&self) -> serde_json::Value {
+        let output = Command::new(BIN).args(["log", "stats", "--config"]).arg(&self.config_path).output().unwrap();
+        assert!(output.status.success(), "log stats failed: {}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
 }
 
 impl Drop for CollectorProcess {
