@@ -187,6 +187,7 @@ mod tests {
             streams: vec![crate::status::StreamStatus {
                 stream: 1,
                 rtt_ms: 12.5,
+                ack_wait_ms: 37.5,
                 unreachable: true,
                 ..Default::default()
             }],
@@ -199,6 +200,7 @@ mod tests {
         assert!(text.contains("driftlog_agent_corrupt_events_total 4\n"));
         assert!(text.contains("driftlog_agent_tombstones_forgotten_total 3\n"));
         assert!(text.contains("driftlog_agent_rtt_seconds{stream=\"1\"} 0.0125\n"));
+        assert!(text.contains("driftlog_agent_ack_wait_seconds{stream=\"1\"} 0.0375\n"));
         assert!(text.contains("driftlog_agent_collector_unreachable{stream=\"1\"} 1\n"));
     }
 }

@@ -15,9 +15,10 @@ pub struct SenderConfig {
     pub initial_rtt: Duration,
     pub min_rto: Duration,
     pub max_rto: Duration,
-    /// The longest the receiver may hold an ACK (its `ack_delay_max`); the timeout allows at
-    /// least this, or the hold measured on ACKs when that is longer (a collector holds an
-    /// ACK until the events are committed), so a delayed ACK is not taken for a loss.
+    /// The longest the receiver says it holds an ACK (its `ack_delay_max`). The probe timeout
+    /// allows at least a round trip plus this, or the measured wait for ACKs when that is
+    /// longer (a collector also holds an ACK until the events are committed), so a delayed
+    /// ACK is not taken for a loss.
     pub peer_ack_delay_max: Duration,
     /// Added to the 9/8-RTT time threshold of loss detection: the receiver's commit latency
     /// and network reordering that an RTT sample does not show.
