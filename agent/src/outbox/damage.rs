@@ -5,80 +5,67 @@
 //! after the first bad block is gone, and the block headers that would say which sequence
 //! numbers those were are gone with it. They can still be inferred, because each
 //! `(stream, epoch)` numbers its events consecutively in the order they are written: what a
-//! damaged segment lost of a stream lies between the end of that stream's last readable
-//! event at the damage and its first event in a later segment. Releases written after the
-//! damage are taken out (those events had reached the collector), and what remains gets a
+//! damaged segment lost of a stream lies between that stream's last readable run up to the
+//! damage and its first run in a later segment. (Segments are deleted oldest first only, so
+//! no other gap between two runs still on disk exists.) Releases written after the damage are
+//! taken out (those events had reached the collector), and what remains gets a
 //! `storage_failure` tombstone, so the collector records a gap instead of waiting forever
 //! for events no one can send.
 //!
-//! A stream with no event in a later segment cannot be bounded this way (how many events
+//! A stream with no run in a later segment cannot be bounded this way (how many events
 //! followed is unknown); the collector learns of that loss only from the sender's held range.
 
 use super::ranges::SeqSet;
 use driftlog_protocol::{Epoch, Seq, StreamId};
 use std::collections::BTreeMap;
 
-type StreamEpoch = (StreamId, Epoch);
+/// The outbox's run index: `(stream, epoch, run start)` → `(run end, segment id)`.
+pub(super) type Runs = BTreeMap<(StreamId, Epoch, Seq), (Seq, u64)>;
 
 #[derive(Debug, Default)]
 pub(super) struct DamageTracker {
-    /// The end of the events read so far, per `(stream, epoch)`.
-    read_end: BTreeMap<StreamEpoch, Seq>,
-    /// One per damaged segment met, in order.
-    damages: Vec<Damage>,
+    /// Damaged segments, in the (ascending) order the load meets them.
+    damaged: Vec<u64>,
     /// Releases read after the first damage.
-    released_after: BTreeMap<StreamEpoch, SeqSet>,
-}
-
-#[derive(Debug)]
-struct Damage {
-    /// `read_end` at the damage.
-    read_end: BTreeMap<StreamEpoch, Seq>,
-    /// The first event start after the damage, per `(stream, epoch)`.
-    next_start: BTreeMap<StreamEpoch, Seq>,
+    released_after: BTreeMap<(StreamId, Epoch), SeqSet>,
 }
 
 impl DamageTracker {
-    /// A readable events block `[start, end)`, in the order the load meets them.
-    pub(super) fn events(&mut self, stream: StreamId, epoch: Epoch, start: Seq, end: Seq) {
-        for damage in &mut self.damages {
-            damage.next_start.entry((stream, epoch)).or_insert(start);
-        }
-        let read_end = self.read_end.entry((stream, epoch)).or_insert(end);
-        *read_end = (*read_end).max(end);
+    /// Segment `id` stops checking out part way.
+    pub(super) fn damaged(&mut self, id: u64) {
+        self.damaged.push(id);
     }
 
-    /// A readable release record.
+    /// A readable release record, in the order the load meets them.
     pub(super) fn release(&mut self, stream: StreamId, epoch: Epoch, start: Seq, end: Seq) {
-        if !self.damages.is_empty() {
+        if !self.damaged.is_empty() {
             self.released_after.entry((stream, epoch)).or_default().insert(start, end);
         }
     }
 
-    /// The segment just read stops checking out part way.
-    pub(super) fn damaged(&mut self) {
-        self.damages.push(Damage { read_end: self.read_end.clone(), next_start: BTreeMap::new() });
-    }
-
-    /// The ranges lost and not released since: `(stream, epoch, start, end)`, in order.
-    pub(super) fn lost(&self) -> Vec<(StreamId, Epoch, Seq, Seq)> {
-        let mut lost: BTreeMap<StreamEpoch, SeqSet> = BTreeMap::new();
-        for damage in &self.damages {
-            for (&key, &next_start) in &damage.next_start {
-                // A stream first seen after the damage lost nothing the sender still holds
-                // anything below; its held range tells the collector.
-                let Some(&read_end) = damage.read_end.get(&key) else { continue };
-                lost.entry(key).or_default().insert(read_end, next_start);
-            }
-        }
+    /// The ranges lost and not released since, given every readable run: `(stream, epoch,
+    /// start, end)`, in order.
+    pub(super) fn lost(&self, runs: &Runs) -> Vec<(StreamId, Epoch, Seq, Seq)> {
         let mut out = Vec::new();
-        for (key, mut set) in lost {
-            if let Some(released) = self.released_after.get(&key) {
-                for (start, end) in released.ranges_in(0, Seq::MAX) {
-                    set.remove(start, end);
+        if self.damaged.is_empty() {
+            return out;
+        }
+        let mut previous: Option<((StreamId, Epoch), Seq, u64)> = None;
+        for (&(stream, epoch, start), &(end, segment)) in runs {
+            if let Some((key, previous_end, previous_segment)) = previous
+                && key == (stream, epoch)
+                && self.damaged.iter().any(|&damaged| previous_segment <= damaged && damaged < segment)
+            {
+                let mut lost = SeqSet::default();
+                lost.insert(previous_end, start);
+                if let Some(released) = self.released_after.get(&key) {
+                    for (from, to) in released.ranges_in(previous_end, start) {
+                        lost.remove(from, to);
+                    }
                 }
+                out.extend(lost.ranges_in(previous_end, start).into_iter().map(|(from, to)| (stream, epoch, from, to)));
             }
-            out.extend(set.ranges_in(0, Seq::MAX).into_iter().map(|(start, end)| (key.0, key.1, start, end)));
+            previous = Some(((stream, epoch), end, segment));
         }
         out
     }
@@ -88,29 +75,35 @@ impl DamageTracker {
 mod tests {
     use super::*;
 
+    /// Runs of `(stream, start, end, segment)`, all in epoch 1.
+    fn runs(list: &[(StreamId, Seq, Seq, u64)]) -> Runs {
+        list.iter().map(|&(stream, start, end, segment)| ((stream, 1, start), (end, segment))).collect()
+    }
+
     #[test]
-    fn the_gap_between_the_damage_and_the_next_events_is_lost_less_what_was_released() {
+    fn the_gap_between_the_damage_and_the_next_run_is_lost_less_what_was_released() {
         let mut tracker = DamageTracker::default();
-        tracker.events(0, 1, 0, 10);
-        tracker.events(1, 1, 0, 5);
-        tracker.events(2, 1, 0, 3);
-        tracker.damaged();
+        tracker.release(0, 1, 0, 5); // before the damage: cannot concern what it lost
+        tracker.damaged(1);
+        tracker.release(0, 1, 12, 14);
         // Stream 0 lost 10..20, of which 12..14 reached the collector; stream 1 lost
         // nothing; stream 2 has nothing after the damage, stream 3 nothing before it.
-        tracker.events(0, 1, 20, 30);
-        tracker.events(1, 1, 5, 9);
-        tracker.events(3, 1, 7, 9);
-        tracker.release(0, 1, 12, 14);
-        tracker.events(0, 1, 30, 40);
-        assert_eq!(tracker.lost(), vec![(0, 1, 10, 12), (0, 1, 14, 20)]);
+        let runs = runs(&[
+            (0, 0, 10, 1),
+            (0, 20, 30, 2),
+            (0, 30, 40, 3),
+            (1, 0, 5, 0),
+            (1, 5, 9, 2),
+            (2, 0, 3, 1),
+            (3, 7, 9, 2),
+        ]);
+        assert_eq!(tracker.lost(&runs), vec![(0, 1, 10, 12), (0, 1, 14, 20)]);
     }
 
     #[test]
     fn nothing_is_lost_without_damage() {
         let mut tracker = DamageTracker::default();
-        tracker.events(0, 1, 0, 10);
-        tracker.events(0, 1, 12, 20);
         tracker.release(0, 1, 10, 12);
-        assert!(tracker.lost().is_empty());
+        assert!(tracker.lost(&runs(&[(0, 0, 10, 0), (0, 12, 20, 1)])).is_empty());
     }
 }

@@ -185,7 +185,7 @@ pub struct Outbox {
     segments: VecDeque<Segment>,
     active: Option<Active>,
     /// `(stream, epoch, run start)` → `(run end, segment id)`, over every segment.
-    runs: BTreeMap<(StreamId, Epoch, Seq), (Seq, u64)>,
+    runs: damage::Runs,
     /// Sequence numbers held (stored, not released, not dropped) per `(stream, epoch)`.
     live: BTreeMap<(StreamId, Epoch), SeqSet>,
     tombstones: Tombstones,
@@ -281,7 +281,6 @@ impl Outbox {
             for (header, _) in &scan.blocks {
                 match header.kind {
                     Kind::Events => {
-                        damage.events(header.stream, header.epoch, header.start, header.end);
                         self.add_run(&mut segment, header.stream, header.epoch, header.start, header.end);
                         self.live.entry((header.stream, header.epoch)).or_default().insert(header.start, header.end);
                     }
@@ -294,13 +293,13 @@ impl Outbox {
                 }
             }
             if damaged {
-                damage.damaged();
+                damage.damaged(id);
             }
             self.segment_disk_bytes += len;
             self.segments.push_back(segment);
             self.next_segment_id = id + 1;
         }
-        for (stream, epoch, start, end) in damage.lost() {
+        for (stream, epoch, start, end) in damage.lost(&self.runs) {
             tombstones_changed |= self.tombstone_unreadable(stream, epoch, start, end) > 0;
         }
         // A crash between saving tombstones and deleting the segments they cover.
