@@ -25,11 +25,12 @@ fn each_bad_datagram_is_rejected_by_reason_without_state_change() {
     let stats_before = endpoint.stats();
 
     let mut wrong_version = data_frame(1, 600, 4, 1);
-    wrong_version[1] = 0x21;
+    // Version 1 (before heartbeats carried completeness claims) is refused, not half-read.
+    wrong_version[1] = 0x11;
     let mut bad_magic = data_frame(1, 700, 4, 1);
     bad_magic[0] = b'c';
     let mut unknown_kind = data_frame(1, 800, 4, 1);
-    unknown_kind[1] = 0x1F;
+    unknown_kind[1] = (driftlog_protocol::wire::VERSION << 4) | 0x0F;
     let forged_key = {
         let mut sealer = Sealer::new(KEY_ID, MacKey::new(&[1; 32]), 1);
         let header = sealer.header(FrameKind::Data, Instant::from_micros(900));

@@ -135,3 +135,69 @@ fn a_collector_slow_to_commit_gets_no_spurious_retransmissions() {
     assert_eq!((stats.timeouts, stats.events_retransmitted), (0, 0), "{stats:?}");
     assert!(stats.smoothed_ack_wait > Duration::from_millis(25), "ACK wait {:?}", stats.smoothed_ack_wait);
 }
+
+/// Heartbeats carry a completeness claim: the buffer's head (every sequence number below it
+/// was assigned when the heartbeat was sealed), whether a backlog older than the live events
+/// is still unacknowledged, and how far back the oldest held epoch is. When the ACK that ends
+/// a drain arrives, the next heartbeat goes out at once rather than an interval later, so the
+/// collector can close the windows the backlog filled.
+#[test]
+fn heartbeats_claim_completeness_and_report_the_end_of_a_drain_at_once() {
+    let Pair { key, mut endpoint, mut backlog, sealer, .. } = Pair::new();
+    let mut sealer = sealer;
+    let mut buf = [0u8; 1500];
+    let start = Instant::from_micros(1_000_000);
+    // An outage's backlog: held before the sender starts, so it is replayed as backlog.
+    for i in 0..100u64 {
+        backlog.push(OwnedEvent::gauge(start, "cpu.user", i as f64));
+    }
+    let mut config = SenderConfig::new(1);
+    config.backlog_events_per_second = 0;
+    config.heartbeat_interval = Duration::from_secs(10);
+    let mut sender: Sender = Sender::new(config, &backlog);
+    let mut heartbeats = Vec::new();
+    let mut now = start;
+    let mut step = |now: Instant,
+                    sender: &mut Sender,
+                    backlog: &mut MemoryBacklog,
+                    endpoint: &mut Endpoint<BTreeMap<KeyId, (DeviceId, MacKey)>>,
+                    heartbeats: &mut Vec<(Instant, driftlog_protocol::wire::HeartbeatRepr)>| {
+        while let Some(transmit) = sender.poll_transmit(now, backlog, &mut sealer, &mut buf).unwrap() {
+            let frame = &buf[..transmit.len];
+            let opened = open(frame, Direction::FromDevice, 1500, |id| (id == KEY_ID).then_some(&key)).unwrap();
+            if let Body::Heartbeat(heartbeat) = opened.body {
+                heartbeats.push((now, heartbeat));
+            }
+            endpoint.handle_datagram(now, frame).unwrap();
+        }
+    };
+    // The first poll sends the backlog and the first heartbeat, which claims the head.
+    step(now, &mut sender, &mut backlog, &mut endpoint, &mut heartbeats);
+    assert_eq!(heartbeats.len(), 1);
+    let first = &heartbeats[0].1;
+    assert_eq!((first.assigned_end, first.held_epochs_back), (100, 0));
+    assert!(first.draining, "the backlog is not acknowledged yet");
+    // Live events join while the backlog is in flight; nothing is due for 10 s.
+    now = now + Duration::from_millis(5);
+    backlog.push(OwnedEvent::gauge(now, "cpu.user", 1.0));
+    step(now, &mut sender, &mut backlog, &mut endpoint, &mut heartbeats);
+    assert_eq!(heartbeats.len(), 1);
+    // The collector commits and acknowledges everything: the drain is over, and the very
+    // next poll (not one 10 s later) reports it.
+    now = now + Duration::from_millis(30);
+    endpoint.commit_all(now);
+    deliver_acks(now, &mut endpoint, &key, &mut sender, &mut backlog);
+    assert_eq!(backlog.held_events(), 0);
+    step(now, &mut sender, &mut backlog, &mut endpoint, &mut heartbeats);
+    assert_eq!(heartbeats.len(), 2, "a heartbeat follows the ACK that ended the drain");
+    let (at, last) = &heartbeats[1];
+    assert_eq!(*at, now);
+    assert_eq!((last.assigned_end, last.next_seq, last.held_epochs_back), (101, 101, 0));
+    assert!(!last.draining);
+    // Not draining any more: the interval applies again.
+    now = now + Duration::from_millis(30);
+    endpoint.commit_all(now);
+    deliver_acks(now, &mut endpoint, &key, &mut sender, &mut backlog);
+    step(now, &mut sender, &mut backlog, &mut endpoint, &mut heartbeats);
+    assert_eq!(heartbeats.len(), 2);
+}

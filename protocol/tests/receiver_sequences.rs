@@ -48,7 +48,7 @@ proptest! {
                 Op::Data(start, end) => receiver.handle_data(Instant::from_micros(now), &header(index as u64), SeqRange::new(start, end), |r| handed_out.push(r)),
                 Op::Tombstone(start, end) => receiver.handle_tombstone(Instant::from_micros(now), &header(index as u64), SeqRange::new(start, end), |r| handed_out.push(r)),
                 Op::Heartbeat(oldest, next) => {
-                    let heartbeat = HeartbeatRepr { stream: 0, epoch: 1, oldest_available: oldest, next_seq: next, wall_now: None, ack_timing: None };
+                    let heartbeat = HeartbeatRepr { stream: 0, epoch: 1, oldest_available: oldest, next_seq: next, wall_now: None, ack_timing: None, assigned_end: next, held_epochs_back: 0, draining: false };
                     receiver.handle_heartbeat(Instant::from_micros(now), &header(index as u64), &heartbeat, |r| handed_out.push(r));
                     Ok(0)
                 }

@@ -123,7 +123,7 @@ proptest! {
     }
 
     #[test]
-    fn control_frames_round_trip(cumulative in 0u64..1_000_000, gaps in proptest::collection::vec(1u64..1_000, 0..16), echo in any::<u64>()) {
+    fn control_frames_round_trip(cumulative in 0u64..1_000_000, gaps in proptest::collection::vec(1u64..1_000, 0..16), echo in any::<u64>(), ahead in any::<u32>(), held_epochs_back in any::<u64>(), draining in any::<bool>()) {
         let mut sack = heapless::Vec::<SeqRange, 16>::new();
         let mut cursor = cumulative + 1;
         for gap in gaps {
@@ -136,6 +136,7 @@ proptest! {
             stream: 4, epoch: 6, oldest_available: cumulative, next_seq: cursor,
             wall_now: Some(WallTime { unix_micros: -5, quality: ClockQuality::Synchronized }),
             ack_timing: Some(AckTiming { device_sent_at: Instant::from_micros(1), collector_received_at: Instant::from_micros(2), collector_sent_at: Instant::from_micros(3), device_received_at: Instant::from_micros(4) }),
+            assigned_end: cursor + u64::from(ahead), held_epochs_back, draining,
         };
         let tombstone = TombstoneRepr { stream: 4, epoch: 6, range: SeqRange::new(cumulative, cumulative + 5), reason: DropReason::TooOld };
         let key = key();

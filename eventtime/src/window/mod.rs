@@ -7,7 +7,11 @@
 //! - the changelog retracts what it replaces ([`Change`], §1.6 "Proposal for our log");
 //! - idleness follows the rule as written, not Flink's two corners ([`Watermarks`]);
 //! - the number of open windows and of watermark sources is bounded, and whatever the bound
-//!   refuses is reported, never dropped silently ([`WindowOperator`], [`Watermarks`]).
+//!   refuses is reported, never dropped silently ([`WindowOperator`], [`Watermarks`]);
+//! - a device's own windows can close on the device's *completeness* instead of a heuristic
+//!   watermark ([`completeness`], [`DeviceWindows`]): driftlog knows which sequence numbers a
+//!   device has assigned and which have arrived, so an offline device's windows wait for its
+//!   backlog rather than emitting without it.
 //!
 //! Everything here is a pure function of its inputs: no IO, no clock reads, no randomness, and
 //! every map is a `BTreeMap`, so the collector, `log replay` and the simulator produce identical
@@ -21,6 +25,9 @@
 //! - [`output`]: [`Output`], the changelog the operator writes.
 //! - [`watermark`]: [`Watermarks`], the combined watermark over many sources (R2, R3, R10, R11).
 //! - [`operator`]: [`WindowOperator`], which assigns, merges, fires and cleans up (R5–R9, R13–R18).
+//! - [`completeness`]: [`DeviceCompleteness`], a device's progress from its sequence numbers and
+//!   heartbeat claims (the rule is written there).
+//! - [`device`]: [`DeviceWindows`], one device's windows on its own completeness watermark.
 //!
 //! # Driving it
 //! Per input element: `op.handle_event(key, ts, value, wm.current(), out)`, then
@@ -29,6 +36,8 @@
 
 pub mod aggregate;
 pub mod assign;
+pub mod completeness;
+pub mod device;
 pub mod operator;
 pub mod output;
 pub mod sketch;
@@ -39,7 +48,9 @@ mod state;
 
 pub use aggregate::Aggregate;
 pub use assign::{WindowBounds, assign, hopping_windows, session_window, tumbling_window};
-pub use operator::{OperatorStats, WindowOperator};
+pub use completeness::{Claim, CompletenessStats, DeviceCompleteness};
+pub use device::{DeviceOutput, DeviceWindows};
+pub use operator::{OperatorStats, StoredWindow, WindowOperator};
 pub use output::{Change, Output, WindowResult};
 pub use sketch::QuantileSketch;
 pub use spec::{SpecError, WindowKind, WindowSpec};

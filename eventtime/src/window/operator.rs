@@ -12,6 +12,20 @@
 //!   `Insert`, so a consumer never sees a session vanish without its replacement;
 //! - with `emit_final`, a `Final` marker when the state is dropped.
 //!
+//! Two modes for the collector's fleet windows (off by default, so the design's vectors see
+//! Flink's behaviour):
+//! - **Coalesced late firings** ([`WindowOperator::with_coalesced_late`]): a late element accepted
+//!   into a fired window marks it pending instead of firing at once, and
+//!   [`WindowOperator::flush_late`] fires the pending windows, once each however many late
+//!   elements they took. A device draining an hour of backlog into a fleet window then costs
+//!   one RETRACT + INSERT for that window, not one pair per event.
+//! - **Settled windows out of memory** ([`WindowOperator::with_settled_tracking`]): a window that
+//!   fired and holds nothing back is only kept for late elements and its cleanup;
+//!   [`WindowOperator::take_settled`] hands such windows to the caller to store, and
+//!   [`WindowOperator::restore`] takes one back when a late element needs it. Stored windows
+//!   still count against `max_open_windows`, so the bound and every refusal are the same
+//!   wherever a window happens to live.
+//!
 //! Not implemented: V10's "our option" (remembering purged sessions for `gap` longer so that a
 //! late element touching one can retract and re-insert it). We keep Flink's R18 behaviour: the
 //! element opens a new, overlapping session and the purged one stands.
@@ -21,6 +35,7 @@
 //! opens a separate session. Any `allowed_lateness >= 1` keeps the session long enough to merge.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 
 use super::aggregate::Aggregate;
 use super::assign::{WindowBounds, assign, session_window};
@@ -53,6 +68,19 @@ enum Refusal {
     OverLimit,
 }
 
+/// A fired window's whole state, as [`WindowOperator::take_settled`] hands it out and
+/// [`WindowOperator::restore`] takes it back. Opaque except for its cleanup time, which is
+/// when the caller may forget it ([`WindowOperator::forget_stored`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredWindow(WindowState);
+
+impl StoredWindow {
+    /// `end - 1 + allowed_lateness`: once the watermark reaches it, the window is gone.
+    pub fn cleanup_at(&self) -> Ticks {
+        self.0.cleanup_at()
+    }
+}
+
 /// Event-time windows for one stream of keyed elements; see the [module docs](self).
 ///
 /// Serialisable so that the collector can checkpoint it (with postcard) and resume with
@@ -64,13 +92,124 @@ pub struct WindowOperator {
     watermark: Ticks,
     table: WindowTable,
     stats: OperatorStats,
+    /// See the module docs: late firings wait for [`Self::flush_late`].
+    coalesce_late: bool,
+    /// Windows with late elements not yet emitted, by `(end - 1, key, start)`.
+    late_pending: BTreeSet<(Ticks, String, Ticks)>,
+    /// See the module docs: fired windows are offered to [`Self::take_settled`].
+    track_settled: bool,
+    /// Windows fired since the last [`Self::take_settled`] (candidates to leave memory).
+    fired_recently: Vec<(String, Ticks)>,
+    /// Windows the caller holds (taken, not restored nor forgotten): they count against
+    /// `max_open_windows` like the ones in the table.
+    stored_elsewhere: u64,
 }
 
 impl WindowOperator {
     /// An operator with no windows, at watermark `-inf`. Fails if the spec does not validate.
     pub fn new(spec: WindowSpec) -> Result<Self, SpecError> {
         spec.validate()?;
-        Ok(WindowOperator { spec, watermark: NEG_INF, table: WindowTable::default(), stats: OperatorStats::default() })
+        Ok(WindowOperator {
+            spec,
+            watermark: NEG_INF,
+            table: WindowTable::default(),
+            stats: OperatorStats::default(),
+            coalesce_late: false,
+            late_pending: BTreeSet::new(),
+            track_settled: false,
+            fired_recently: Vec::new(),
+            stored_elsewhere: 0,
+        })
+    }
+
+    /// Late firings wait for [`Self::flush_late`] (see the module docs).
+    pub fn with_coalesced_late(mut self) -> Self {
+        self.coalesce_late = true;
+        self
+    }
+
+    /// Fired windows are offered to [`Self::take_settled`] (see the module docs). Session
+    /// windows stay in memory: a late element may merge any of them.
+    pub fn with_settled_tracking(mut self) -> Self {
+        self.track_settled = !matches!(self.spec.kind, WindowKind::Session { .. });
+        self
+    }
+
+    /// Emits every window holding late elements whose `end - 1` is below `before` (all of them
+    /// with `POS_INF`): one `Retract` of its last result (if it had one) and one `Insert`.
+    pub fn flush_late(&mut self, before: Ticks, out: &mut Vec<Output>) {
+        while let Some((max_timestamp, _, _)) = self.late_pending.first() {
+            if *max_timestamp >= before {
+                break;
+            }
+            let Some((_, key, start)) = self.late_pending.pop_first() else { break };
+            self.fire(&key, start, out);
+        }
+    }
+
+    /// Windows with late elements not yet emitted.
+    pub fn late_pending(&self) -> usize {
+        self.late_pending.len()
+    }
+
+    /// Removes the windows that fired since the last call and hold nothing back, for the
+    /// caller to store; they keep counting against `max_open_windows` until restored or
+    /// forgotten. Empty unless [`Self::with_settled_tracking`].
+    pub fn take_settled(&mut self) -> Vec<(String, Ticks, StoredWindow)> {
+        let mut taken = Vec::new();
+        for (key, start) in std::mem::take(&mut self.fired_recently) {
+            let Some(state) = self.table.get(&key, start) else { continue };
+            let pending = (state.end.saturating_sub(1), key.clone(), start);
+            if !state.is_settled() || self.late_pending.contains(&pending) {
+                continue;
+            }
+            if let Some(state) = self.table.remove(&key, start) {
+                self.stored_elsewhere += 1;
+                taken.push((key, start, StoredWindow(state)));
+            }
+        }
+        taken
+    }
+
+    /// The windows an element at `ts` of `key` would update that [`Self::take_settled`] may
+    /// have handed out (fired, not cleaned up, not in memory): restore those the caller holds
+    /// before [`Self::handle_event`], or the element opens a fresh window instead.
+    pub fn stored_candidates(&self, key: &str, ts: Ticks) -> Vec<WindowBounds> {
+        if !self.track_settled || self.stored_elsewhere == 0 {
+            return Vec::new();
+        }
+        let lateness = self.spec.allowed_lateness;
+        assign(&self.spec.kind, ts)
+            .filter(|bounds| {
+                bounds.max_timestamp() <= self.watermark
+                    && bounds.cleanup_time(lateness) > self.watermark
+                    && self.table.get(key, bounds.start).is_none()
+            })
+            .collect()
+    }
+
+    /// Takes back a window [`Self::take_settled`] handed out.
+    pub fn restore(&mut self, key: &str, start: Ticks, window: StoredWindow) {
+        self.stored_elsewhere = self.stored_elsewhere.saturating_sub(1);
+        self.table.insert(key, start, window.0);
+    }
+
+    /// The caller dropped `count` stored windows whose cleanup time the watermark reached.
+    pub fn forget_stored(&mut self, count: u64) {
+        self.stored_elsewhere = self.stored_elsewhere.saturating_sub(count);
+    }
+
+    /// Windows the caller holds for this operator.
+    pub fn stored_elsewhere(&self) -> u64 {
+        self.stored_elsewhere
+    }
+
+    /// Fires every window that has not fired, as the watermark reaching the last of them would
+    /// (a device that never came back, closed as it stands). Returns that watermark.
+    pub fn fire_all(&mut self, out: &mut Vec<Output>) -> Option<Ticks> {
+        let last = self.table.last_fire_time()?;
+        self.advance_watermark(last, out);
+        Some(last)
     }
 
     /// Processes one element against `watermark`, the watermark in force before it (the vector
@@ -112,6 +251,12 @@ impl WindowOperator {
             self.fire(&key, start, out);
         }
         while let Some((key, start)) = self.table.pop_cleanup_due(watermark) {
+            if let Some(state) = self.table.get(&key, start)
+                && self.late_pending.remove(&(state.end.saturating_sub(1), key.clone(), start))
+            {
+                // Its late elements are emitted before it goes.
+                self.fire(&key, start, out);
+            }
             let Some(state) = self.table.remove(&key, start) else { continue };
             if self.spec.emit_final {
                 let aggregate = state.emitted.unwrap_or(state.acc);
@@ -121,14 +266,19 @@ impl WindowOperator {
         }
     }
 
-    /// The counters, with `windows_open` as of now.
+    /// The counters, with `windows_open` as of now (stored windows included).
     pub fn stats(&self) -> OperatorStats {
-        OperatorStats { windows_open: self.table.len() as u64, ..self.stats }
+        OperatorStats { windows_open: self.table.len() as u64 + self.stored_elsewhere, ..self.stats }
     }
 
-    /// How many windows are open, over all keys.
+    /// How many windows are open in memory, over all keys.
     pub fn open_windows(&self) -> usize {
         self.table.len()
+    }
+
+    /// Windows kept, in memory or stored by the caller: what `max_open_windows` bounds.
+    fn kept_windows(&self) -> usize {
+        self.table.len().saturating_add(self.stored_elsewhere as usize)
     }
 
     /// The highest watermark seen.
@@ -156,7 +306,7 @@ impl WindowOperator {
             let fire_now = bounds.max_timestamp() <= watermark;
             if let Some(state) = self.table.get_mut(key, bounds.start) {
                 state.acc.add(ts, value);
-            } else if self.table.len() >= self.spec.max_open_windows {
+            } else if self.kept_windows() >= self.spec.max_open_windows {
                 over_limit = true;
                 continue;
             } else {
@@ -167,9 +317,9 @@ impl WindowOperator {
             }
             accepted = true;
             // A window whose timer already passed has fired (or, if new, would have): fire at
-            // once with the whole accumulated result (R15).
+            // once with the whole accumulated result (R15), or when coalescing, once per flush.
             if fire_now {
-                self.fire(key, bounds.start, out);
+                self.fire_late(key, bounds, out);
             }
         }
         if over_limit {
@@ -200,7 +350,7 @@ impl WindowOperator {
             if proto.cleanup_time(lateness) <= watermark {
                 return Some(Refusal::Late);
             }
-            if self.table.len() >= self.spec.max_open_windows {
+            if self.kept_windows() >= self.spec.max_open_windows {
                 return Some(Refusal::OverLimit);
             }
             self.open(key, proto, Aggregate::new(ts, value), Vec::new(), out);
@@ -214,6 +364,8 @@ impl WindowOperator {
         let mut retractions: Vec<WindowResult> = Vec::new();
         for start in merging {
             let Some(state) = self.table.remove(key, start) else { continue };
+            // A pending late firing of a replaced session becomes the merged session's.
+            self.late_pending.remove(&(state.end.saturating_sub(1), key.to_owned(), start));
             merged = merged.cover(WindowBounds { start, end: state.end });
             retractions.extend(state.pending_retractions);
             if let Some(aggregate) = state.emitted {
@@ -251,6 +403,16 @@ impl WindowOperator {
         state.pending_retractions = retractions;
         self.table.insert(key, bounds.start, state);
         if fire_now {
+            self.fire_late(key, bounds, out);
+        }
+    }
+
+    /// A window whose timer the watermark already passed took an element: fire it now, or
+    /// when coalescing, mark it for [`Self::flush_late`].
+    fn fire_late(&mut self, key: &str, bounds: WindowBounds, out: &mut Vec<Output>) {
+        if self.coalesce_late {
+            self.late_pending.insert((bounds.max_timestamp(), key.to_owned(), bounds.start));
+        } else {
             self.fire(key, bounds.start, out);
         }
     }
@@ -272,6 +434,9 @@ impl WindowOperator {
         let result = WindowResult { key: key.to_owned(), start, end, aggregate: state.acc.clone() };
         out.push(Output::Window { change: Change::Insert, result });
         self.stats.fired = self.stats.fired.saturating_add(1);
+        if self.track_settled {
+            self.fired_recently.push((key.to_owned(), start));
+        }
     }
 }
 

@@ -38,6 +38,16 @@ impl WindowState {
     pub(crate) fn new(end: Ticks, acc: Aggregate, fire_at: Option<Ticks>, cleanup_at: Ticks) -> Self {
         WindowState { end, acc, emitted: None, pending_retractions: Vec::new(), fire_at, cleanup_at }
     }
+
+    /// Fired, with nothing held back: what may move out of memory until a late element or its
+    /// cleanup needs it again.
+    pub(crate) fn is_settled(&self) -> bool {
+        self.fire_at.is_none() && self.pending_retractions.is_empty()
+    }
+
+    pub(crate) fn cleanup_at(&self) -> Ticks {
+        self.cleanup_at
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -60,6 +70,10 @@ pub(crate) struct WindowTable {
 impl WindowTable {
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    pub(crate) fn get(&self, key: &str, start: Ticks) -> Option<&WindowState> {
+        self.windows.get(key)?.get(&start)
     }
 
     pub(crate) fn get_mut(&mut self, key: &str, start: Ticks) -> Option<&mut WindowState> {
@@ -104,6 +118,11 @@ impl WindowTable {
             .collect();
         starts.reverse();
         starts
+    }
+
+    /// The latest `end - 1` of any window that has not fired yet.
+    pub(crate) fn last_fire_time(&self) -> Option<Ticks> {
+        self.fire_timers.last().map(|timer| timer.at)
     }
 
     /// Takes the earliest firing timer `<= watermark` and marks its window fired.

@@ -29,6 +29,13 @@
 //! stamps events near `now'`, far above the floor. Only events a device buffered while offline
 //! can fall behind it, and those are late under any watermark that lets others progress.
 //!
+//! **Holds (our extension).** A source given a hold ([`Watermarks::set_holding`]) takes part
+//! in the minimum even while it is behind `W`, until the hold ends or expires: `W` then stays
+//! where it is (it never decreases) until the source catches up. The collector holds the
+//! fleet's watermark for a device that reconnects and drains a backlog, so the fleet's windows
+//! wait for its data instead of emitting without it; the expiry bounds how long one device
+//! can stop the fleet.
+//!
 //! The number of tracked sources is bounded by `max_sources`. Events from sources beyond the
 //! bound are counted ([`Watermarks::ignored_events`]) and do not move or hold `W`; their elements
 //! are still windowed by the operator like any other, so nothing is lost, but a fleet larger than
@@ -53,6 +60,9 @@ struct Source {
     idle: bool,
     /// Whether an active source takes part in the minimum: true once its watermark reached `W`.
     aligned: bool,
+    /// Processing time until which the source holds `W` even if it is behind (see the module
+    /// docs); `None` without a hold.
+    hold_until: Option<Ticks>,
 }
 
 /// The combined watermark over all sources; see the [module docs](self).
@@ -87,7 +97,7 @@ pub struct Watermarks {
 
 /// Whether a source takes part in the minimum.
 fn counted(state: &Source) -> bool {
-    !state.idle && state.aligned
+    !state.idle && (state.aligned || state.hold_until.is_some())
 }
 
 /// A lazy min-heap of `(watermark, source)`: every counted source has an entry with its
@@ -199,6 +209,14 @@ impl Watermarks {
 
     /// Records an event of `source` with event time `ts`, seen at processing time `now`.
     pub fn handle_event(&mut self, source: u64, ts: Ticks, now: Ticks) {
+        let candidate = ts.saturating_sub(self.out_of_orderness).saturating_sub(1);
+        self.handle_watermark(source, candidate, now);
+    }
+
+    /// Records that `source`'s own watermark is now `watermark` (never lowered), seen at
+    /// processing time `now`: for sources that know their progress, such as a device's
+    /// completeness, rather than inferring it from event times (R2).
+    pub fn handle_watermark(&mut self, source: u64, watermark: Ticks, now: Ticks) {
         let current = self.current;
         let tracked = self.sources.len();
         // One lookup for a known source; a new one is tracked as `register` would.
@@ -211,10 +229,11 @@ impl Watermarks {
                 }
                 self.idle_check_at.0 = self.idle_check_at.0.min(now.saturating_add(self.idle_timeout));
                 let aligned = current == NEG_INF;
-                (entry.insert(Source { watermark: NEG_INF, last_active_at: now, idle: false, aligned }), true)
+                let source = Source { watermark: NEG_INF, last_active_at: now, idle: false, aligned, hold_until: None };
+                (entry.insert(source), true)
             }
         };
-        let candidate = ts.saturating_sub(self.out_of_orderness).saturating_sub(1);
+        let candidate = watermark;
         let counted_before = counted(state);
         let watermark_before = state.watermark;
         state.watermark = state.watermark.max(candidate);
@@ -241,6 +260,29 @@ impl Watermarks {
         }
     }
 
+    /// Gives `source` a hold until processing time `until` (see the module docs), or ends its
+    /// hold with `None`. Unknown and idle sources get none: a hold is for a source that sends.
+    pub fn set_holding(&mut self, source: u64, until: Option<Ticks>) {
+        let current = self.current;
+        let Some(state) = self.sources.get_mut(&source) else { return };
+        let until = until.filter(|_| !state.idle);
+        if state.hold_until == until {
+            return;
+        }
+        state.hold_until = until;
+        if until.is_none() && state.watermark < current {
+            state.aligned = false;
+        }
+        if let Some(until) = until {
+            self.idle_check_at.0 = self.idle_check_at.0.min(until);
+        }
+        if counted(state) {
+            let (watermark, sources) = (state.watermark, self.sources.len());
+            self.minimum.push(source, watermark, sources);
+        }
+        self.recompute();
+    }
+
     /// Marks a source idle (an explicit `IDLE(p)`): it leaves the minimum until its next event.
     pub fn mark_idle(&mut self, source: u64) {
         if let Some(state) = self.sources.get_mut(&source) {
@@ -253,21 +295,35 @@ impl Watermarks {
     /// Marks idle every active source whose last event is at least `idle_timeout` of processing
     /// time before `now`.
     pub fn handle_tick(&mut self, now: Ticks) {
-        if self.idle_timeout <= 0 {
-            return;
-        }
         if now >= self.idle_check_at.0 {
             let mut next_check = POS_INF;
+            let current = self.current;
+            let idle_timeout = self.idle_timeout;
             for state in self.sources.values_mut() {
-                if !state.idle && now.saturating_sub(state.last_active_at) >= self.idle_timeout {
+                if idle_timeout > 0 && !state.idle && now.saturating_sub(state.last_active_at) >= idle_timeout {
                     state.idle = true;
                 }
-                if !state.idle {
-                    next_check = next_check.min(state.last_active_at.saturating_add(self.idle_timeout));
+                if state.idle {
+                    // A silent source is not draining anything: its hold ends.
+                    state.hold_until = None;
+                }
+                match state.hold_until {
+                    Some(until) if until <= now => {
+                        state.hold_until = None;
+                        state.aligned = state.watermark >= current;
+                    }
+                    Some(until) => next_check = next_check.min(until),
+                    None => {}
+                }
+                if idle_timeout > 0 && !state.idle {
+                    next_check = next_check.min(state.last_active_at.saturating_add(idle_timeout));
                 }
             }
             self.idle_check_at = IdleCheck(next_check);
             self.recompute();
+        }
+        if self.idle_timeout <= 0 {
+            return;
         }
         // Before the next scan is due some source is active; after one, `+inf` means none is
         // (or a check time saturated, hence the check).
@@ -329,7 +385,8 @@ impl Watermarks {
             return false;
         }
         let aligned = self.current == NEG_INF;
-        self.sources.insert(source, Source { watermark: NEG_INF, last_active_at: now, idle: false, aligned });
+        let state = Source { watermark: NEG_INF, last_active_at: now, idle: false, aligned, hold_until: None };
+        self.sources.insert(source, state);
         if aligned {
             self.minimum.push(source, NEG_INF, self.sources.len());
         }
@@ -363,7 +420,7 @@ mod tests {
     /// recomputes after every step agrees.
     #[test]
     fn shortcuts_agree_with_a_full_rescan_after_every_step() {
-        proptest::proptest!(|(steps in proptest::collection::vec((0u8..6, 0u64..6, -50i64..200, 0i64..40), 1..300),
+        proptest::proptest!(|(steps in proptest::collection::vec((0u8..8, 0u64..6, -50i64..200, 0i64..40), 1..300),
                               floor: bool)| {
             let new = if floor { Watermarks::with_clock_floor } else { Watermarks::new };
             let (mut fast, mut full) = (new(5, 30, 4), new(5, 30, 4));
@@ -375,6 +432,8 @@ mod tests {
                     2 => w.handle_tick(now),
                     3 => w.mark_idle(source),
                     4 => w.remove(source),
+                    5 => w.set_holding(source, Some(now + ts.max(0))),
+                    6 => w.set_holding(source, None),
                     // A checkpoint round trip: the caches start empty.
                     _ => {
                         let bytes = postcard::to_allocvec(&*w).unwrap_or_default();
@@ -490,5 +549,42 @@ mod tests {
         // p2 returns with 40 >= W = 30: aligned at once, W = min(p2) since p1 is idle.
         watermarks.handle_event(2, 41, 0);
         assert_eq!(watermarks.current(), 40);
+    }
+
+    #[test]
+    fn a_hold_keeps_w_where_it_is_until_the_source_catches_up_or_the_hold_expires() {
+        let returning = |until| {
+            let mut watermarks = Watermarks::new(0, 100, 4);
+            watermarks.handle_watermark(1, 50, 0);
+            watermarks.handle_watermark(2, 60, 0);
+            assert_eq!(watermarks.current(), 50);
+            // Device 2 goes quiet; W follows device 1 alone.
+            watermarks.handle_tick(100);
+            watermarks.handle_watermark(1, 200, 150);
+            assert_eq!(watermarks.current(), 200);
+            // Device 2 comes back draining a backlog, far behind: without a hold it would not
+            // count (R11); with one, W stops where it is.
+            watermarks.handle_watermark(2, 70, 160);
+            watermarks.set_holding(2, until);
+            watermarks.handle_watermark(1, 300, 170);
+            watermarks
+        };
+        assert_eq!(returning(None).current(), 300, "no hold: the fleet moves on");
+        let mut held = returning(Some(260));
+        assert_eq!(held.current(), 200);
+        // It catches up to 250: W follows it, below device 1's 300.
+        held.handle_watermark(2, 250, 180);
+        assert_eq!(held.current(), 250);
+        held.set_holding(2, None);
+        held.handle_watermark(2, 280, 190);
+        assert_eq!(held.current(), 280, "caught up, it is an aligned source like any other");
+
+        let mut expiring = returning(Some(260));
+        expiring.handle_tick(250);
+        assert_eq!(expiring.current(), 200);
+        expiring.handle_tick(260);
+        assert_eq!(expiring.current(), 300, "the hold expired behind W");
+        expiring.handle_watermark(2, 100, 265);
+        assert_eq!(expiring.current(), 300);
     }
 }

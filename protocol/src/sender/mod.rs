@@ -116,6 +116,10 @@ pub struct Sender<const FRAMES: usize = 64, const RETX: usize = 32> {
     pending_timing: Option<AckTiming>,
     /// `wall - mono` and quality, from the driver, for heartbeats.
     wall_offset: Option<(i64, ClockQuality)>,
+    /// The last heartbeat said the device was draining a backlog: the ACK that ends the drain
+    /// makes the next heartbeat due at once, so the collector learns that the stream is
+    /// complete (and closes the windows the backlog filled) without waiting an interval.
+    reported_draining: bool,
     stats: SenderStats,
 }
 
@@ -144,6 +148,7 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
             last_heartbeat_at: None,
             pending_timing: None,
             wall_offset: None,
+            reported_draining: false,
             stats: SenderStats::default(),
         }
     }
@@ -317,6 +322,9 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
             });
         }
 
+        if self.reported_draining && !self.draining(backlog) {
+            self.last_heartbeat_at = None;
+        }
         self.note_reachable(backlog.head());
         if let Some(number) = largest_newly_acked {
             let largest = match self.largest_acked {
@@ -712,6 +720,12 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
         seal_control(sealer, now, ControlRef::Tombstone(&tombstone), buf)
     }
 
+    /// Whether the backlog holds events older than the live region that were not
+    /// acknowledged yet (an outage's or a restart's backlog, older epochs included).
+    fn draining<B: Backlog>(&self, backlog: &B) -> bool {
+        backlog.tail() < self.live_start
+    }
+
     fn transmit_heartbeat<B: Backlog>(
         &mut self,
         now: Instant,
@@ -724,11 +738,15 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
         let oldest_available = if tail.epoch == head.epoch { tail.seq } else { 0 };
         // The receiver may expect everything below the live cursor: that much was offered.
         let next_seq = if self.live_cursor.epoch == head.epoch { self.live_cursor.seq } else { 0 };
+        let draining = self.draining(backlog);
         let heartbeat = HeartbeatRepr {
             stream: self.config.stream,
             epoch: head.epoch,
             oldest_available: oldest_available.min(next_seq),
             next_seq,
+            assigned_end: head.seq.max(next_seq),
+            held_epochs_back: head.epoch.saturating_sub(tail.epoch.min(head.epoch)),
+            draining,
             wall_now: self.wall_offset.map(|(offset, quality)| WallTime {
                 unix_micros: now.as_micros().wrapping_add(offset as u64) as i64,
                 quality,
@@ -737,6 +755,7 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
         };
         let len = seal_control(sealer, now, ControlRef::Heartbeat(&heartbeat), buf)?;
         self.last_heartbeat_at = Some(now);
+        self.reported_draining = draining;
         self.stats.heartbeats_sent += 1;
         Ok(Transmit { len, kind: FrameKind::Heartbeat, events: 0 })
     }

@@ -57,10 +57,17 @@ impl AckTiming {
     }
 }
 
-/// Sent when idle (and with every new clock sample): the device's clock now is the header's
-/// `sent_at`; `[oldest_available, next_seq)` is what the device still holds for this
-/// `(stream, epoch)`, so the receiver detects tail loss and knows what is repairable (PGM's
-/// SPM).
+/// Sent at least every heartbeat interval (and at once when a backlog has been delivered):
+/// the device's clock now is the header's `sent_at`; `[oldest_available, next_seq)` is what
+/// the device still holds for this `(stream, epoch)` and has offered, so the receiver detects
+/// tail loss and knows what is repairable (PGM's SPM).
+///
+/// The last three fields are a completeness claim (MillWheel's low watermark, with the device
+/// as the injector): at `sent_at`, every sequence number below `assigned_end` had been
+/// assigned in this epoch, and any event assigned later gets a higher one. Once the collector
+/// holds every sequence number below `assigned_end` (delivered or tombstoned) and the device
+/// held nothing of an older epoch (`held_epochs_back == 0`), nothing sequenced before
+/// `sent_at` can still arrive on this stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeartbeatRepr {
     pub stream: StreamId,
@@ -69,6 +76,15 @@ pub struct HeartbeatRepr {
     pub next_seq: Seq,
     pub wall_now: Option<WallTime>,
     pub ack_timing: Option<AckTiming>,
+    /// The sequence number the next event of this epoch gets (the buffer's head); at least
+    /// `next_seq`.
+    pub assigned_end: Seq,
+    /// How many epochs back the oldest event the device still holds is (0: none older than
+    /// this epoch). Older epochs' events are replayed as backlog after a reboot.
+    pub held_epochs_back: u64,
+    /// The device holds a backlog it has not had acknowledged (older than its live events):
+    /// it is draining an outage or a restart.
+    pub draining: bool,
 }
 
 /// Why a device dropped events on purpose.
@@ -120,6 +136,9 @@ pub(super) struct HeartbeatWire {
     next_seq: Seq,
     wall_now: Option<WallTime>,
     ack_timing: Option<AckTiming>,
+    assigned_end: Seq,
+    held_epochs_back: u64,
+    draining: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -139,11 +158,14 @@ impl HeartbeatRepr {
             next_seq: self.next_seq,
             wall_now: self.wall_now,
             ack_timing: self.ack_timing,
+            assigned_end: self.assigned_end,
+            held_epochs_back: self.held_epochs_back,
+            draining: self.draining,
         })
     }
 
     pub(super) fn from_wire(header: &Header, wire: HeartbeatWire) -> Result<HeartbeatRepr, Reject> {
-        if wire.oldest_available > wire.next_seq {
+        if wire.oldest_available > wire.next_seq || wire.next_seq > wire.assigned_end {
             return Err(Reject::Malformed);
         }
         Ok(HeartbeatRepr {
@@ -153,6 +175,9 @@ impl HeartbeatRepr {
             next_seq: wire.next_seq,
             wall_now: wire.wall_now,
             ack_timing: wire.ack_timing,
+            assigned_end: wire.assigned_end,
+            held_epochs_back: wire.held_epochs_back,
+            draining: wire.draining,
         })
     }
 }

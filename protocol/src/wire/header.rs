@@ -5,7 +5,10 @@ use crate::{Epoch, Instant, KeyId};
 use serde::{Deserialize, Serialize};
 
 pub const MAGIC: u8 = 0xD7;
-pub const VERSION: u8 = 1;
+/// 2: heartbeats carry a completeness claim (`assigned_end`, `held_epochs_back`, `draining`).
+/// A collector and its devices must speak the same version: a frame of another is rejected
+/// as `UnknownVersion`, counted, and never half-read.
+pub const VERSION: u8 = 2;
 /// 2 fixed bytes + varint u32 (5) + varint u64 (10) + varint u64 (10).
 pub const HEADER_BYTES_MAX: usize = 2 + 5 + 10 + 10;
 
@@ -119,9 +122,11 @@ mod tests {
     #[test]
     fn header_rejects_by_reason() {
         assert_eq!(Header::parse(&[]).unwrap_err(), Reject::Truncated);
-        assert_eq!(Header::parse(&[0x00, 0x11, 0, 0, 0]).unwrap_err(), Reject::BadMagic);
-        assert_eq!(Header::parse(&[MAGIC, 0x21, 0, 0, 0]).unwrap_err(), Reject::UnknownVersion);
-        assert_eq!(Header::parse(&[MAGIC, 0x1F, 0, 0, 0]).unwrap_err(), Reject::UnknownKind);
-        assert_eq!(Header::parse(&[MAGIC, 0x11, 0x80]).unwrap_err(), Reject::Truncated);
+        let data = (VERSION << 4) | FrameKind::Data as u8;
+        assert_eq!(Header::parse(&[0x00, data, 0, 0, 0]).unwrap_err(), Reject::BadMagic);
+        assert_eq!(Header::parse(&[MAGIC, 0x11, 0, 0, 0]).unwrap_err(), Reject::UnknownVersion);
+        assert_eq!(Header::parse(&[MAGIC, ((VERSION + 1) << 4) | 1, 0, 0, 0]).unwrap_err(), Reject::UnknownVersion);
+        assert_eq!(Header::parse(&[MAGIC, (VERSION << 4) | 0x0F, 0, 0, 0]).unwrap_err(), Reject::UnknownKind);
+        assert_eq!(Header::parse(&[MAGIC, data, 0x80]).unwrap_err(), Reject::Truncated);
     }
 }
