@@ -101,6 +101,8 @@ fn run(frames: &Frames) -> Run {
         max_commit_bytes: defaults.log.max_commit_bytes,
         keys_file: None,
         development_device: None,
+        claim_interval_ms: Some(defaults.watermark.claim_interval_ms),
+        max_streams: defaults.limits.max_streams,
     };
     let acceptor = Acceptor::new(
         config,

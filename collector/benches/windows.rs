@@ -11,6 +11,7 @@ use driftlog_collector::log::block::{BlockBuilder, block_records};
 use driftlog_collector::log::record::EventsHead;
 use driftlog_collector::windows::config::{WatermarkSection, default_windows};
 use driftlog_collector::windows::pipeline::Pipeline;
+use driftlog_collector::windows::store::NoStore;
 use driftlog_eventtime::clock::{ClockFix, Method};
 use driftlog_protocol::Instant;
 use driftlog_protocol::wire::{Event, EventChainWriter, Payload, Sample, Tag, Tags};
@@ -86,8 +87,9 @@ fn main() {
             let (_, records) = block_records(*first_offset, block).expect("blocks decode");
             for item in records {
                 let (_, record) = item.expect("records decode");
-                pipeline.handle(&record, &mut out);
+                pipeline.handle(&record, &NoStore, &mut out).expect("nothing is stored");
             }
+            pipeline.end_block(&mut out);
             outputs += out.len();
             out.clear();
         }

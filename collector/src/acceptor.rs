@@ -10,13 +10,14 @@
 //! durable state and frames are refused until a probe commit succeeds: nothing unwritten is
 //! ever acknowledged or remembered as seen, so the devices keep and retransmit it.
 
+use crate::claims::Claims;
 use crate::clocks::{ClockChanges, Clocks};
 use crate::committer::{Client, CommitResult};
 use crate::id_hash::IdMap;
 use crate::ingest::{Batch, ReplyPath, Route};
 use crate::keys::Keys;
 use crate::log::block::BlockBuilder;
-use crate::log::record::{EventsHead, GapHead, RecordKind, encode_gap};
+use crate::log::record::{EventsHead, GapHead, RecordKind, encode_gap, encode_head};
 use crate::log::{Commit, Dedup};
 use crate::metrics::{AcceptorSnapshot, Metrics};
 use driftlog_eventtime::clock::ClockConfig;
@@ -37,6 +38,10 @@ pub struct AcceptorConfig {
     pub max_commit_bytes: usize,
     pub keys_file: Option<PathBuf>,
     pub development_device: Option<DeviceId>,
+    /// Completeness claims are stored at most this often per stream (see [`Claims`]); `None`
+    /// stores none (no windows are computed, so nothing reads them).
+    pub claim_interval_ms: Option<u64>,
+    pub max_streams: usize,
 }
 
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -75,6 +80,7 @@ pub struct Acceptor {
     clocks: Clocks,
     /// Clock models in the commit in flight, put back if it fails.
     clocks_in_flight: ClockChanges,
+    claims: Option<Claims>,
     keys_modified: Option<std::time::SystemTime>,
     next_keys_check: StdInstant,
     next_snapshot: StdInstant,
@@ -109,6 +115,7 @@ impl Acceptor {
         let now = StdInstant::now();
         let keys_modified = modified(&config.keys_file);
         let builder = BlockBuilder::new(config.max_block_bytes);
+        let claims = config.claim_interval_ms.map(|interval| Claims::new(interval, config.max_streams));
         Acceptor {
             config,
             endpoint,
@@ -128,6 +135,7 @@ impl Acceptor {
             origin_unix_us: (now_unix_ms()).saturating_mul(1_000),
             clocks: Clocks::new(ClockConfig::default(), 100_000),
             clocks_in_flight: Default::default(),
+            claims,
             keys_modified,
             next_keys_check: now + KEYS_CHECK_INTERVAL,
             next_snapshot: now,
@@ -332,7 +340,7 @@ impl Acceptor {
                     self.builder.push(1, |out| encode_gap(RecordKind::Tombstone, &head, out));
                 }
             }
-            Delivery::Heartbeat { unrecoverable, .. } => {
+            Delivery::Heartbeat { heartbeat, unrecoverable } => {
                 for range in unrecoverable {
                     let head = GapHead {
                         device: key.device,
@@ -343,6 +351,12 @@ impl Acceptor {
                         received_unix_us,
                     };
                     self.builder.push(1, |out| encode_gap(RecordKind::Gap, &head, out));
+                }
+                // After the gaps it explains: the window pipeline reads them in this order.
+                if let Some(claims) = &mut self.claims
+                    && let Some(claim) = claims.admit(key, &received.header, heartbeat, received_unix_us, &self.clocks)
+                {
+                    self.builder.push(1, |out| encode_head(RecordKind::Claim, &claim, out));
                 }
             }
         }
@@ -428,6 +442,9 @@ impl Acceptor {
                 // commit was cut: the devices still hold it and will send it again.
                 self.endpoint.rollback_uncommitted();
                 self.clocks.restore_dirty(std::mem::take(&mut self.clocks_in_flight));
+                if let Some(claims) = &mut self.claims {
+                    claims.forget();
+                }
                 self.builder.finish(0);
                 self.block_events = 0;
                 self.block_started = None;

@@ -7,6 +7,7 @@
 //! readers ([`forward`], `log tail`, [`replay`]) keep their own offsets.
 
 pub mod acceptor;
+pub mod claims;
 pub mod clocks;
 pub mod committer;
 pub mod config;

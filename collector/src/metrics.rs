@@ -4,7 +4,7 @@
 //! last-seen times as a snapshot every few hundred milliseconds, so scraping never touches
 //! the acceptor's state.
 
-use crate::windows::pipeline::PipelineStats;
+use crate::windows::pipeline::{PipelineStats, StateSnapshot};
 use driftlog_eventtime::clock::Estimate;
 use driftlog_protocol::DeviceId;
 use driftlog_protocol::endpoint::EndpointStats;
@@ -55,6 +55,8 @@ pub struct Metrics {
     pub snapshot: Mutex<AcceptorSnapshot>,
     /// Log offsets the window processor never read (retention removed them first).
     pub windows_offsets_skipped: AtomicU64,
+    /// Rounds of the window processor that failed (the log unavailable); it retries.
+    pub windows_errors: AtomicU64,
     pub windows_outputs_committed: AtomicU64,
     pub windows_enabled: AtomicBool,
     pub windows: Mutex<WindowsSnapshot>,
@@ -66,7 +68,7 @@ pub struct WindowsSnapshot {
     pub stats: PipelineStats,
     pub watermark_unix_us: i64,
     pub now_unix_us: i64,
-    pub open_windows: u64,
+    pub state: StateSnapshot,
     pub next_offset: u64,
 }
 
@@ -310,7 +312,87 @@ impl Metrics {
             "gauge",
             watermark_seconds(windows.watermark_unix_us),
         );
-        series("driftlog_windows_open", "Windows holding state.", "gauge", windows.open_windows as f64);
+        let state = &windows.state;
+        series(
+            "driftlog_windows_open",
+            "Fleet windows in memory (open, or holding late updates).",
+            "gauge",
+            state.fleet_windows_open as f64,
+        );
+        series(
+            "driftlog_windows_stored",
+            "Fleet windows that fired and wait in the log's file for late events or their cleanup.",
+            "gauge",
+            state.fleet_windows_stored as f64,
+        );
+        series(
+            "driftlog_windows_late_updates_pending",
+            "Fleet windows holding late events not emitted yet (a draining device still owes them events).",
+            "gauge",
+            state.late_updates_pending as f64,
+        );
+        series("driftlog_windows_devices", "Devices the windows track.", "gauge", state.devices as f64);
+        series(
+            "driftlog_windows_devices_open",
+            "Devices with per-device windows waiting for their completeness (or their time-out).",
+            "gauge",
+            state.devices_with_open_windows as f64,
+        );
+        series(
+            "driftlog_windows_devices_holding",
+            "Devices draining a backlog that hold the fleet's watermark.",
+            "gauge",
+            state.devices_holding as f64,
+        );
+        series(
+            "driftlog_windows_devices_resident",
+            "Devices whose window state is in memory (the rest is in the log's file).",
+            "gauge",
+            state.devices_resident as f64,
+        );
+        series(
+            "driftlog_windows_state_memory_bytes",
+            "Estimated memory of window state in memory (watermark.state_memory_bytes bounds the device units).",
+            "gauge",
+            (state.resident_bytes + state.pending_bytes) as f64,
+        );
+        series(
+            "driftlog_windows_units_loaded_total",
+            "Device window units read back from the log's file.",
+            "counter",
+            state.residency.loaded as f64,
+        );
+        series(
+            "driftlog_windows_units_evicted_total",
+            "Device window units moved out of memory.",
+            "counter",
+            state.residency.evicted as f64,
+        );
+        series(
+            "driftlog_windows_units_unreadable_total",
+            "Stored device window units that did not decode (the device started afresh).",
+            "counter",
+            state.residency.unreadable as f64,
+        );
+        series("driftlog_window_claims_total", "Completeness claims the windows read.", "counter", stats.claims as f64);
+        series(
+            "driftlog_window_results_timed_out_total",
+            "Per-device window results emitted because the device stayed away watermark.max_outage_ms.",
+            "counter",
+            stats.timed_out as f64,
+        );
+        series(
+            "driftlog_windows_devices_forgotten_total",
+            "Devices forgotten for the watermark.max_devices bound.",
+            "counter",
+            stats.devices_forgotten as f64,
+        );
+        series(
+            "driftlog_windows_errors_total",
+            "Window processor rounds that failed (log unavailable) and were retried.",
+            "counter",
+            self.windows_errors.load(Ordering::Relaxed) as f64,
+        );
         series("driftlog_window_events_total", "Numeric events the windows processed.", "counter", stats.events as f64);
         series("driftlog_window_results_total", "Window results emitted (INSERT).", "counter", stats.results as f64);
         series(

@@ -13,6 +13,7 @@
 use crate::log::Log;
 use crate::log::record::{Record, RecordKind, encode_head};
 use crate::windows::config::{WatermarkSection, WindowSection};
+use crate::windows::store::NoStore;
 use driftlog_protocol::{DeviceId, Epoch, StreamId};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -78,7 +79,8 @@ impl Pipeline {
     }
 
     pub fn handle(&mut self, offset: u64, record: &Record<'_>) {
-        self.windows.handle(record, &mut self.replayed);
+        // Nothing is stored: a replay's window state stays in memory, pending.
+        let _ = self.windows.handle(record, &NoStore, &mut self.replayed);
         self.summary.records += 1;
         self.summary.next_offset = offset + record.width();
         match record {
@@ -109,6 +111,7 @@ impl Pipeline {
                 entry.seq_end = entry.seq_end.max(head.range.end);
             }
             Record::Window(w) => {
+                // Compared as this build writes them (a kind-4 record reads as `Watermark`).
                 let mut bytes = Vec::new();
                 encode_head(RecordKind::Window, w, &mut bytes);
                 self.stored.push((offset, bytes));
@@ -118,8 +121,13 @@ impl Pipeline {
                 encode_head(RecordKind::Late, l, &mut bytes);
                 self.stored.push((offset, bytes));
             }
-            Record::Tick(_) | Record::Other { .. } => {}
+            Record::Tick(_) | Record::Claim(_) | Record::Other { .. } => {}
         }
+    }
+
+    /// The end of a log block (late fleet updates are emitted per block, as live).
+    pub fn end_block(&mut self) {
+        self.windows.end_block(&mut self.replayed);
     }
 
     /// `comparable`: see [`WindowsReplay::comparable`].
@@ -167,12 +175,17 @@ pub fn replay(
         let mut advanced = false;
         for block in &blocks {
             let (_, records) = block.decode()?;
+            let mut read = false;
             for (offset, record) in &records {
                 if offset + record.width() <= next {
                     continue;
                 }
                 pipeline.handle(*offset, record);
                 next = offset + record.width();
+                read = true;
+            }
+            if read {
+                pipeline.end_block();
                 advanced = true;
             }
         }

@@ -166,6 +166,8 @@ pub fn run(
         max_commit_bytes: config.log.max_commit_bytes,
         keys_file: config.keys_file.clone(),
         development_device: config.development_key.then_some(config.development_device_id),
+        claim_interval_ms: (!config.windows.is_empty()).then_some(config.watermark.claim_interval_ms),
+        max_streams: config.limits.max_streams,
     };
     let mut clocks = crate::clocks::Clocks::new(config.clock.to_config(), config.clock.max_models);
     let clock_models = clocks.restore(log.clocks()?);

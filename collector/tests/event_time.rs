@@ -10,12 +10,17 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use support::{CollectorProcess, event_ids, simulate, wait_until, write_fleet_keys};
 
+// Per-device windows wait for their device's completeness; devices that stop (these do once
+// their events are delivered) are closed after `max_outage_ms`, so the last windows close.
 const WINDOWS: &str = r#"
 [watermark]
 out_of_orderness_ms = 200
 idle_timeout_ms = 500
 tick_interval_ms = 100
 checkpoint_interval_ms = 100
+max_outage_ms = 3000
+max_backlog_hold_ms = 2000
+stream_silence_ms = 3000
 
 [[windows]]
 name = "w1s"
@@ -64,13 +69,16 @@ fn late(lines: &[Value], window: &str) -> u64 {
     lines.iter().filter(|l| l["kind"] == "late" && l["window"] == window).count() as u64
 }
 
-/// Waits until the processor has read everything and closed every window (the fleet is
-/// idle, so the watermark passes the collector clock's bound).
+/// Waits until the processor has read everything and closed every window: the fleet is idle,
+/// so its watermark passes the collector clock's bound, and the devices stopped, so their own
+/// windows time out.
 fn wait_for_windows(collector: &CollectorProcess) {
     assert!(
         wait_until(Duration::from_secs(30), || {
             let m = collector.metrics();
-            m.get("driftlog_windows_lag_offsets") == Some(&0.0) && m.get("driftlog_windows_open") == Some(&0.0)
+            m.get("driftlog_windows_lag_offsets") == Some(&0.0)
+                && m.get("driftlog_windows_open") == Some(&0.0)
+                && m.get("driftlog_windows_devices_open") == Some(&0.0)
         }),
         "windows never closed: {:?}",
         collector.metrics().into_iter().filter(|(k, _)| k.contains("window")).collect::<Vec<_>>()

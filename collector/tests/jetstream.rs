@@ -357,10 +357,11 @@ fn window_results_are_forwarded_and_ticks_do_not_stall_the_forwarder() {
     let devices = 2;
     let per_device = 500;
     write_fleet_keys(&dir.path().join("keys.toml"), devices);
-    // Windows on (the forwarder_toml of the other tests turns them off), closing quickly.
+    // Windows on (the forwarder_toml of the other tests turns them off), closing quickly: the
+    // devices stop once delivered, so their last windows close by time-out.
     let forward = forwarder_toml(&nats.url()).replace("windows = []\n", "");
     let extra = format!(
-        "[watermark]\nidle_timeout_ms = 300\ntick_interval_ms = 50\ncheckpoint_interval_ms = 50\n[[windows]]\nname = \"w\"\ntype = \"tumbling\"\nsize_ms = 500\n{forward}"
+        "[watermark]\nidle_timeout_ms = 300\ntick_interval_ms = 50\ncheckpoint_interval_ms = 50\nmax_outage_ms = 1000\nmax_backlog_hold_ms = 500\n[[windows]]\nname = \"w\"\ntype = \"tumbling\"\nsize_ms = 500\n{forward}"
     );
     let collector = CollectorProcess::start(dir.path(), &extra);
     let report =
@@ -369,6 +370,7 @@ fn window_results_are_forwarded_and_ticks_do_not_stall_the_forwarder() {
     let done = wait_until(Duration::from_secs(30), || {
         let m = collector.metrics();
         m.get("driftlog_windows_open") == Some(&0.0)
+            && m.get("driftlog_windows_devices_open") == Some(&0.0)
             && m.get("driftlog_windows_lag_offsets") == Some(&0.0)
             && m.get("driftlog_forwarder_lag_offsets") == Some(&0.0)
     });

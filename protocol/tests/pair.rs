@@ -157,6 +157,7 @@ fn heartbeats_claim_completeness_and_report_the_end_of_a_drain_at_once() {
     let mut sender: Sender = Sender::new(config, &backlog);
     let mut heartbeats = Vec::new();
     let mut now = start;
+    let mut data_frames = 0;
     let mut step = |now: Instant,
                     sender: &mut Sender,
                     backlog: &mut MemoryBacklog,
@@ -165,13 +166,16 @@ fn heartbeats_claim_completeness_and_report_the_end_of_a_drain_at_once() {
         while let Some(transmit) = sender.poll_transmit(now, backlog, &mut sealer, &mut buf).unwrap() {
             let frame = &buf[..transmit.len];
             let opened = open(frame, Direction::FromDevice, 1500, |id| (id == KEY_ID).then_some(&key)).unwrap();
-            if let Body::Heartbeat(heartbeat) = opened.body {
-                heartbeats.push((now, heartbeat));
+            match opened.body {
+                Body::Heartbeat(heartbeat) => heartbeats.push((now, heartbeat)),
+                _ => data_frames += 1,
             }
+            assert!(!heartbeats.is_empty(), "the heartbeat announcing the drain goes before the backlog");
             endpoint.handle_datagram(now, frame).unwrap();
         }
     };
-    // The first poll sends the backlog and the first heartbeat, which claims the head.
+    // The first poll sends the first heartbeat, which claims the head and says a drain
+    // begins, then the backlog.
     step(now, &mut sender, &mut backlog, &mut endpoint, &mut heartbeats);
     assert_eq!(heartbeats.len(), 1);
     let first = &heartbeats[0].1;

@@ -67,8 +67,9 @@ pub fn messages(prefix: &str, offset: u64, record: &Record<'_>, out: &mut Vec<Me
             id: format!("late-{}-{}", l.window, l.id),
             payload: json_payload(offset, record),
         }),
-        // The processor's clock notes are internal.
-        Record::Tick(_) => {}
+        // The processor's clock notes and the devices' completeness claims are internal: what
+        // they decide reaches consumers as window results.
+        Record::Tick(_) | Record::Claim(_) => {}
         Record::Other { .. } => {
             let mut lines = Vec::new();
             crate::log::record::to_json_lines(offset, record, &mut lines);

@@ -14,6 +14,7 @@ pub mod census;
 pub mod record;
 mod varint;
 
+use crate::windows::store::{StateStore, StoredEntry};
 use block::{BlockHead, EncodedBlock, block_records, decode_block};
 use driftlog_protocol::KeyId;
 use driftlog_protocol::endpoint::RECEIVER_RANGES;
@@ -32,6 +33,10 @@ const READERS: TableDefinition<&str, u64> = TableDefinition::new("readers");
 const CLOCKS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("clocks");
 /// Derived-state checkpoints (window state), keyed by the reader that produced them.
 const CHECKPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("checkpoints");
+/// Window state that is not in memory (see `windows::store`): one unit per device ...
+const WINDOW_UNITS: TableDefinition<u64, &[u8]> = TableDefinition::new("window_units");
+/// ... and fleet windows that fired and wait for late events or their cleanup.
+const WINDOW_STORED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("window_stored");
 
 const NEXT_OFFSET: &str = "next_offset";
 const HELD_BYTES: &str = "held_bytes";
@@ -133,6 +138,11 @@ pub struct Checkpoint {
     pub reader: String,
     pub next_offset: u64,
     pub state: Vec<u8>,
+    /// Window state written since the last checkpoint (`None` deletes).
+    pub window_units: Vec<(u64, Option<Vec<u8>>)>,
+    pub window_stored: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Drop all stored window state first (the windows start afresh).
+    pub reset_window_state: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -224,6 +234,8 @@ impl Log {
         txn.open_table(READERS)?;
         txn.open_table(CLOCKS)?;
         txn.open_table(CHECKPOINTS)?;
+        txn.open_table(WINDOW_UNITS)?;
+        txn.open_table(WINDOW_STORED)?;
         {
             let mut meta = txn.open_table(META)?;
             let format = meta.get(FORMAT)?.map(|v| v.value());
@@ -366,6 +378,7 @@ impl Log {
             if let Some(checkpoint) = &commit.checkpoint {
                 readers.insert(checkpoint.reader.as_str(), checkpoint.next_offset)?;
                 txn.open_table(CHECKPOINTS)?.insert(checkpoint.reader.as_str(), checkpoint.state.as_slice())?;
+                write_window_state(&txn, checkpoint)?;
             }
             let first_offset = blocks.first()?.map_or(next, |(k, _)| k.value());
             Committed { first_offset, next_offset: next, held_bytes: held, blocks_deleted: deleted }
@@ -426,6 +439,34 @@ impl Log {
             visit(BlockRef { first_offset: key.value(), value: value.value() })?;
         }
         Ok(())
+    }
+
+    /// [`Self::visit_blocks`] that also hands `visit` the stored window state, read in the
+    /// same transaction (a second one would take the database's read lock twice).
+    pub fn visit_blocks_with_state<E: From<LogError>>(
+        &self,
+        offset: u64,
+        max_blocks: usize,
+        mut visit: impl FnMut(BlockRef<'_>, &dyn StateStore) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let db = self.db();
+        let txn = db.begin_read().map_err(LogError::from)?;
+        let store = TxnStore { txn: &txn };
+        let table = txn.open_table(BLOCKS).map_err(LogError::from)?;
+        let before = table.range(..=offset).map_err(LogError::from)?.next_back().transpose().map_err(LogError::from)?;
+        let start = before.map_or(offset, |(k, _)| k.value());
+        for entry in table.range(start..).map_err(LogError::from)?.take(max_blocks) {
+            let (key, value) = entry.map_err(LogError::from)?;
+            visit(BlockRef { first_offset: key.value(), value: value.value() }, &store)?;
+        }
+        Ok(())
+    }
+
+    /// The stored window state, read in its own transaction.
+    pub fn with_window_state<T>(&self, read: impl FnOnce(&dyn StateStore) -> T) -> Result<T, LogError> {
+        let db = self.db();
+        let txn = db.begin_read()?;
+        Ok(read(&TxnStore { txn: &txn }))
     }
 
     /// Up to `max_blocks` blocks holding offsets at or after `offset`, in order, copied out.
@@ -492,5 +533,55 @@ impl Log {
         txn.open_table(READERS)?.insert(name, offset)?;
         txn.commit()?;
         Ok(())
+    }
+}
+
+/// Applies a checkpoint's window state changes.
+fn write_window_state(txn: &redb::WriteTransaction, checkpoint: &Checkpoint) -> Result<(), LogError> {
+    let mut units = txn.open_table(WINDOW_UNITS)?;
+    let mut stored = txn.open_table(WINDOW_STORED)?;
+    if checkpoint.reset_window_state {
+        units.retain(|_, _| false)?;
+        stored.retain(|_, _| false)?;
+    }
+    for (device, value) in &checkpoint.window_units {
+        match value {
+            Some(bytes) => units.insert(*device, bytes.as_slice())?,
+            None => units.remove(*device)?,
+        };
+    }
+    for (key, value) in &checkpoint.window_stored {
+        match value {
+            Some(bytes) => stored.insert(key.as_slice(), bytes.as_slice())?,
+            None => stored.remove(key.as_slice())?,
+        };
+    }
+    Ok(())
+}
+
+/// Window state read from one read transaction.
+struct TxnStore<'t> {
+    txn: &'t redb::ReadTransaction,
+}
+
+impl StateStore for TxnStore<'_> {
+    fn unit(&self, device: u64) -> Result<Option<Vec<u8>>, LogError> {
+        let table = self.txn.open_table(WINDOW_UNITS)?;
+        Ok(table.get(device)?.map(|v| v.value().to_vec()))
+    }
+
+    fn stored_window(&self, key: &[u8]) -> Result<Option<Vec<u8>>, LogError> {
+        let table = self.txn.open_table(WINDOW_STORED)?;
+        Ok(table.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    fn stored_windows(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<StoredEntry>, LogError> {
+        let table = self.txn.open_table(WINDOW_STORED)?;
+        let mut out = Vec::new();
+        for entry in table.range(from..to)?.take(limit) {
+            let (key, value) = entry?;
+            out.push((key.value().to_vec(), value.value().to_vec()));
+        }
+        Ok(out)
     }
 }

@@ -28,8 +28,8 @@ pub enum RecordKind {
     Tombstone = 2,
     /// A gap the collector inferred from a heartbeat: the device no longer holds the range.
     Gap = 3,
-    /// Window results (the event-time issue).
-    Window = 4,
+    /// Window results as first written (without [`ClosedBy`]): read, never written.
+    WindowV1 = 4,
     /// StatsD flushes (the StatsD issue).
     StatsdFlush = 5,
     /// Events later than the allowed lateness (the event-time issue).
@@ -39,6 +39,11 @@ pub enum RecordKind {
     Tick = 7,
     /// A run of events continuing a slot opened earlier in the same block (format 3).
     EventsNext = 8,
+    /// Window results: INSERT / RETRACT / FINAL, with what closed the window.
+    Window = 9,
+    /// A device's completeness claim (from a heartbeat): the per-device watermarks are computed
+    /// from the log, so replays give identical results.
+    Claim = 10,
 }
 
 impl RecordKind {
@@ -47,11 +52,13 @@ impl RecordKind {
             1 => RecordKind::Events,
             2 => RecordKind::Tombstone,
             3 => RecordKind::Gap,
-            4 => RecordKind::Window,
+            4 => RecordKind::WindowV1,
             5 => RecordKind::StatsdFlush,
             6 => RecordKind::Late,
             7 => RecordKind::Tick,
             8 => RecordKind::EventsNext,
+            9 => RecordKind::Window,
+            10 => RecordKind::Claim,
             _ => return None,
         })
     }
@@ -61,11 +68,12 @@ impl RecordKind {
             RecordKind::Events => "events",
             RecordKind::Tombstone => "tombstone",
             RecordKind::Gap => "gap",
-            RecordKind::Window => "window",
+            RecordKind::Window | RecordKind::WindowV1 => "window",
             RecordKind::StatsdFlush => "statsd_flush",
             RecordKind::Late => "late",
             RecordKind::Tick => "tick",
             RecordKind::EventsNext => "events_next",
+            RecordKind::Claim => "claim",
         }
     }
 }
@@ -196,6 +204,28 @@ pub fn guard_config() -> ClockConfig {
     ClockConfig { future_tolerance_us: 300_000_000, max_age_us: 365 * 86_400_000_000, ..ClockConfig::default() }
 }
 
+/// What made a window emit a result.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClosedBy {
+    /// The fleet's watermark passed it (windows not kept per device), or a late update.
+    #[default]
+    Watermark,
+    /// The device's completeness passed it: every event it will ever hold is in.
+    Completeness,
+    /// The device stayed away longer than `watermark.max_outage_ms`: emitted as it stood.
+    Timeout,
+}
+
+impl ClosedBy {
+    pub fn name(self) -> &'static str {
+        match self {
+            ClosedBy::Watermark => "watermark",
+            ClosedBy::Completeness => "completeness",
+            ClosedBy::Timeout => "timeout",
+        }
+    }
+}
+
 /// One changelog entry of a window (`Window` record).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WindowRecord {
@@ -213,8 +243,65 @@ pub struct WindowRecord {
     pub last: f64,
     /// `(q, value)` for each configured quantile.
     pub quantiles: Vec<(f64, f64)>,
-    /// The fleet watermark when the result was emitted.
+    /// The watermark that emitted it: the device's for per-device windows, else the fleet's.
     pub watermark_unix_us: i64,
+    pub closed_by: ClosedBy,
+}
+
+/// [`WindowRecord`] as kind 4 stored it, before `closed_by`.
+#[derive(Deserialize)]
+struct WindowRecordV1 {
+    window: String,
+    change: Change,
+    key: String,
+    start_unix_us: i64,
+    end_unix_us: i64,
+    count: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    last: f64,
+    quantiles: Vec<(f64, f64)>,
+    watermark_unix_us: i64,
+}
+
+impl From<WindowRecordV1> for WindowRecord {
+    fn from(w: WindowRecordV1) -> WindowRecord {
+        WindowRecord {
+            window: w.window,
+            change: w.change,
+            key: w.key,
+            start_unix_us: w.start_unix_us,
+            end_unix_us: w.end_unix_us,
+            count: w.count,
+            sum: w.sum,
+            min: w.min,
+            max: w.max,
+            last: w.last,
+            quantiles: w.quantiles,
+            watermark_unix_us: w.watermark_unix_us,
+            closed_by: ClosedBy::Watermark,
+        }
+    }
+}
+
+/// A heartbeat's completeness claim (`Claim` record), as the acceptor stored it: the device
+/// time mapped to the collector's clock with the model in force, so the window pipeline (and
+/// every replay) reads the same number. See `driftlog_eventtime::window::completeness`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimRecord {
+    pub device: DeviceId,
+    pub stream: StreamId,
+    pub epoch: Epoch,
+    /// The heartbeat's send time, device monotonic µs.
+    pub sent_at_us: u64,
+    /// Every sequence number below this had been assigned at `sent_at_us`.
+    pub assigned_end: Seq,
+    pub older_epochs_held: bool,
+    pub draining: bool,
+    /// `sent_at_us` on the collector's clock (never after `received_unix_us`).
+    pub at_unix_us: i64,
+    pub received_unix_us: i64,
 }
 
 /// An event a window could not take (`Late` record): behind the watermark by more than the
@@ -261,6 +348,7 @@ pub enum Record<'a> {
     Window(WindowRecord),
     Late(LateRecord),
     Tick(TickRecord),
+    Claim(ClaimRecord),
     /// Kinds this build does not interpret (or that carry their own encoding).
     Other {
         kind: u8,
@@ -300,6 +388,7 @@ impl<'a> Record<'a> {
             Record::Window(_) => RecordKind::Window.name(),
             Record::Late(_) => RecordKind::Late.name(),
             Record::Tick(_) => RecordKind::Tick.name(),
+            Record::Claim(_) => RecordKind::Claim.name(),
             Record::Other { kind, .. } => RecordKind::from_byte(*kind).map_or("unknown", RecordKind::name),
         }
     }
@@ -326,6 +415,8 @@ impl<'a> Record<'a> {
                 Ok(Record::Gap { kind: k, head })
             }
             Some(RecordKind::Window) => Ok(Record::Window(decode_exact(rest)?)),
+            Some(RecordKind::WindowV1) => Ok(Record::Window(decode_exact::<WindowRecordV1>(rest)?.into())),
+            Some(RecordKind::Claim) => Ok(Record::Claim(decode_exact(rest)?)),
             Some(RecordKind::Late) => Ok(Record::Late(decode_exact(rest)?)),
             Some(RecordKind::Tick) => Ok(Record::Tick(decode_exact(rest)?)),
             _ => Ok(Record::Other { kind, bytes: rest }),
@@ -463,6 +554,7 @@ pub fn to_json_lines(offset: u64, record: &Record<'_>, out: &mut Vec<serde_json:
                 "last": w.last,
                 "quantiles": quantiles,
                 "watermark_unix_us": w.watermark_unix_us,
+                "closed_by": w.closed_by.name(),
             }))
         }
         Record::Late(l) => out.push(json!({
@@ -476,6 +568,19 @@ pub fn to_json_lines(offset: u64, record: &Record<'_>, out: &mut Vec<serde_json:
             "watermark_unix_us": l.watermark_unix_us,
         })),
         Record::Tick(t) => out.push(json!({"offset": offset, "kind": "tick", "now_unix_us": t.now_unix_us})),
+        Record::Claim(c) => out.push(json!({
+            "offset": offset,
+            "kind": "claim",
+            "device": c.device,
+            "stream": c.stream,
+            "epoch": c.epoch,
+            "t2_sent_us": c.sent_at_us,
+            "assigned_end": c.assigned_end,
+            "older_epochs_held": c.older_epochs_held,
+            "draining": c.draining,
+            "at_unix_us": c.at_unix_us,
+            "t3_received_unix_us": c.received_unix_us,
+        })),
         Record::Other { kind, bytes } => out.push(json!({
             "offset": offset,
             "kind": record.kind_name(),

@@ -7,19 +7,43 @@ use driftlog_eventtime::clock::ClockConfig;
 use driftlog_eventtime::window::{WindowKind, WindowSpec};
 use serde::Deserialize;
 
-/// How event time advances: one watermark per device, the minimum over active devices.
+/// How event time advances.
+///
+/// Each device has its own watermark from sequence completeness: what it has delivered (and
+/// its heartbeats' claims of what it had assigned) less `out_of_orderness_ms`. Per-device
+/// windows close on it, so an offline device's windows wait for its backlog. Fleet windows
+/// close on the fleet's watermark: the minimum over devices that are not idle, where a device
+/// draining a backlog holds it for up to `max_backlog_hold_ms`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WatermarkSection {
-    /// Bounded out-of-orderness B: a device's watermark trails its newest corrected event
-    /// time by this much, so events up to B out of order still land in open windows.
+    /// B: how long before it is sequenced (given its place in the device's buffer) an event
+    /// may be stamped. The agent stamps at ingest and sequences at its next group commit (at
+    /// most 1 s later), so events can be out of order by that much; a device's watermark
+    /// trails its completeness by B.
     pub out_of_orderness_ms: u64,
     /// A device that sends nothing for this long (collector clock) stops holding the fleet's
     /// watermark back; when every device is idle the watermark jumps to the highest one, so a
-    /// silent fleet still closes its windows.
+    /// silent fleet still closes its windows. Per-device windows do not use it: they wait.
     pub idle_timeout_ms: u64,
-    /// Devices tracked; events of more are still windowed, but do not move the watermark.
+    /// Devices tracked (watermarks and per-device window state); beyond it the device heard
+    /// from least recently without open windows is forgotten.
     pub max_devices: usize,
+    /// A device not heard from for this long (collector clock) has its open per-device windows
+    /// emitted as they stand, marked `closed_by: timeout`. Also the default allowed lateness
+    /// of fleet windows, so a returning device's data still counts in them.
+    pub max_outage_ms: u64,
+    /// The longest a device draining a backlog holds the fleet's watermark (collector clock).
+    pub max_backlog_hold_ms: u64,
+    /// A device stream whose heartbeats stop while the device's others go on no longer holds
+    /// the device's watermark once its last claim is this much older than the newest.
+    pub stream_silence_ms: u64,
+    /// Heartbeats' completeness claims are stored in the log at most this often per stream
+    /// (and at once when a drain starts or ends).
+    pub claim_interval_ms: u64,
+    /// Memory for window state: devices' units in use and fleet windows not yet settled.
+    /// The rest lives in the log's file and is read back when a record needs it.
+    pub state_memory_bytes: u64,
     /// How often, while caught up, the processor notes the collector clock in the log (a
     /// `tick` record) so idleness is measured from the log and replays stay identical.
     pub tick_interval_ms: u64,
@@ -33,6 +57,11 @@ impl Default for WatermarkSection {
             out_of_orderness_ms: 2_000,
             idle_timeout_ms: 10_000,
             max_devices: 100_000,
+            max_outage_ms: 86_400_000,
+            max_backlog_hold_ms: 30_000,
+            stream_silence_ms: 30_000,
+            claim_interval_ms: 1_000,
+            state_memory_bytes: 64 << 20,
             tick_interval_ms: 1_000,
             checkpoint_interval_ms: 1_000,
         }
@@ -120,10 +149,14 @@ pub struct WindowSection {
     /// days in UTC+8. Must be smaller than the size (tumbling) or slide (hopping).
     #[serde(default)]
     pub offset_ms: i64,
-    /// Late events within this much of a fired window update it (RETRACT + INSERT);
-    /// later ones become `late` records.
+    /// Late events within this much of a fired window update it (RETRACT + INSERT, once per
+    /// window and log block however many events it takes); later ones become `late` records.
+    /// Default: 0 for per-device windows (they wait for their device, so nothing is late but
+    /// events stamped more than `watermark.out_of_orderness_ms` before they were sequenced),
+    /// `watermark.max_outage_ms` for fleet windows (a device back from an outage still
+    /// counts).
     #[serde(default)]
-    pub allowed_lateness_ms: u64,
+    pub allowed_lateness_ms: Option<u64>,
     /// Results are keyed by metric name plus these tags' values.
     #[serde(default)]
     pub group_by_tags: Vec<String>,
@@ -165,7 +198,7 @@ pub fn default_windows() -> Vec<WindowSection> {
         slide_ms: None,
         gap_ms: None,
         offset_ms: 0,
-        allowed_lateness_ms: 0,
+        allowed_lateness_ms: None,
         group_by_tags: Vec::new(),
         per_device: true,
         emit_final: false,
@@ -200,8 +233,14 @@ impl WindowSection {
         }
     }
 
+    /// The allowed lateness in force (see the field).
+    pub fn allowed_lateness_ms(&self, watermark: &WatermarkSection) -> u64 {
+        self.allowed_lateness_ms.unwrap_or(if self.per_device { 0 } else { watermark.max_outage_ms })
+    }
+
     /// The engine's spec, or the first thing wrong with this entry.
-    pub fn spec(&self) -> Result<WindowSpec, FieldError> {
+    pub fn spec(&self, watermark: &WatermarkSection) -> Result<WindowSpec, FieldError> {
+        let allowed_lateness_ms = self.allowed_lateness_ms(watermark);
         let name_ok = !self.name.is_empty()
             && self.name.len() <= 64
             && self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
@@ -217,7 +256,7 @@ impl WindowSection {
         if self.quantiles.len() > 16 {
             return Err((self.field("quantiles"), "at most 16".into()));
         }
-        if self.allowed_lateness_ms > MAX_WINDOW_MS {
+        if allowed_lateness_ms > MAX_WINDOW_MS {
             return Err((self.field("allowed_lateness_ms"), "must be at most 366 days".into()));
         }
         if self.max_open_windows == 0 {
@@ -261,7 +300,7 @@ impl WindowSection {
         };
         let spec = WindowSpec {
             kind,
-            allowed_lateness: us(self.allowed_lateness_ms),
+            allowed_lateness: us(allowed_lateness_ms),
             emit_final: self.emit_final,
             max_open_windows: self.max_open_windows,
         };
@@ -293,6 +332,24 @@ pub fn validate(
     if watermark.max_devices == 0 {
         return Err(("watermark.max_devices".into(), "must be at least 1".into()));
     }
+    if !(1_000..=MAX_WINDOW_MS).contains(&watermark.max_outage_ms) {
+        return Err(("watermark.max_outage_ms".into(), "must be between 1 s and 366 days".into()));
+    }
+    if watermark.max_backlog_hold_ms > watermark.max_outage_ms {
+        return Err(("watermark.max_backlog_hold_ms".into(), "must not exceed max_outage_ms".into()));
+    }
+    if watermark.stream_silence_ms < 2 * watermark.claim_interval_ms {
+        return Err((
+            "watermark.stream_silence_ms".into(),
+            "must be at least twice claim_interval_ms (a live stream would look silent)".into(),
+        ));
+    }
+    if !(10..=60_000).contains(&watermark.claim_interval_ms) {
+        return Err(("watermark.claim_interval_ms".into(), "must be between 10 and 60000 ms".into()));
+    }
+    if watermark.state_memory_bytes < 1 << 20 {
+        return Err(("watermark.state_memory_bytes".into(), "must be at least 1 MiB".into()));
+    }
     if !(10..=60_000).contains(&watermark.tick_interval_ms) {
         return Err(("watermark.tick_interval_ms".into(), "must be between 10 and 60000 ms".into()));
     }
@@ -305,7 +362,7 @@ pub fn validate(
     clock.to_config().validate().map_err(|error| ("clock".to_string(), error.to_string()))?;
     let mut names = std::collections::BTreeSet::new();
     for window in windows {
-        window.spec()?;
+        window.spec(watermark)?;
         if !names.insert(window.name.as_str()) {
             return Err(("windows.name".into(), format!("{:?} is used twice", window.name)));
         }

@@ -1,17 +1,33 @@
 //! The deterministic event-time pipeline: log records in, window changelog and late events out.
 //!
 //! Nothing here reads a clock or depends on when it runs: event times come from each record's
-//! stored clock correction, and processing time (for idleness) from record receive times and
-//! `tick` records. Feeding the same records from the same state therefore yields the same
-//! outputs, which is what makes checkpoints exact and `log replay` byte-identical.
+//! stored clock correction, device progress from the events' sequence numbers and the
+//! acceptor's `claim` records, and processing time (for idleness, holds and time-outs) from
+//! record receive times and `tick` records. Feeding the same records from the same state
+//! therefore yields the same outputs, which is what makes checkpoints exact and `log replay`
+//! byte-identical; where window state happens to live (memory or the log's file) changes
+//! nothing.
+//!
+//! Windows with `per_device = true` close on their device's completeness watermark
+//! ([`super::devices`]); the others on the fleet's ([`super::fleet`]).
 
 use super::config::{WatermarkSection, WindowSection};
+use super::devices::{Devices, IndexEntry, Residency};
+use super::fleet::Fleet;
 use super::key::window_key;
-use crate::log::record::{LateRecord, Record, RecordKind, WindowRecord, encode_head, global_id};
-use driftlog_eventtime::window::{Change, NEG_INF, Output, Watermarks, WindowOperator, WindowResult, WindowSpec};
+use super::store::{Pending, StateStore};
+use crate::log::LogError;
+use crate::log::record::{ClaimRecord, ClosedBy, LateRecord, Record, RecordKind, WindowRecord, encode_head, global_id};
+use driftlog_eventtime::window::{
+    Change, Claim, DeviceOutput, NEG_INF, Output, Ticks, Watermarks, WindowResult, WindowSpec,
+};
+use driftlog_protocol::DeviceId;
 use driftlog_protocol::wire::Payload;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// The checkpoint format this build writes and reads.
+const CHECKPOINT_VERSION: u32 = 2;
 
 /// Counters of the pipeline, checkpointed with it (so they survive restarts exactly).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,121 +43,252 @@ pub struct PipelineStats {
     pub retractions: u64,
     /// Late events (recorded as `late` records), by window.
     pub late: BTreeMap<String, u64>,
+    /// Completeness claims read.
+    pub claims: u64,
+    /// Window results emitted because their device stayed away `max_outage_ms`.
+    pub timed_out: u64,
+    /// Devices forgotten for the `max_devices` bound.
+    pub devices_forgotten: u64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct WindowState {
-    name: String,
-    spec: WindowSpec,
-    operator: WindowOperator,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct State {
-    windows: Vec<WindowState>,
-    watermarks: Watermarks,
+#[derive(Deserialize)]
+struct Header {
+    version: u32,
     now_unix_us: i64,
     stats: PipelineStats,
+    fleet: Fleet,
+    devices: BTreeMap<DeviceId, IndexEntry>,
+}
+
+/// [`Header`] as written: the same fields, borrowed (no copy of the fleet's windows).
+#[derive(Serialize)]
+struct HeaderRef<'a> {
+    version: u32,
+    now_unix_us: i64,
+    stats: &'a PipelineStats,
+    fleet: &'a Fleet,
+    devices: &'a BTreeMap<DeviceId, IndexEntry>,
+}
+
+/// Where a configured window's events go: the index among the per-device or fleet windows.
+#[derive(Clone, Copy, Debug)]
+enum Route {
+    Device(usize),
+    Fleet(usize),
+}
+
+/// The configured windows, and which per-device or fleet window each is.
+#[derive(Debug)]
+struct Sections {
+    all: Vec<WindowSection>,
+    routes: Vec<Route>,
+    /// Index into `all` of each per-device window, and of each fleet window.
+    device: Vec<usize>,
+    fleet: Vec<usize>,
 }
 
 /// An output record, already encoded (kind byte + postcard), in emission order.
 pub type Encoded = Vec<u8>;
 
+/// What a checkpoint commits: the header and the window state written since the last one.
+#[derive(Clone, Debug, Default)]
+pub struct CheckpointDelta {
+    pub header: Vec<u8>,
+    pub pending: Pending,
+}
+
 #[derive(Debug)]
 pub struct Pipeline {
-    sections: Vec<WindowSection>,
-    state: State,
+    sections: Sections,
+    device_windows: Vec<(String, WindowSpec)>,
+    out_of_orderness: Ticks,
+    silence: Ticks,
+    max_hold: Ticks,
+    idle_timeout: Ticks,
+    max_devices: usize,
+    memory_bytes: usize,
+    now_unix_us: Ticks,
+    stats: PipelineStats,
+    fleet: Fleet,
+    devices: Devices,
+    pending: Pending,
     key: String,
     scratch: Vec<Output>,
-    /// The watermark every operator has already been advanced to: advancing again to the
-    /// same one does nothing, so it is skipped (a cache; `NEG_INF` after a restore).
-    advanced_to: i64,
+    device_out: Vec<DeviceOutput>,
+    fleet_out: Vec<(usize, Output)>,
+}
+
+fn us(ms: u64) -> Ticks {
+    i64::try_from(ms.saturating_mul(1_000)).unwrap_or(i64::MAX)
 }
 
 impl Pipeline {
     /// A fresh pipeline. The config was validated, so every spec is valid.
     pub fn new(sections: &[WindowSection], watermark: &WatermarkSection) -> Pipeline {
-        let windows = sections.iter().filter_map(fresh_window).collect();
+        let mut all = Vec::new();
+        let mut routes = Vec::new();
+        let (mut device, mut fleet) = (Vec::new(), Vec::new());
+        let (mut device_windows, mut fleet_windows) = (Vec::new(), Vec::new());
+        for section in sections {
+            let Ok(spec) = section.spec(watermark) else { continue };
+            if section.per_device {
+                routes.push(Route::Device(device_windows.len()));
+                device.push(all.len());
+                device_windows.push((section.name.clone(), spec));
+            } else {
+                routes.push(Route::Fleet(fleet_windows.len()));
+                fleet.push(all.len());
+                fleet_windows.push((section.name.clone(), spec));
+            }
+            all.push(section.clone());
+        }
         let watermarks = Watermarks::with_clock_floor(
-            ms_to_us(watermark.out_of_orderness_ms),
-            ms_to_us(watermark.idle_timeout_ms),
+            us(watermark.out_of_orderness_ms),
+            us(watermark.idle_timeout_ms),
             watermark.max_devices,
         );
+        let max_outage = us(watermark.max_outage_ms);
         Pipeline {
-            sections: sections.to_vec(),
-            state: State { windows, watermarks, now_unix_us: NEG_INF, stats: PipelineStats::default() },
+            sections: Sections { all, routes, device, fleet },
+            device_windows,
+            out_of_orderness: us(watermark.out_of_orderness_ms),
+            silence: us(watermark.stream_silence_ms),
+            max_hold: us(watermark.max_backlog_hold_ms),
+            idle_timeout: us(watermark.idle_timeout_ms),
+            max_devices: watermark.max_devices,
+            memory_bytes: usize::try_from(watermark.state_memory_bytes).unwrap_or(usize::MAX),
+            now_unix_us: NEG_INF,
+            stats: PipelineStats::default(),
+            fleet: Fleet::new(&fleet_windows, watermarks),
+            devices: Devices::new(BTreeMap::new(), max_outage),
+            pending: Pending::default(),
             key: String::new(),
             scratch: Vec::new(),
-            advanced_to: NEG_INF,
+            device_out: Vec::new(),
+            fleet_out: Vec::new(),
         }
     }
 
-    /// Restores a checkpoint. Windows whose config changed (or that are new) start empty;
-    /// windows no longer configured are dropped. Returns the names that were reset.
+    /// Restores a checkpoint header. Windows whose config changed (or that are new) start
+    /// empty, their stored state deleted; per-device windows are matched to the config when
+    /// each device's unit is next read. Returns the fleet window names that were reset.
     pub fn restore(
         sections: &[WindowSection],
         watermark: &WatermarkSection,
         bytes: &[u8],
-    ) -> Result<(Pipeline, Vec<String>), postcard::Error> {
-        let stored: State = postcard::from_bytes(bytes)?;
-        let mut pipeline = Pipeline::new(sections, watermark);
-        let mut reset = Vec::new();
-        let mut previous: BTreeMap<String, WindowState> =
-            stored.windows.into_iter().map(|w| (w.name.clone(), w)).collect();
-        for window in &mut pipeline.state.windows {
-            match previous.remove(&window.name) {
-                Some(old) if old.spec == window.spec => *window = old,
-                _ => reset.push(window.name.clone()),
-            }
+        store: &dyn StateStore,
+    ) -> Result<(Pipeline, Vec<String>), RestoreError> {
+        let header: Header = postcard::from_bytes(bytes).map_err(|_| RestoreError::Unreadable)?;
+        if header.version != CHECKPOINT_VERSION {
+            return Err(RestoreError::Version(header.version));
         }
-        // The watermark settings live in the config: a changed B or idle timeout applies to
-        // the restored per-device state from now on.
-        pipeline.state.watermarks = stored.watermarks;
-        pipeline.state.watermarks.reconfigure(
-            ms_to_us(watermark.out_of_orderness_ms),
-            ms_to_us(watermark.idle_timeout_ms),
+        let mut pipeline = Pipeline::new(sections, watermark);
+        let fleet_windows: Vec<(String, WindowSpec)> = pipeline
+            .sections
+            .all
+            .iter()
+            .filter(|s| !s.per_device)
+            .filter_map(|s| s.spec(watermark).ok().map(|spec| (s.name.clone(), spec)))
+            .collect();
+        pipeline.fleet = header.fleet;
+        pipeline.fleet.reconfigure(
+            us(watermark.out_of_orderness_ms),
+            us(watermark.idle_timeout_ms),
             watermark.max_devices,
         );
-        pipeline.state.now_unix_us = stored.now_unix_us;
-        pipeline.state.stats = stored.stats;
+        let reset = pipeline.fleet.reconcile(&fleet_windows, &mut pipeline.pending, store)?;
+        pipeline.devices = Devices::new(header.devices, us(watermark.max_outage_ms));
+        pipeline.now_unix_us = header.now_unix_us;
+        pipeline.stats = header.stats;
         Ok((pipeline, reset))
     }
 
-    pub fn checkpoint(&self) -> Vec<u8> {
+    /// The header and the state written since the last checkpoint (changed device units go
+    /// in first). Commit it, then call [`Self::checkpoint_committed`].
+    pub fn checkpoint(&mut self) -> CheckpointDelta {
+        self.devices.flush(&mut self.pending);
+        let header = HeaderRef {
+            version: CHECKPOINT_VERSION,
+            now_unix_us: self.now_unix_us,
+            stats: &self.stats,
+            fleet: &self.fleet,
+            devices: self.devices.index(),
+        };
         // Plain data: serialising into a Vec cannot fail.
-        postcard::to_allocvec(&self.state).unwrap_or_default()
+        let header = postcard::to_allocvec(&header).unwrap_or_default();
+        CheckpointDelta { header, pending: self.pending.clone() }
+    }
+
+    /// The last checkpoint is durable: its pending state is now the store's. Units of devices
+    /// quiet for the idle timeout leave memory (their state is stored).
+    pub fn checkpoint_committed(&mut self) {
+        self.pending = Pending::default();
+        let quiet_since = self.now_unix_us.saturating_sub(self.idle_timeout);
+        self.devices.evict(Some(quiet_since), self.memory_bytes, &mut self.pending);
     }
 
     pub fn stats(&self) -> &PipelineStats {
-        &self.state.stats
+        &self.stats
     }
 
+    /// The fleet's watermark.
     pub fn watermark_unix_us(&self) -> i64 {
-        self.state.watermarks.current()
+        self.fleet.current()
     }
 
     /// Processing time: the latest receive time or tick seen.
     pub fn now_unix_us(&self) -> i64 {
-        self.state.now_unix_us
+        self.now_unix_us
     }
 
-    pub fn open_windows(&self) -> usize {
-        self.state.windows.iter().map(|w| w.operator.open_windows()).sum()
+    pub fn snapshot(&self) -> StateSnapshot {
+        StateSnapshot {
+            fleet_windows_open: self.fleet.open_windows() as u64,
+            fleet_windows_stored: self.fleet.stored_windows(),
+            late_updates_pending: self.fleet.late_pending() as u64,
+            devices: self.devices.known() as u64,
+            devices_with_open_windows: self.devices.with_open_windows() as u64,
+            devices_holding: self.fleet.holding(self.now_unix_us) as u64,
+            devices_resident: self.devices.resident() as u64,
+            resident_bytes: self.devices.resident_bytes() as u64,
+            pending_bytes: self.pending.bytes() as u64,
+            residency: self.devices.residency,
+        }
     }
 
-    /// Whether time passing alone (a tick) could still produce output.
+    /// Whether time passing alone (a tick) could still produce output: open windows, holds or
+    /// time-outs to come.
     pub fn waiting_on_time(&self) -> bool {
-        self.open_windows() > 0
+        self.fleet.waiting_on_time() || self.devices.with_open_windows() > 0
     }
 
     /// Processes one record; outputs are appended to `out` encoded as log records. Records
-    /// this pipeline wrote itself (window results, late events) are skipped.
-    pub fn handle(&mut self, record: &Record<'_>, out: &mut Vec<Encoded>) {
+    /// this pipeline wrote itself (window results, late events) are skipped. A storage error
+    /// leaves the pipeline mid-record: restore from the last checkpoint.
+    pub fn handle(
+        &mut self,
+        record: &Record<'_>,
+        store: &dyn StateStore,
+        out: &mut Vec<Encoded>,
+    ) -> Result<(), LogError> {
         match record {
             Record::Events { head, .. } => {
+                let device = head.device;
+                let now = self.now_unix_us.max(head.received_unix_us);
+                let unit = self.devices.unit(device, &self.device_windows, &self.pending, store)?;
+                let mut last_ts = None;
                 for item in record.events() {
                     // A malformed chain was rejected when it was stored; stop at it anyway.
                     let Ok((seq, event)) = item else { break };
+                    let corrected = head.correct(event.mono.as_micros());
+                    if let Some(reason) = corrected.quarantine {
+                        *self.stats.quarantined.entry(reason.name().to_string()).or_default() += 1;
+                    }
+                    if corrected.clamped {
+                        self.stats.clamped += 1;
+                    }
+                    let ts = corrected.unix_us;
+                    last_ts = Some(ts);
                     let value = match &event.payload {
                         Payload::Counter(s)
                         | Payload::Gauge(s)
@@ -149,144 +296,250 @@ impl Pipeline {
                         | Payload::Timer(s)
                         | Payload::Histogram(s) => s.value,
                         Payload::Set(_) | Payload::Opaque(_) => {
-                            self.state.stats.events_not_numeric += 1;
+                            self.stats.events_not_numeric += 1;
                             continue;
                         }
                     };
-                    self.state.stats.events += 1;
-                    let corrected = head.correct(event.mono.as_micros());
-                    if let Some(reason) = corrected.quarantine {
-                        *self.state.stats.quarantined.entry(reason.name().to_string()).or_default() += 1;
-                    }
-                    if corrected.clamped {
-                        self.state.stats.clamped += 1;
-                    }
-                    let ts = corrected.unix_us;
-                    let before = self.state.watermarks.current();
-                    for (index, section) in self.sections.iter().enumerate() {
-                        let Some(window) = self.state.windows.get_mut(index) else { break };
-                        if window.name != section.name || !section.takes(event.payload.name()) {
+                    self.stats.events += 1;
+                    let name = event.payload.name();
+                    let tags = event.payload.tags();
+                    for (section, route) in self.sections.all.iter().zip(&self.sections.routes) {
+                        if !section.takes(name) {
                             continue;
                         }
-                        let device = section.per_device.then_some(head.device);
-                        window_key(
-                            &mut self.key,
-                            event.payload.name(),
-                            &event.payload.tags(),
-                            &section.group_by_tags,
-                            device,
-                        );
-                        self.scratch.clear();
-                        window.operator.handle_event(&self.key, ts, value, before, &mut self.scratch);
-                        // The id is only written into late records: most events need none.
-                        let late = self.scratch.iter().any(|output| matches!(output, Output::Late { .. }));
-                        let id = late.then(|| global_id(head.device, head.stream, head.epoch, seq));
-                        emit(
-                            &mut self.state.stats,
-                            section,
-                            &window.name,
-                            &mut self.scratch,
-                            before,
-                            id.as_deref(),
-                            out,
-                        );
+                        let device = section.per_device.then_some(device);
+                        window_key(&mut self.key, name, &tags, &section.group_by_tags, device);
+                        match *route {
+                            Route::Device(window) => {
+                                unit.handle_event(
+                                    window,
+                                    &self.key,
+                                    ts,
+                                    value,
+                                    &mut self.scratch,
+                                    &mut self.device_out,
+                                );
+                            }
+                            Route::Fleet(window) => {
+                                self.scratch.clear();
+                                self.fleet.handle_event(
+                                    window,
+                                    &self.key,
+                                    ts,
+                                    value,
+                                    &mut self.pending,
+                                    store,
+                                    &mut self.scratch,
+                                )?;
+                                self.fleet_out.extend(self.scratch.drain(..).map(|output| (window, output)));
+                            }
+                        }
                     }
-                    self.state.watermarks.handle_event(
-                        head.device,
-                        ts,
-                        self.state.now_unix_us.max(head.received_unix_us),
-                    );
-                    self.advance(out);
+                    if !self.device_out.is_empty() || !self.fleet_out.is_empty() {
+                        // The id is only written into late records: most events need none.
+                        let id = global_id(head.device, head.stream, head.epoch, seq);
+                        let fleet_watermark = self.fleet.current();
+                        let outputs = (&mut self.device_out, &mut self.fleet_out);
+                        encode_outputs(&mut self.stats, &self.sections, fleet_watermark, outputs, Some(&id), out);
+                    }
                 }
-                self.observe_time(head.received_unix_us, out);
+                if let Some(last_ts) = last_ts {
+                    unit.handle_events(head.stream, head.epoch, head.first_seq, u64::from(head.count), last_ts);
+                }
+                self.progress(device, now, store, out)?;
+                self.observe_time(head.received_unix_us, store, out)?;
             }
-            Record::Tick(tick) => self.observe_time(tick.now_unix_us, out),
-            Record::Gap { .. } | Record::Window(_) | Record::Late(_) | Record::Other { .. } => {}
+            Record::Gap { head, .. } => {
+                let unit = self.devices.unit(head.device, &self.device_windows, &self.pending, store)?;
+                unit.handle_gap(head.stream, head.epoch, head.range.start, head.range.end);
+                let now = self.now_unix_us.max(head.received_unix_us);
+                self.progress(head.device, now, store, out)?;
+                self.observe_time(head.received_unix_us, store, out)?;
+            }
+            Record::Claim(claim) => {
+                self.stats.claims += 1;
+                let unit = self.devices.unit(claim.device, &self.device_windows, &self.pending, store)?;
+                unit.handle_claim(&to_claim(claim));
+                let now = self.now_unix_us.max(claim.received_unix_us);
+                self.progress(claim.device, now, store, out)?;
+                self.observe_time(claim.received_unix_us, store, out)?;
+            }
+            Record::Tick(tick) => self.observe_time(tick.now_unix_us, store, out)?,
+            Record::Window(_) | Record::Late(_) | Record::Other { .. } => {}
         }
+        Ok(())
     }
 
-    fn observe_time(&mut self, now_unix_us: i64, out: &mut Vec<Encoded>) {
-        if now_unix_us > self.state.now_unix_us {
-            self.state.now_unix_us = now_unix_us;
-        }
-        self.state.watermarks.handle_tick(self.state.now_unix_us);
-        self.advance(out);
+    /// The end of a log block: late updates of fleet windows that no draining device holds
+    /// back are emitted (once per window however many events it took), and settled fleet
+    /// windows leave memory.
+    pub fn end_block(&mut self, out: &mut Vec<Encoded>) {
+        self.fleet.end_block(self.now_unix_us, &mut self.pending, &mut self.fleet_out, &mut self.scratch);
+        self.emit(out);
     }
 
-    fn advance(&mut self, out: &mut Vec<Encoded>) {
-        let watermark = self.state.watermarks.current();
-        if watermark == self.advanced_to {
-            return;
+    /// A device's record was applied to its completeness: move its watermark (firing its
+    /// windows), tell the fleet, and fire what the fleet's watermark closes.
+    fn progress(
+        &mut self,
+        device: DeviceId,
+        now: Ticks,
+        store: &dyn StateStore,
+        out: &mut Vec<Encoded>,
+    ) -> Result<(), LogError> {
+        let unit = self.devices.unit(device, &self.device_windows, &self.pending, store)?;
+        unit.advance(self.out_of_orderness, self.silence, &mut self.scratch, &mut self.device_out);
+        let (watermark, draining) = (unit.watermark(), unit.draining(self.silence));
+        self.devices.heard(device, now);
+        self.fleet.device(device, watermark, draining, now, self.max_hold);
+        self.fleet.advance(&mut self.pending, store, &mut self.fleet_out, &mut self.scratch)?;
+        self.emit(out);
+        for forgotten in self.devices.enforce_bound(self.max_devices, &mut self.pending) {
+            self.fleet.forget(forgotten);
+            self.stats.devices_forgotten += 1;
         }
-        self.advanced_to = watermark;
-        for (section, window) in self.sections.iter().zip(self.state.windows.iter_mut()) {
-            self.scratch.clear();
-            window.operator.advance_watermark(watermark, &mut self.scratch);
-            emit(&mut self.state.stats, section, &window.name, &mut self.scratch, watermark, None, out);
+        self.devices.evict(None, self.memory_bytes, &mut self.pending);
+        Ok(())
+    }
+
+    fn observe_time(
+        &mut self,
+        now_unix_us: i64,
+        store: &dyn StateStore,
+        out: &mut Vec<Encoded>,
+    ) -> Result<(), LogError> {
+        if now_unix_us > self.now_unix_us {
+            self.now_unix_us = now_unix_us;
         }
+        let now = self.now_unix_us;
+        for device in self.devices.timed_out(now) {
+            let unit = self.devices.unit(device, &self.device_windows, &self.pending, store)?;
+            unit.time_out(&mut self.scratch, &mut self.device_out);
+            let watermark = unit.watermark();
+            self.devices.refresh_open(device);
+            // Its watermark moved; whether it drains does not change by itself.
+            self.fleet.device(device, watermark, false, now, self.max_hold);
+        }
+        self.fleet.tick(now);
+        self.fleet.advance(&mut self.pending, store, &mut self.fleet_out, &mut self.scratch)?;
+        self.emit(out);
+        Ok(())
+    }
+
+    /// Encodes the outputs gathered so far.
+    fn emit(&mut self, out: &mut Vec<Encoded>) {
+        let fleet_watermark = self.fleet.current();
+        let outputs = (&mut self.device_out, &mut self.fleet_out);
+        encode_outputs(&mut self.stats, &self.sections, fleet_watermark, outputs, None, out);
     }
 }
 
-fn fresh_window(section: &WindowSection) -> Option<WindowState> {
-    let spec = section.spec().ok()?;
-    let operator = WindowOperator::new(spec.clone()).ok()?;
-    Some(WindowState { name: section.name.clone(), spec, operator })
-}
-
-fn ms_to_us(ms: u64) -> i64 {
-    i64::try_from(ms.saturating_mul(1_000)).unwrap_or(i64::MAX)
-}
-
-fn emit(
+/// Encodes `outputs` (the devices' first, in their order, then the fleet's) as log records;
+/// `event_id` goes into late records.
+fn encode_outputs(
     stats: &mut PipelineStats,
-    section: &WindowSection,
-    name: &str,
-    outputs: &mut Vec<Output>,
-    watermark: i64,
+    sections: &Sections,
+    fleet_watermark: Ticks,
+    (device_out, fleet_out): (&mut Vec<DeviceOutput>, &mut Vec<(usize, Output)>),
     event_id: Option<&str>,
     out: &mut Vec<Encoded>,
 ) {
-    if outputs.is_empty() {
-        return; // Most events change no result.
-    }
-    for output in outputs.drain(..) {
-        let mut bytes = Vec::new();
-        match output {
-            Output::Window { change, result } => {
-                match change {
-                    Change::Insert => stats.results += 1,
-                    Change::Retract => stats.retractions += 1,
-                    Change::Final => {}
-                }
-                encode_head(RecordKind::Window, &window_record(section, name, change, &result, watermark), &mut bytes);
-            }
-            Output::Late { key, ts, value } => {
-                *stats.late.entry(name.to_string()).or_default() += 1;
-                let late = LateRecord {
-                    window: name.to_string(),
-                    key,
-                    id: event_id.unwrap_or_default().to_string(),
-                    event_unix_us: ts,
-                    value,
-                    watermark_unix_us: watermark,
-                };
-                encode_head(RecordKind::Late, &late, &mut bytes);
-            }
+    for output in device_out.drain(..) {
+        let Some(section) = sections.device.get(output.window).and_then(|&i| sections.all.get(i)) else { continue };
+        let closed_by = if output.timed_out { ClosedBy::Timeout } else { ClosedBy::Completeness };
+        if output.timed_out && matches!(output.output, Output::Window { change: Change::Insert, .. }) {
+            stats.timed_out += 1;
         }
-        out.push(bytes);
+        out.push(encode(stats, section, output.output, output.watermark, closed_by, event_id));
     }
+    for (window, output) in fleet_out.drain(..) {
+        let Some(section) = sections.fleet.get(window).and_then(|&i| sections.all.get(i)) else { continue };
+        out.push(encode(stats, section, output, fleet_watermark, ClosedBy::Watermark, event_id));
+    }
+}
+
+/// Why a checkpoint could not be restored; the processor starts the windows afresh.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("the window checkpoint does not decode")]
+    Unreadable,
+    #[error("the window checkpoint is format {0}; this build reads format {CHECKPOINT_VERSION}")]
+    Version(u32),
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+/// What the pipeline holds, for metrics.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StateSnapshot {
+    pub fleet_windows_open: u64,
+    pub fleet_windows_stored: u64,
+    pub late_updates_pending: u64,
+    pub devices: u64,
+    pub devices_with_open_windows: u64,
+    pub devices_holding: u64,
+    pub devices_resident: u64,
+    pub resident_bytes: u64,
+    pub pending_bytes: u64,
+    pub residency: Residency,
+}
+
+fn to_claim(record: &ClaimRecord) -> Claim {
+    Claim {
+        stream: record.stream,
+        epoch: record.epoch,
+        at: record.at_unix_us,
+        assigned_end: record.assigned_end,
+        older_epochs_held: record.older_epochs_held,
+        draining: record.draining,
+    }
+}
+
+fn encode(
+    stats: &mut PipelineStats,
+    section: &WindowSection,
+    output: Output,
+    watermark: i64,
+    closed_by: ClosedBy,
+    event_id: Option<&str>,
+) -> Encoded {
+    let mut bytes = Vec::new();
+    match output {
+        Output::Window { change, result } => {
+            match change {
+                Change::Insert => stats.results += 1,
+                Change::Retract => stats.retractions += 1,
+                Change::Final => {}
+            }
+            let record = window_record(section, change, &result, watermark, closed_by);
+            encode_head(RecordKind::Window, &record, &mut bytes);
+        }
+        Output::Late { key, ts, value } => {
+            *stats.late.entry(section.name.clone()).or_default() += 1;
+            let late = LateRecord {
+                window: section.name.clone(),
+                key,
+                id: event_id.unwrap_or_default().to_string(),
+                event_unix_us: ts,
+                value,
+                watermark_unix_us: watermark,
+            };
+            encode_head(RecordKind::Late, &late, &mut bytes);
+        }
+    }
+    bytes
 }
 
 fn window_record(
     section: &WindowSection,
-    name: &str,
     change: Change,
     result: &WindowResult,
     watermark: i64,
+    closed_by: ClosedBy,
 ) -> WindowRecord {
     let a = &result.aggregate;
     WindowRecord {
-        window: name.to_string(),
+        window: section.name.clone(),
         change,
         key: result.key.clone(),
         start_unix_us: result.start,
@@ -298,5 +551,6 @@ fn window_record(
         last: a.last,
         quantiles: section.quantiles.iter().filter_map(|q| a.quantile(*q).map(|v| (*q, v))).collect(),
         watermark_unix_us: watermark,
+        closed_by,
     }
 }

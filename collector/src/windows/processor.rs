@@ -2,9 +2,11 @@
 //! [`Pipeline`] and commits its outputs together with the next checkpoint.
 //!
 //! Exactly-once without coordination: outputs, the offset they reflect and the window state
-//! go into the log in one transaction, so after a crash the processor resumes from the last
-//! checkpoint and, being deterministic, recomputes exactly the outputs that were not
-//! committed. While caught up it writes `tick` records carrying the collector clock, which
+//! (the pipeline's header, and the device units and stored fleet windows written since the
+//! last checkpoint) go into the log in one transaction, so after a crash the processor resumes
+//! from the last checkpoint and, being deterministic, recomputes exactly the outputs that were
+//! not committed. A storage error while reading state mid-record leaves the pipeline half
+//! through that record, so the processor reopens from the last checkpoint instead. While caught up it writes `tick` records carrying the collector clock, which
 //! is how idleness (a silent fleet still closes its windows) reaches the pipeline without
 //! making it depend on when it runs.
 //!
@@ -15,7 +17,7 @@
 
 use super::READER;
 use super::config::{WatermarkSection, WindowSection};
-use super::pipeline::Pipeline;
+use super::pipeline::{Pipeline, RestoreError};
 use crate::acceptor::now_unix_ms;
 use crate::committer::Client;
 use crate::log::block::BlockBuilder;
@@ -39,6 +41,10 @@ pub const NICE: i32 = 10;
 pub enum ProcessorError {
     #[error(transparent)]
     Log(#[from] LogError),
+    /// Reading window state failed in the middle of a record: the pipeline is reopened from
+    /// its last checkpoint.
+    #[error("reading window state: {0}")]
+    MidRecord(LogError),
     #[error("the committer has stopped")]
     CommitterStopped,
 }
@@ -48,7 +54,11 @@ pub struct Processor {
     log: Arc<Log>,
     committer: Client,
     metrics: Arc<Metrics>,
+    sections: Vec<WindowSection>,
+    watermark: WatermarkSection,
     pipeline: Pipeline,
+    /// The next checkpoint drops all stored window state first (the windows started afresh).
+    reset_state: bool,
     next_offset: u64,
     checkpointed_offset: u64,
     pending: Vec<Vec<u8>>,
@@ -68,27 +78,16 @@ impl Processor {
         sections: &[WindowSection],
         watermark: &WatermarkSection,
     ) -> Result<Processor, LogError> {
-        let (pipeline, next_offset) = match log.checkpoint(READER)? {
-            Some((offset, bytes)) => match Pipeline::restore(sections, watermark, &bytes) {
-                Ok((pipeline, reset)) => {
-                    if !reset.is_empty() {
-                        tracing::warn!(windows = ?reset, "window config changed: these windows start empty");
-                    }
-                    (pipeline, offset)
-                }
-                Err(error) => {
-                    tracing::error!(%error, "window checkpoint unreadable: starting the windows empty at the log's end");
-                    (Pipeline::new(sections, watermark), log.stats()?.next_offset)
-                }
-            },
-            None => (Pipeline::new(sections, watermark), log.stats()?.first_offset),
-        };
+        let (pipeline, next_offset, reset_state) = restore(&log, sections, watermark)?;
         let now = Instant::now();
         Ok(Processor {
             log,
             committer,
             metrics,
+            sections: sections.to_vec(),
+            watermark: watermark.clone(),
             pipeline,
+            reset_state,
             next_offset,
             checkpointed_offset: next_offset,
             pending: Vec::new(),
@@ -112,13 +111,29 @@ impl Processor {
             if let Err(error) = rustix::process::nice(NICE) {
                 tracing::warn!(%error, "cannot lower the window thread's priority; it competes with ingest");
             }
+            let mut failing = false;
             while !shutdown.load(Ordering::Relaxed) {
                 match self.step() {
-                    Ok(true) => {}
-                    Ok(false) => std::thread::sleep(IDLE_POLL),
+                    Ok(progressed) => {
+                        if failing {
+                            tracing::info!("window processor: the log is available again");
+                            failing = false;
+                        }
+                        if !progressed {
+                            std::thread::sleep(IDLE_POLL);
+                        }
+                    }
                     Err(error) => {
-                        tracing::warn!(%error, "window processor: log unavailable; retrying");
+                        // Once per outage, not twice a second while the disk stays full.
+                        if !failing {
+                            tracing::warn!(%error, "window processor: log unavailable; retrying");
+                            failing = true;
+                        }
+                        self.metrics.windows_errors.fetch_add(1, Ordering::Relaxed);
                         std::thread::sleep(RETRY);
+                        if matches!(error, ProcessorError::MidRecord(_)) {
+                            self.reopen();
+                        }
                     }
                 }
             }
@@ -134,7 +149,8 @@ impl Processor {
     fn step(&mut self) -> Result<bool, ProcessorError> {
         let mut progressed = false;
         let log = self.log.clone();
-        log.visit_blocks(self.next_offset, READ_BLOCKS, |block| -> Result<(), ProcessorError> {
+        log.visit_blocks_with_state(self.next_offset, READ_BLOCKS, |block, store| -> Result<(), ProcessorError> {
+            let mut read = false;
             for item in block.records()? {
                 let (offset, record) = item?;
                 let end = offset + record.width();
@@ -145,8 +161,12 @@ impl Processor {
                     // Retention removed records we had not read (only when unprotected).
                     self.metrics.windows_offsets_skipped.fetch_add(offset - self.next_offset, Ordering::Relaxed);
                 }
-                self.pipeline.handle(&record, &mut self.pending);
+                self.pipeline.handle(&record, store, &mut self.pending).map_err(ProcessorError::MidRecord)?;
                 self.next_offset = end;
+                read = true;
+            }
+            if read {
+                self.pipeline.end_block(&mut self.pending);
                 progressed = true;
             }
             Ok(())
@@ -181,17 +201,23 @@ impl Processor {
         if let Some(tick) = &tick {
             builder.push(1, |out| encode_head(RecordKind::Tick, tick, out));
         }
+        let delta = self.pipeline.checkpoint();
         let commit = Commit {
             blocks: builder.finish_into(now_unix_ms(), self.committer.spare_blocks()),
             checkpoint: Some(Checkpoint {
                 reader: READER.to_string(),
                 next_offset: self.next_offset,
-                state: self.pipeline.checkpoint(),
+                state: delta.header,
+                window_units: delta.pending.units.into_iter().collect(),
+                window_stored: delta.pending.windows.into_iter().collect(),
+                reset_window_state: self.reset_state,
             }),
             ..Commit::default()
         };
         // On failure nothing changes: the same outputs and state are committed next time.
         let committed = self.committer.commit(commit).ok_or(ProcessorError::CommitterStopped)??;
+        self.pipeline.checkpoint_committed();
+        self.reset_state = false;
         self.metrics.log_next_offset.fetch_max(committed.next_offset, Ordering::Relaxed);
         self.metrics.windows_outputs_committed.fetch_add(self.pending.len() as u64, Ordering::Relaxed);
         self.pending.clear();
@@ -200,14 +226,54 @@ impl Processor {
         Ok(())
     }
 
+    /// Throws away what was computed since the last checkpoint and resumes from it.
+    fn reopen(&mut self) {
+        match restore(&self.log, &self.sections, &self.watermark) {
+            Ok((pipeline, next_offset, reset_state)) => {
+                self.pipeline = pipeline;
+                self.next_offset = next_offset;
+                self.checkpointed_offset = next_offset;
+                self.reset_state = reset_state;
+                self.pending.clear();
+            }
+            Err(error) => tracing::debug!(%error, "window processor: cannot reopen yet"),
+        }
+    }
+
     fn publish(&self) {
         let snapshot = WindowsSnapshot {
             stats: self.pipeline.stats().clone(),
             watermark_unix_us: self.pipeline.watermark_unix_us(),
             now_unix_us: self.pipeline.now_unix_us(),
-            open_windows: self.pipeline.open_windows() as u64,
+            state: self.pipeline.snapshot(),
             next_offset: self.next_offset,
         };
         *self.metrics.windows.lock().unwrap_or_else(|p| p.into_inner()) = snapshot;
+    }
+}
+
+/// The pipeline from the last checkpoint, the offset to read on from, and whether stored
+/// window state must be dropped (no usable checkpoint: the windows start afresh).
+fn restore(
+    log: &Log,
+    sections: &[WindowSection],
+    watermark: &WatermarkSection,
+) -> Result<(Pipeline, u64, bool), LogError> {
+    let Some((offset, bytes)) = log.checkpoint(READER)? else {
+        return Ok((Pipeline::new(sections, watermark), log.stats()?.first_offset, true));
+    };
+    let restored = log.with_window_state(|store| Pipeline::restore(sections, watermark, &bytes, store))?;
+    match restored {
+        Ok((pipeline, reset)) => {
+            if !reset.is_empty() {
+                tracing::warn!(windows = ?reset, "window config changed: these windows start empty");
+            }
+            Ok((pipeline, offset, false))
+        }
+        Err(RestoreError::Log(error)) => Err(error),
+        Err(error) => {
+            tracing::error!(%error, "window checkpoint unusable: starting the windows empty at the log's end");
+            Ok((Pipeline::new(sections, watermark), log.stats()?.next_offset, true))
+        }
     }
 }

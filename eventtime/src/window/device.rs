@@ -90,6 +90,11 @@ impl DeviceWindows {
         self.operators.iter().map(|(_, op)| op.open_windows()).sum()
     }
 
+    /// Whether some window has not fired yet: what [`Self::time_out`] would close.
+    pub fn has_unfired(&self) -> bool {
+        self.operators.iter().any(|(_, op)| op.has_unfired())
+    }
+
     pub fn completeness_stats(&self) -> CompletenessStats {
         self.completeness.stats()
     }

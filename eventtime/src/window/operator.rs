@@ -276,6 +276,11 @@ impl WindowOperator {
         self.table.len()
     }
 
+    /// Whether some window has not fired yet (others only wait for late elements).
+    pub fn has_unfired(&self) -> bool {
+        self.table.last_fire_time().is_some()
+    }
+
     /// Windows kept, in memory or stored by the caller: what `max_open_windows` bounds.
     fn kept_windows(&self) -> usize {
         self.table.len().saturating_add(self.stored_elsewhere as usize)
@@ -510,5 +515,88 @@ mod tests {
         operator.handle_event("a", i64::MAX, 1.0, NEG_INF, &mut out);
         assert_eq!(describe(&out), [format!("Late a@{}", i64::MAX)]);
         assert_eq!(operator.stats().late_dropped, 1);
+    }
+
+    #[test]
+    fn coalesced_late_elements_update_a_fired_window_once_per_flush() {
+        let mut operator = operator(WindowKind::Tumbling { size: 10, offset: 0 }, 100).with_coalesced_late();
+        let mut out = Vec::new();
+        operator.handle_event("a", 1, 1.0, NEG_INF, &mut out);
+        operator.advance_watermark(20, &mut out);
+        assert_eq!(describe(&out), ["Insert a[0,10) c=1"]);
+        out.clear();
+        for ts in 2..9 {
+            operator.handle_event("a", ts, 1.0, 20, &mut out);
+        }
+        // A late element opening a window that never fired is held back too.
+        operator.handle_event("a", 12, 1.0, 20, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(operator.late_pending(), 2);
+        operator.flush_late(10, &mut out);
+        assert_eq!(describe(&out), ["Retract a[0,10) c=1", "Insert a[0,10) c=8"]);
+        out.clear();
+        operator.flush_late(POS_INF, &mut out);
+        assert_eq!(describe(&out), ["Insert a[10,20) c=1"]);
+        // A pending window reaching its cleanup is emitted before it goes.
+        out.clear();
+        operator.handle_event("a", 3, 1.0, 20, &mut out);
+        operator.advance_watermark(200, &mut out);
+        assert_eq!(describe(&out), ["Retract a[0,10) c=8", "Insert a[0,10) c=9"]);
+    }
+
+    /// Handing settled windows out and restoring them when a late element needs them changes
+    /// no output and no refusal: the same input gives the same changelog as keeping them all.
+    #[test]
+    fn settled_windows_stored_elsewhere_change_nothing() {
+        proptest::proptest!(|(steps in proptest::collection::vec((0u8..4, 0i64..120, 0i64..30), 1..200),
+                              hopping: bool)| {
+            let kind = if hopping {
+                WindowKind::Hopping { size: 10, slide: 5, offset: 0 }
+            } else {
+                WindowKind::Tumbling { size: 10, offset: 0 }
+            };
+            let spec = WindowSpec { kind, allowed_lateness: 25, emit_final: true, max_open_windows: 12 };
+            let mut kept = WindowOperator::new(spec.clone()).unwrap().with_coalesced_late();
+            let mut moving = WindowOperator::new(spec).unwrap().with_coalesced_late().with_settled_tracking();
+            let mut stored: std::collections::BTreeMap<(String, Ticks), StoredWindow> = Default::default();
+            let (mut out_kept, mut out_moving) = (Vec::new(), Vec::new());
+            let mut watermark = NEG_INF;
+            for (op, ts, step) in steps {
+                let key = ["a", "b"][(ts % 2) as usize];
+                match op {
+                    0 | 1 => {
+                        kept.handle_event(key, ts, 1.0, watermark, &mut out_kept);
+                        for bounds in moving.stored_candidates(key, ts) {
+                            if let Some(window) = stored.remove(&(key.to_owned(), bounds.start)) {
+                                moving.restore(key, bounds.start, window);
+                            }
+                        }
+                        moving.handle_event(key, ts, 1.0, watermark, &mut out_moving);
+                    }
+                    2 => {
+                        watermark = watermark.max(ts - 10 + step);
+                        // Due stored windows come back first, so their cleanup (and FINAL)
+                        // happens in order with the others.
+                        let due: Vec<_> = stored.iter().filter(|(_, w)| w.cleanup_at() <= watermark).map(|(k, _)| k.clone()).collect();
+                        for (key, start) in due {
+                            if let Some(window) = stored.remove(&(key.clone(), start)) {
+                                moving.restore(&key, start, window);
+                            }
+                        }
+                        kept.advance_watermark(watermark, &mut out_kept);
+                        moving.advance_watermark(watermark, &mut out_moving);
+                    }
+                    _ => {
+                        kept.flush_late(POS_INF, &mut out_kept);
+                        moving.flush_late(POS_INF, &mut out_moving);
+                        for (key, start, window) in moving.take_settled() {
+                            stored.insert((key, start), window);
+                        }
+                    }
+                }
+                proptest::prop_assert_eq!(&out_kept, &out_moving);
+                proptest::prop_assert_eq!(kept.stats().windows_open, moving.stats().windows_open);
+            }
+        });
     }
 }

@@ -120,6 +120,10 @@ pub struct Sender<const FRAMES: usize = 64, const RETX: usize = 32> {
     /// makes the next heartbeat due at once, so the collector learns that the stream is
     /// complete (and closes the windows the backlog filled) without waiting an interval.
     reported_draining: bool,
+    /// A drain is about to start (a restart with a backlog, or the collector answering after
+    /// an outage): the next heartbeat goes out before any backlog, so the collector knows the
+    /// device is draining (and holds the fleet's windows for it) before the old events land.
+    heartbeat_first: bool,
     stats: SenderStats,
 }
 
@@ -149,6 +153,7 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
             pending_timing: None,
             wall_offset: None,
             reported_draining: false,
+            heartbeat_first: tail < head,
             stats: SenderStats::default(),
         }
     }
@@ -369,6 +374,8 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
         self.backlog_cursor = start;
         self.live_start = head;
         self.live_cursor = head;
+        self.heartbeat_first = true;
+        self.last_heartbeat_at = None;
     }
 
     /// Retransmits NAKed ranges that were sent at least one RTT ago.
@@ -471,6 +478,10 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
     ) -> Result<Option<Transmit>, SendError<B::Error>> {
         let limit = self.config.max_datagram_bytes.min(buf.len());
         let buf = &mut buf[..limit];
+        if self.heartbeat_first {
+            self.heartbeat_first = false;
+            return self.transmit_heartbeat(now, backlog, sealer, buf).map(Some);
+        }
         if self.window_open() {
             if let Some(transmit) = self.transmit_retransmission(now, backlog, sealer, buf)? {
                 return Ok(Some(transmit));
