@@ -8,7 +8,8 @@ mod support;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use support::{CollectorProcess, event_ids, simulate, wait_until, write_fleet_keys};
+use support::relay::Relay;
+use support::{CollectorProcess, event_ids, simulate, simulate_paced, wait_until, write_fleet_keys};
 
 // Per-device windows wait for their device's completeness; devices that stop (these do once
 // their events are delivered) are closed after `max_outage_ms`, so the last windows close.
@@ -181,6 +182,98 @@ fn window_outputs_are_neither_lost_nor_duplicated_across_kill_9() {
     let windows = replay_identical(&collector);
     assert_eq!(windows["identical"], true, "{windows}");
     assert_eq!(collector_terminate(collector), Some(0));
+}
+
+const OUTAGE: &str = r#"
+[watermark]
+out_of_orderness_ms = 200
+idle_timeout_ms = 500
+tick_interval_ms = 100
+checkpoint_interval_ms = 100
+max_outage_ms = 8000
+max_backlog_hold_ms = 5000
+stream_silence_ms = 3000
+
+[[windows]]
+name = "dev"
+type = "tumbling"
+size_ms = 1000
+
+[[windows]]
+name = "fleet"
+type = "tumbling"
+size_ms = 1000
+per_device = false
+"#;
+
+/// One of two devices is cut off for 3 s (longer than the fleet's idle timeout), buffers,
+/// reconnects and drains its backlog slowly; the collector is killed with `kill -9` during the
+/// drain. Its per-device windows waited for it: every event is in one, none is late, and none
+/// was retracted (each fired once, when complete). The fleet window took the backlog late,
+/// with at most one update per window; every event is counted once there too; and a replay
+/// computes byte-identical results.
+#[test]
+fn an_outage_lands_in_its_devices_windows_and_once_in_the_fleets_across_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    write_fleet_keys(&dir.path().join("keys.toml"), 2);
+    let mut collector = CollectorProcess::start(dir.path(), OUTAGE);
+    let relay = Relay::start(collector.udp);
+    let first = driftlog_agent::simulate::FIRST_SIMULATED_DEVICE;
+    let per_device = 400;
+    let steady = {
+        let (address, data) = (collector.udp, dir.path().join("steady"));
+        std::thread::spawn(move || {
+            simulate_paced(address, &data, first, 1, per_device, 50.0, Duration::from_secs(60), 20_000)
+        })
+    };
+    let cut_off = {
+        let (address, data) = (relay.addr, dir.path().join("cut-off"));
+        // A slow drain (150 events at 100/s), so the kill lands in the middle of it.
+        std::thread::spawn(move || {
+            simulate_paced(address, &data, first + 1, 1, per_device, 50.0, Duration::from_secs(60), 100)
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    relay.cut(true);
+    std::thread::sleep(Duration::from_secs(3));
+    relay.cut(false);
+    std::thread::sleep(Duration::from_millis(700));
+    collector.kill9();
+    std::thread::sleep(Duration::from_millis(200));
+    collector.spawn();
+    for agent in [steady, cut_off] {
+        let report = agent.join().unwrap();
+        assert_eq!(report.backlog_remaining, 0, "{report:?}");
+    }
+    assert!(relay.dropped.load(std::sync::atomic::Ordering::Relaxed) > 50, "the outage cut traffic");
+    wait_for_windows(&collector);
+
+    let lines = collector.log_json();
+    let events = 2 * per_device;
+    assert_eq!(event_ids(&lines).len() as u64, events);
+    let cut_key = format!("device={}", first + 1);
+    let device_windows: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "window" && l["window"] == "dev").collect();
+    assert!(device_windows.iter().any(|l| l["key"].as_str().unwrap().ends_with(&cut_key)));
+    for line in &device_windows {
+        assert_eq!(line["change"], "insert", "a per-device window fired before it was complete: {line}");
+        assert!(line["closed_by"] == "completeness" || line["closed_by"] == "timeout", "{line}");
+    }
+    assert_eq!(late(&lines, "dev"), 0, "per-device windows wait for their device");
+    let counted: u64 = materialise(&lines, "dev").values().sum();
+    assert_eq!(counted, events);
+
+    let fleet = materialise(&lines, "fleet");
+    assert_eq!(fleet.values().sum::<u64>() + late(&lines, "fleet"), events);
+    let mut inserts: BTreeMap<(String, i64), u64> = BTreeMap::new();
+    for line in lines.iter().filter(|l| l["kind"] == "window" && l["window"] == "fleet" && l["change"] == "insert") {
+        *inserts
+            .entry((line["key"].as_str().unwrap().to_string(), line["start_unix_us"].as_i64().unwrap()))
+            .or_default() += 1;
+    }
+    assert!(inserts.values().any(|n| *n == 2), "the fleet moved on without the cut-off device: {inserts:?}");
+    assert!(inserts.values().all(|n| *n <= 2), "more than one update of a fleet window: {inserts:?}");
+    let windows = replay_identical(&collector);
+    assert_eq!(windows["identical"], true, "{windows}");
 }
 
 fn collector_terminate(mut collector: CollectorProcess) -> Option<i32> {

@@ -3,6 +3,8 @@
 //! captured, and helpers for `/metrics`, `/health` and `log tail --json`.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod relay;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -223,6 +225,21 @@ pub fn simulate_fleet(
     rate: f64,
     drain_timeout: Duration,
 ) -> driftlog_agent::simulate::SimulationReport {
+    simulate_paced(collector, data_dir, first_device, devices, events, rate, drain_timeout, 20_000)
+}
+
+/// `simulate_fleet` whose devices replay a backlog at `backlog_events_per_second`.
+#[allow(clippy::too_many_arguments)]
+pub fn simulate_paced(
+    collector: SocketAddr,
+    data_dir: &Path,
+    first_device: u64,
+    devices: usize,
+    events: u64,
+    rate: f64,
+    drain_timeout: Duration,
+    backlog_events_per_second: u32,
+) -> driftlog_agent::simulate::SimulationReport {
     use driftlog_agent::simulate::{SimulateOptions, fleet_keys_from, run_fleet};
     let seed = FLEET_SEED;
     let keys = fleet_keys_from(seed, first_device, devices);
@@ -238,7 +255,7 @@ pub fn simulate_fleet(
             data_dir: data_dir.to_path_buf(),
             seed,
             drain_timeout,
-            backlog_events_per_second: 20_000,
+            backlog_events_per_second,
         },
         &keys,
     )
