@@ -2,6 +2,8 @@
 //! device losing its network: the device keeps its events and retransmits them when the
 //! relay lets traffic through again.
 
+#![allow(unreachable_pub)]
+
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
