@@ -26,6 +26,9 @@ fn main() {
     // cortex-m-rt's linker script (it includes memory.x); here rather than in
     // .cargo/config.toml so a RUSTFLAGS in the environment cannot drop it.
     println!("cargo:rustc-link-arg-bins=-Tlink.x");
+    // cortex-m-rt's `device` feature includes device.x for named interrupt handlers; this
+    // firmware names none (its `__INTERRUPTS` points every line at `DefaultHandler`).
+    fs::write(out.join("device.x"), "/* no named interrupt handlers: see src/link.rs */\n").expect("write device.x");
 
     println!("cargo:rerun-if-env-changed=DRIFTLOG_KEY_FILE");
     let key = match env::var_os("DRIFTLOG_KEY_FILE") {

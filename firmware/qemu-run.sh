@@ -17,6 +17,9 @@
 #                    (default target/boot-epoch), so an epoch is never used twice
 #   DRIFTLOG_APPEND  more boot arguments: events=N interval_ms=N drain_s=N key=ID:HEX
 #                    (see src/args.rs)
+#   DRIFTLOG_ICOUNT  QEMU's -icount (default shift=auto,sleep=off: idle device time is
+#                    skipped, so the device clock runs tens of times faster than the host's;
+#                    shift=auto,sleep=on keeps it near the host's)
 #
 # Semihosting output (the firmware's reports) goes to stdout; the exit code is the firmware's
 # (0 done, 2 bad arguments, 3 not everything acknowledged in time, 101 panic).
@@ -54,6 +57,6 @@ fi
 
 exec qemu-system-arm -machine "$machine" -display none -monitor none \
     -semihosting-config enable=on,target=native \
-    -icount shift=auto,sleep=off \
+    -icount "${DRIFTLOG_ICOUNT:-shift=auto,sleep=off}" \
     "${uart[@]}" \
     -kernel "$elf" -append "epoch=$epoch ${DRIFTLOG_APPEND:-}" "$@"

@@ -149,3 +149,86 @@ fn a_killed_device_keeps_everything_acknowledged_and_its_next_epoch_follows_afte
     // The new epoch follows: stored after everything of the old one.
     assert!(new.offsets.iter().min() > old.offsets.iter().max());
 }
+
+#[test]
+fn damaged_serial_frames_and_forged_acks_are_counted_and_rejected_and_nothing_is_lost() {
+    let Some(image) = image() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let collector = collector(dir.path(), &image);
+    let serial = free_port();
+    let bridge = Bridge::start(serial, collector.udp, 0.0, 25);
+    let mangler = firmware_support::Mangler::start(serial, firmware_support::key_id(&image), 401, 10);
+    let events = 200;
+    let mut qemu =
+        Qemu::boot(&image.elf, mangler.listen, 401, &format!("events={events} interval_ms=1000 drain_s=900"));
+    assert_eq!(qemu.wait(RUN_TIMEOUT), 0, "{:?}", qemu.lines.lock().unwrap());
+    let bridge = bridge.stop();
+    let injected = *mangler.injected.lock().unwrap();
+    assert!(injected.forged_acks > 0 && injected.corrupted > 0, "{injected:?}");
+
+    // The firmware: everything delivered, every damaged or forged frame counted, none obeyed.
+    let done = qemu.report("done").unwrap();
+    assert_eq!((done["produced"], done["acknowledged"], done["dropped"]), (events, events, 0), "{done:?}");
+    let link = qemu.report("link").unwrap();
+    assert!(link["forged"] >= injected.forged_acks, "{link:?} {injected:?}");
+    assert!(link["replayed"] >= 1, "{link:?}");
+    assert!(link["bad_frames"] >= 1 && link["oversized_frames"] >= 1, "{link:?}");
+    // The bridge: bad COBS and oversized frames from the device side counted.
+    let bad =
+        |reason| bridge.bad_frames.get_or_create(&driftlog_agent::bridge::metrics::BadFrameLabel { reason }).get();
+    assert!(bad("bad_cobs") >= 1 && bad("oversized") >= 1);
+    // The collector: truncated and damaged frames rejected by reason.
+    let rejected: f64 =
+        ["truncated", "forged", "bad_magic", "malformed", "unknown_kind", "unknown_version", "unknown_key"]
+            .iter()
+            .map(|reason| collector.metric(&format!("driftlog_frames_rejected_total{{reason=\"{reason}\"}}")))
+            .sum();
+    assert!(rejected >= injected.truncated as f64, "rejected {rejected}, {injected:?}");
+
+    let stored = epoch_records(&collector, 401);
+    assert_eq!(stored.events, (0..events).map(|seq| (seq, 1)).collect(), "each event exactly once");
+    assert!(stored.tombstones.is_empty());
+}
+
+/// With `-icount shift=auto,sleep=on` the device clock runs near the host's, so the collector's
+/// clock model can be checked against it: events buffered before the bridge appears arrive
+/// together, yet their corrected times keep the spacing of the device clock and lie before
+/// their arrival by as long as they waited, where receive time would bunch them up.
+#[test]
+fn buffered_firmware_events_get_times_from_the_device_clock_not_their_arrival() {
+    let Some(image) = image() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let collector = collector(dir.path(), &image);
+    let serial = free_port();
+    let events = 60;
+    let mut qemu = Qemu::boot_with(
+        "lm3s6965evb",
+        "shift=auto,sleep=on",
+        &image.elf,
+        serial,
+        501,
+        &format!("events={events} interval_ms=100 drain_s=900"),
+    );
+    // About 1.5 s of readings wait in the ring.
+    std::thread::sleep(Duration::from_millis(1_500));
+    let bridge = Bridge::start(serial, collector.udp, 0.0, 26);
+    assert_eq!(qemu.wait(RUN_TIMEOUT), 0);
+    drop(bridge);
+    let stored = epoch_records(&collector, 501);
+    assert_eq!(stored.events.len() as u64, events);
+    let mut lines = stored.event_lines.clone();
+    lines.sort_by_key(|l| l["seq"].as_u64().unwrap());
+    let first = &lines[0];
+    let waited_us = first["t3_received_unix_us"].as_i64().unwrap() - first["event_unix_us"].as_i64().unwrap();
+    assert!(waited_us > 700_000, "the first event waited in the ring, yet its time is its arrival: {first}");
+    for line in &lines {
+        assert!(line.get("quarantine").is_none(), "{line}");
+        let device_us = line["t1_mono_us"].as_i64().unwrap() - first["t1_mono_us"].as_i64().unwrap();
+        let corrected_us = line["event_unix_us"].as_i64().unwrap() - first["event_unix_us"].as_i64().unwrap();
+        // QEMU's clock follows the host's to within a few percent here.
+        assert!(
+            (corrected_us - device_us).abs() <= 50_000 + device_us / 20,
+            "device {device_us} µs, corrected {corrected_us} µs: {line}"
+        );
+    }
+}

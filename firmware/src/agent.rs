@@ -6,11 +6,11 @@
 //! of the sender's next deadline, the next sample and a byte arriving.
 
 use crate::args::{self, Args};
+use crate::board;
 use crate::link::{self, Decoded, FrameDecoder};
 use crate::ring::Ring;
-use crate::semihosting::{self, EXIT_BAD_ARGUMENTS, EXIT_DONE, EXIT_NOT_DRAINED};
+use crate::semihosting::{self, EXIT_BAD_ARGUMENTS, EXIT_DONE, EXIT_NOT_DRAINED, Line};
 use crate::sensors::{PeriodCounter, Reading, Sensor, SimulatedTemperature};
-use crate::{board, report};
 use driftlog_protocol::wire::{Body, Direction, MacKey, Reject, RejectCounts, ReplayGuard, Sealer, open};
 use driftlog_protocol::{Backlog, Instant, KeyId, Sender, SenderConfig, StreamId};
 use embassy_futures::select::select;
@@ -96,25 +96,22 @@ pub async fn run() -> u32 {
     let args = match boot_args() {
         Ok(args) => args,
         Err(message) => {
-            report!("driftlog-firmware: bad boot arguments: {message}");
+            Line::new("bad_arguments").text(message).send();
             return EXIT_BAD_ARGUMENTS;
         }
     };
     let Some((key_id, secret)) = args.key.or(key::PROVISIONED_KEY) else {
-        report!(
-            "driftlog-firmware: no device key: build with DRIFTLOG_KEY_FILE=<keygen output> or boot with key=ID:HEX"
-        );
+        Line::new("no_key").text("build with DRIFTLOG_KEY_FILE=<keygen output> or boot with key=ID:HEX").send();
         return EXIT_BAD_ARGUMENTS;
     };
-    report!(
-        "driftlog-firmware: boot board={} epoch={} key_id={} outbox_events={} interval_ms={} events={}",
-        board::NAME,
-        args.epoch,
-        key_id,
-        OUTBOX_EVENTS,
-        args.interval_ms,
-        args.events
-    );
+    Line::new("boot")
+        .text(board::NAME)
+        .field("epoch", args.epoch)
+        .field("key_id", u64::from(key_id))
+        .field("outbox_events", OUTBOX_EVENTS as u64)
+        .field("interval_ms", args.interval_ms)
+        .field("events", args.events)
+        .send();
     let temperature = SimulatedTemperature::new(args.epoch);
     let periods = PeriodCounter::new(args.interval_ms * 1_000);
     // The ring and the sender are most of the task's state. Built into one struct, the whole
@@ -172,11 +169,10 @@ impl<'a> Agent<'a> {
                 next_sample_us = (next_sample_us + interval_us).max(now + 1);
                 if !producing {
                     drain_deadline_us = now.saturating_add(self.args.drain_s * 1_000_000);
-                    report!(
-                        "driftlog-firmware: produced epoch={} events={}",
-                        self.args.epoch,
-                        self.ring.stats().produced
-                    );
+                    Line::new("produced")
+                        .field("epoch", self.args.epoch)
+                        .field("events", self.ring.stats().produced)
+                        .send();
                 }
             }
             self.receive(now);
@@ -290,12 +286,11 @@ impl<'a> Agent<'a> {
         if below > self.reported_below && now >= self.next_progress_us {
             self.reported_below = below;
             self.next_progress_us = now + PROGRESS_INTERVAL_US;
-            report!(
-                "driftlog-firmware: acked epoch={} below={} produced={}",
-                self.args.epoch,
-                below,
-                self.ring.stats().produced
-            );
+            Line::new("acked")
+                .field("epoch", self.args.epoch)
+                .field("below", below)
+                .field("produced", self.ring.stats().produced)
+                .send();
         }
     }
 
@@ -303,38 +298,35 @@ impl<'a> Agent<'a> {
         let ring = self.ring.stats();
         let sender = self.sender.stats();
         let link = self.stats;
-        report!(
-            "driftlog-firmware: {outcome} epoch={} produced={} acknowledged={} dropped={} tombstones_forgotten={} held={} uptime_us={}",
-            self.args.epoch,
-            ring.produced,
-            ring.released,
-            ring.dropped,
-            ring.tombstones_forgotten,
-            self.ring.held(),
-            now_us()
-        );
-        report!(
-            "driftlog-firmware: link frames_sent={} bytes_sent={} frames_received={} bytes_received={} bad_frames={} oversized_frames={} rejected={} forged={} replayed={} encode_errors={}",
-            link.frames_sent,
-            link.bytes_sent,
-            link.frames_received,
-            link.bytes_received,
-            link.bad_frames,
-            link.oversized_frames,
-            link.rejected.total(),
-            link.rejected.get(Reject::Forged),
-            link.rejected.get(Reject::Replayed),
-            link.encode_errors
-        );
-        report!(
-            "driftlog-firmware: sender events_sent={} events_retransmitted={} timeouts={} heartbeats={} acks={} stack_high_water_bytes={}",
-            sender.events_sent,
-            sender.events_retransmitted,
-            sender.timeouts,
-            sender.heartbeats_sent,
-            sender.acks_received,
-            stack_high_water_bytes()
-        );
+        Line::new(outcome)
+            .field("epoch", self.args.epoch)
+            .field("produced", ring.produced)
+            .field("acknowledged", ring.released)
+            .field("dropped", ring.dropped)
+            .field("tombstones_forgotten", ring.tombstones_forgotten)
+            .field("held", self.ring.held())
+            .field("uptime_us", now_us())
+            .send();
+        Line::new("link")
+            .field("frames_sent", link.frames_sent)
+            .field("bytes_sent", link.bytes_sent)
+            .field("frames_received", link.frames_received)
+            .field("bytes_received", link.bytes_received)
+            .field("bad_frames", link.bad_frames)
+            .field("oversized_frames", link.oversized_frames)
+            .field("rejected", link.rejected.total())
+            .field("forged", link.rejected.get(Reject::Forged))
+            .field("replayed", link.rejected.get(Reject::Replayed))
+            .field("encode_errors", link.encode_errors)
+            .send();
+        Line::new("sender")
+            .field("events_sent", sender.events_sent)
+            .field("events_retransmitted", sender.events_retransmitted)
+            .field("timeouts", sender.timeouts)
+            .field("heartbeats", sender.heartbeats_sent)
+            .field("acks", sender.acks_received)
+            .field("stack_high_water_bytes", stack_high_water_bytes() as u64)
+            .send();
     }
 }
 

@@ -29,44 +29,65 @@ pub fn start(nvic: &mut NVIC) {
     let _ = nvic;
 }
 
-/// Moves what the UART received into the queue; called from the interrupt.
+/// The interrupt: clears it first (a byte arriving during the drain raises it again), then
+/// moves what the UART holds into the queue.
 fn on_uart_interrupt() {
-    let mut received = false;
-    critical_section::with(|cs| {
-        let mut queue = RX_QUEUE.borrow(cs).borrow_mut();
-        while !queue.is_full() {
-            let Some(byte) = board::uart_read() else { break };
-            // Cannot fail: checked for room.
-            let _ = queue.push_back(byte);
-            received = true;
-        }
-        if queue.is_full() {
-            board::uart_rx_interrupt(false);
-        }
-    });
     board::uart_clear_interrupt();
-    if received {
+    if critical_section::with(drain_uart) {
         RX_READY.signal(());
     }
 }
 
-/// Takes up to `out.len()` received bytes; re-enables the receive interrupt once there is
-/// room again.
+/// Moves received bytes from the UART into the queue until either is empty or full; switches
+/// the receive interrupt off while the queue is full. Returns whether it moved any.
+fn drain_uart(cs: critical_section::CriticalSection<'_>) -> bool {
+    let mut queue = RX_QUEUE.borrow(cs).borrow_mut();
+    let mut received = false;
+    while !queue.is_full() {
+        let Some(byte) = board::uart_read() else { break };
+        // Cannot fail: checked for room.
+        let _ = queue.push_back(byte);
+        received = true;
+    }
+    if queue.is_full() {
+        board::uart_rx_interrupt(false);
+    }
+    received
+}
+
+/// Takes up to `out.len()` received bytes. Once there is room again it switches the receive
+/// interrupt back on and pulls in what waited in the UART meanwhile: a UART that raises its
+/// interrupt per arriving byte (the CMSDK one) would not raise it again for a byte that
+/// arrived while it was off.
 pub fn take_received(out: &mut [u8]) -> usize {
     critical_section::with(|cs| {
-        let mut queue = RX_QUEUE.borrow(cs).borrow_mut();
         let mut count = 0;
-        while count < out.len() {
-            let Some(byte) = queue.pop_front() else { break };
-            out[count] = byte;
-            count += 1;
+        {
+            let mut queue = RX_QUEUE.borrow(cs).borrow_mut();
+            while count < out.len() {
+                let Some(byte) = queue.pop_front() else { break };
+                out[count] = byte;
+                count += 1;
+            }
         }
         if count > 0 {
             board::uart_rx_interrupt(true);
+            drain_uart(cs);
         }
         count
     })
 }
+
+unsafe extern "C" {
+    /// cortex-m-rt's name for the handler below.
+    fn DefaultHandler();
+}
+
+/// The external interrupt vectors, all into `DefaultHandler`, which finds the line from IPSR.
+#[unsafe(link_section = ".vector_table.interrupts")]
+#[unsafe(no_mangle)]
+static __INTERRUPTS: [unsafe extern "C" fn(); board::INTERRUPT_LINES] =
+    [DefaultHandler as unsafe extern "C" fn(); board::INTERRUPT_LINES];
 
 #[cortex_m_rt::exception]
 unsafe fn DefaultHandler(irqn: i16) {

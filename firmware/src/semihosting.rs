@@ -4,8 +4,6 @@
 //! production builds for boards without a probe attached should take `args` from flash
 //! instead (see README).
 
-use core::fmt::Write;
-
 /// Everything produced was acknowledged (or tombstoned and acknowledged).
 pub const EXIT_DONE: u32 = 0;
 /// Missing or malformed boot arguments (no epoch, no key).
@@ -42,23 +40,72 @@ pub fn cmdline(buf: &mut [u8]) -> &str {
     core::str::from_utf8(&buf[..len]).unwrap_or("").trim_end_matches('\0')
 }
 
-/// Writes one line to the host's stdout.
-pub fn report(args: core::fmt::Arguments<'_>) {
-    let mut line: heapless::String<320> = heapless::String::new();
-    // A line longer than the buffer is cut, never a failure.
-    let _ = line.write_fmt(args);
-    let _ = line.push('\n');
-    cortex_m_semihosting::hio::hstdout().map(|mut out| out.write_all(line.as_bytes())).ok();
+/// One report line on the host's stdout: `driftlog-firmware: WORD name=value ...`.
+///
+/// Built by hand rather than with `core::fmt`: the formatting machinery is a few KiB of flash
+/// on a Cortex-M, for lines that hold only words and unsigned numbers. A line longer than the
+/// buffer is cut, never a failure.
+pub struct Line {
+    buf: heapless::Vec<u8, 320>,
 }
 
-#[macro_export]
-macro_rules! report {
-    ($($arg:tt)*) => { $crate::semihosting::report(format_args!($($arg)*)) };
+impl Line {
+    pub fn new(word: &str) -> Line {
+        let mut line = Line { buf: heapless::Vec::new() };
+        line.push(b"driftlog-firmware: ");
+        line.push(word.as_bytes());
+        line
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        let room = self.buf.capacity() - self.buf.len();
+        let _ = self.buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+
+    /// ` text` (a word or a message).
+    pub fn text(mut self, text: &str) -> Line {
+        self.push(b" ");
+        self.push(text.as_bytes());
+        self
+    }
+
+    /// ` name=value`.
+    pub fn field(mut self, name: &str, value: u64) -> Line {
+        self.push(b" ");
+        self.push(name.as_bytes());
+        self.push(b"=");
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        let mut rest = value;
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        self.push(&digits[start..]);
+        self
+    }
+
+    pub fn send(mut self) {
+        self.push(b"\n");
+        // No host attached (a board without a debugger) is no reason to stop.
+        if let Ok(mut out) = cortex_m_semihosting::hio::hstdout() {
+            let _ = out.write_all(&self.buf);
+        }
+    }
 }
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     cortex_m::interrupt::disable();
-    report(format_args!("driftlog-firmware: PANIC {info}"));
+    let mut line = Line::new("PANIC");
+    if let Some(location) = info.location() {
+        line = line.text(location.file()).field("line", u64::from(location.line()));
+    }
+    // A message with arguments would need `core::fmt`; the location finds it.
+    line.text(info.message().as_str().unwrap_or("(message with arguments)")).send();
     exit(EXIT_PANIC)
 }

@@ -127,8 +127,8 @@ pub async fn run(
             }
             Wake::Serial(Ok(0)) => bridge.disconnect("closed by the other end"),
             Wake::Serial(Err(error)) => bridge.disconnect(&error.to_string()),
-            Wake::Serial(Ok(len)) => bridge.from_serial(&serial_buf[..len]).await,
-            Wake::Datagram(Ok(len)) => bridge.to_serial(&udp_buf[..len]).await,
+            Wake::Serial(Ok(len)) => bridge.forward_to_collector(&serial_buf[..len]).await,
+            Wake::Datagram(Ok(len)) => bridge.forward_to_device(&udp_buf[..len]).await,
             // The collector is not listening (ICMP port unreachable): the device retransmits.
             Wake::Datagram(Err(error)) => tracing::debug!(%error, "UDP receive failed"),
             Wake::Summary => {
@@ -186,7 +186,7 @@ impl Bridge {
     }
 
     /// Bytes from the device: every complete frame becomes one datagram to the collector.
-    async fn from_serial(&mut self, bytes: &[u8]) {
+    async fn forward_to_collector(&mut self, bytes: &[u8]) {
         self.metrics.serial_bytes(TO_COLLECTOR, bytes.len());
         let mut frames = Vec::new();
         self.splitter.push(bytes, |split| frames.push(split));
@@ -212,7 +212,7 @@ impl Bridge {
     }
 
     /// A datagram from the collector: one frame to the device.
-    async fn to_serial(&mut self, datagram: &[u8]) {
+    async fn forward_to_device(&mut self, datagram: &[u8]) {
         let Some(stream) = self.connection.as_mut() else {
             self.metrics.drop(TO_DEVICE, "serial_down");
             return;

@@ -6,6 +6,8 @@ use super::{Irq, Register};
 /// its PLL sets RCC first and changes this.
 pub const CORE_HZ: u32 = 12_500_000;
 pub const UART_IRQ: Irq = Irq(5);
+/// Interrupt lines the vector table covers: up to UART0's.
+pub const INTERRUPT_LINES: usize = 6;
 pub const NAME: &str = "lm3s6965";
 
 const UART0: usize = 0x4000_C000;

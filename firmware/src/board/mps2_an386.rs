@@ -5,6 +5,8 @@ use super::{Irq, Register};
 
 pub const CORE_HZ: u32 = 25_000_000;
 pub const UART_IRQ: Irq = Irq(0);
+/// Interrupt lines the vector table covers: UART0's receive and transmit.
+pub const INTERRUPT_LINES: usize = 2;
 pub const NAME: &str = "mps2-an386";
 
 const UART0: usize = 0x4000_4000;
