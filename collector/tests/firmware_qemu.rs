@@ -157,7 +157,7 @@ fn damaged_serial_frames_and_forged_acks_are_counted_and_rejected_and_nothing_is
     let collector = collector(dir.path(), &image);
     let serial = free_port();
     let bridge = Bridge::start(serial, collector.udp, 0.0, 25);
-    let mangler = firmware_support::Mangler::start(serial, firmware_support::key_id(&image), 401, 10);
+    let mangler = firmware_support::mangler::Mangler::start(serial, firmware_support::key_id(&image), 401, 10);
     let events = 200;
     let mut qemu =
         Qemu::boot(&image.elf, mangler.listen, 401, &format!("events={events} interval_ms=1000 drain_s=900"));
@@ -229,6 +229,26 @@ fn buffered_firmware_events_get_times_from_the_device_clock_not_their_arrival() 
         assert!(
             (corrected_us - device_us).abs() <= 50_000 + device_us / 20,
             "device {device_us} µs, corrected {corrected_us} µs: {line}"
+        );
+    }
+}
+
+#[test]
+fn bad_boot_arguments_are_refused_before_anything_is_sent() {
+    let Some(image) = image() else { return };
+    // Nothing listens there: a firmware that started sending would wait for its drain.
+    let serial = free_port();
+    for (epoch, args, word) in [
+        (0, "events=1", "epoch=N is required"),
+        (7, "events=1 colour=blue", "unknown boot argument"),
+        (7, "key=1:abc", "key must be"),
+    ] {
+        let mut qemu = Qemu::boot(&image.elf, serial, epoch, args);
+        assert_eq!(qemu.wait(RUN_TIMEOUT), 2, "{args}");
+        let lines = qemu.lines.lock().unwrap();
+        assert!(
+            lines.iter().any(|l| l.starts_with("driftlog-firmware: bad_arguments") && l.contains(word)),
+            "{args}: {lines:?}"
         );
     }
 }
