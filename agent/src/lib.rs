@@ -15,8 +15,11 @@
 //! - [`metrics`]: optional Prometheus `/metrics` on localhost, rendered from the status.
 //! - [`status`]: the `status.json` the driver publishes for `driftlog-agent status`.
 //! - [`agent`]: wiring for `driftlog-agent run`.
+//! - [`bridge`]: `driftlog-agent bridge`, the gateway between a microcontroller's serial link
+//!   and the collector.
 
 pub mod agent;
+pub mod bridge;
 pub mod clock;
 pub mod config;
 pub mod driver;

@@ -80,6 +80,33 @@ enum Command {
         #[arg(long, default_value_t = 5_000)]
         backlog_rate: u32,
     },
+    /// Carry a microcontroller's serial link (one datagram per COBS frame) to the collector's
+    /// UDP port and back. Holds no state: the firmware and the collector keep reliability end
+    /// to end.
+    Bridge {
+        /// `tcp:HOST:PORT` (listen; QEMU's `-serial tcp:HOST:PORT` connects), `unix:PATH`
+        /// (listen), or a device path such as /dev/ttyUSB0.
+        #[arg(long)]
+        serial: driftlog_agent::bridge::serial::SerialSpec,
+        /// The collector's UDP address.
+        #[arg(long, default_value = "127.0.0.1:7400")]
+        collector: SocketAddr,
+        /// Serve Prometheus metrics on this address (`GET /metrics`).
+        #[arg(long)]
+        metrics: Option<SocketAddr>,
+        /// Baud rate of a device path (8N1, raw).
+        #[arg(long, default_value_t = 115_200)]
+        baud: u32,
+        /// Drop this fraction of frames in each direction (loss injection for tests).
+        #[arg(long, default_value_t = 0.0)]
+        drop_rate: f64,
+        /// Seed of the loss injection (default: from the clock).
+        #[arg(long)]
+        drop_seed: Option<u64>,
+        /// Longest COBS frame accepted from the serial link; longer ones are counted and dropped.
+        #[arg(long, default_value_t = 2_048)]
+        max_frame_bytes: usize,
+    },
     /// Check a config file without running.
     Validate {
         #[arg(long)]
@@ -218,6 +245,38 @@ fn main() -> ExitCode {
                     );
                     if report.backlog_remaining == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
                 }
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            }
+        }
+        Command::Bridge { serial, collector, metrics, baud, drop_rate, drop_seed, max_frame_bytes } => {
+            let drop_seed = drop_seed.unwrap_or_else(|| {
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+            });
+            let options = driftlog_agent::bridge::BridgeOptions {
+                serial,
+                collector,
+                baud,
+                metrics,
+                drop_rate,
+                drop_seed,
+                max_frame_bytes,
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    eprintln!("error: cannot start the runtime: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let result = runtime.block_on(async {
+                let shutdown = shutdown_signal()?;
+                driftlog_agent::bridge::run(options, shutdown).await
+            });
+            match result {
+                Ok(_) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("error: {error:#}");
                     ExitCode::from(EXIT_CONFIG)
