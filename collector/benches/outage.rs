@@ -58,11 +58,14 @@ struct Collector {
 }
 
 impl Collector {
+    /// `extra` is appended after the top-level settings when it starts with a key, after the
+    /// tables when it starts with one.
     fn start(dir: &Path, extra: &str) -> Collector {
         let udp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let (top, tables) = if extra.trim_start().starts_with('[') { ("", extra) } else { (extra, "") };
         let config = format!(
-            "data_dir = {:?}\nkeys_file = {:?}\ndevelopment_key = false\n[ingest.udp]\nlisten = \"{udp}\"\n[http]\nlisten = \"{http}\"\n{extra}",
+            "{top}data_dir = {:?}\nkeys_file = {:?}\ndevelopment_key = false\n[ingest.udp]\nlisten = \"{udp}\"\n[http]\nlisten = \"{http}\"\n{tables}",
             dir.join("data"),
             dir.join("keys.toml"),
         );
@@ -264,12 +267,23 @@ fn agents(outage_s: u64) {
     }
     let affected: Vec<&(u64, u64)> = fleet.values().filter(|(_, r)| *r > 0).collect();
     let late_fleet = lines.iter().filter(|l| l["kind"] == "late" && l["window"] == "fleet_10s").count();
-    let outage_windows: Vec<i64> = seen_at
-        .iter()
-        .filter(|(end, _)| **end > outage_start && **end - 10_000_000 < outage_end)
-        .map(|(_, at)| *at)
-        .collect();
+    // The windows the backlog filled: those that ended before the device came back (the one
+    // it came back in also holds live events, and closes after its end like any other).
+    let outage_windows: Vec<i64> =
+        seen_at.iter().filter(|(end, _)| **end > outage_start && **end <= outage_end).map(|(_, at)| *at).collect();
     let visible = outage_windows.iter().max().map_or(f64::NAN, |at| (at - landed) as f64 / 1e6);
+    if std::env::var_os("FIGURES_OUTAGE_DETAIL").is_some() {
+        for (end, at) in seen_at.iter().filter(|(end, _)| **end > outage_start && **end <= outage_end + 20_000_000) {
+            eprintln!("window ending {:+.2} s from landing, readable {:+.2} s", (end - landed) as f64 / 1e6, (at - landed) as f64 / 1e6);
+        }
+        for claim in lines.iter().filter(|l| l["kind"] == "claim" && l["device"].as_u64() == Some(device_id)) {
+            let at = claim["at_unix_us"].as_i64().unwrap_or(0);
+            if (at - landed).abs() < 8_000_000 {
+                eprintln!("claim at {:+.2} s (received {:+.2}), draining {}", (at - landed) as f64 / 1e6, (claim["t3_received_unix_us"].as_i64().unwrap_or(0) - landed) as f64 / 1e6, claim["draining"]);
+            }
+        }
+        eprintln!("outage end {:+.2} s from landing", (outage_end - landed) as f64 / 1e6);
+    }
     println!("real agents, one device cut off for {outage_s} s (20 events/s each, default windows + a fleet window):");
     println!(
         "  outage events {} / counted in the device's own windows {} ({:.1} %), late {late_device}",
@@ -446,8 +460,9 @@ fn virtual_outage(outage_s: i64) {
     );
 }
 
-/// Part 3: 10 000 devices open a window each and fall silent.
-fn offline(devices: u64) {
+/// Part 3: 10 000 devices open a window each and fall silent; `windows` off for the control
+/// run (the same devices and frames: what the receivers, replay guards and clock models cost).
+fn offline(devices: u64, windows: bool) {
     let dir = tempfile::tempdir().unwrap();
     let mut keys = String::new();
     let mut sealers = Vec::new();
@@ -460,7 +475,8 @@ fn offline(devices: u64) {
     }
     std::fs::write(dir.path().join("keys.toml"), keys).unwrap();
     let budget = env_u64("FIGURES_STATE_MEMORY_BYTES", 64 << 20);
-    let collector = Collector::start(dir.path(), &format!("[watermark]\nstate_memory_bytes = {budget}\n"));
+    let extra = if windows { format!("[watermark]\nstate_memory_bytes = {budget}\n") } else { "windows = []\n".to_string() };
+    let collector = Collector::start(dir.path(), &extra);
     std::thread::sleep(Duration::from_secs(3)); // the keys file is polled
     let (baseline, _) = collector.rss_kib();
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -498,7 +514,7 @@ fn offline(devices: u64) {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
-    let deadline = StdInstant::now() + Duration::from_secs(60);
+    let deadline = StdInstant::now() + Duration::from_secs(if windows { 60 } else { 15 });
     let mut peak_state = 0.0f64;
     while StdInstant::now() < deadline {
         let m = collector.metrics();
@@ -512,6 +528,15 @@ fn offline(devices: u64) {
     }
     let m = collector.metrics();
     let (rss, peak) = collector.rss_kib();
+    if !windows {
+        println!(
+            "  control, windows off (receivers, replay guards, clock models of {devices} devices): RSS {:.1} MiB before, {:.1} MiB peak, {:.1} MiB after",
+            baseline as f64 / 1024.0,
+            peak as f64 / 1024.0,
+            rss as f64 / 1024.0
+        );
+        return;
+    }
     println!("{devices} devices with an open per-device window each, then silent (state_memory_bytes {budget}):");
     println!(
         "  devices with open windows {}, in memory {}; window state in memory at most {:.1} MiB, now {:.1} MiB",
@@ -537,7 +562,8 @@ fn main() {
         }
     }
     if parts.contains("offline") {
-        offline(env_u64("FIGURES_OFFLINE_DEVICES", 10_000));
+        offline(env_u64("FIGURES_OFFLINE_DEVICES", 10_000), true);
+        offline(env_u64("FIGURES_OFFLINE_DEVICES", 10_000), false);
     }
     if parts.contains("agents") {
         agents(env_u64("FIGURES_OUTAGE_S", 60));
