@@ -32,6 +32,8 @@ pub struct CollectorConfig {
     /// Event-time windows (`[[windows]]`); without any, one per-device 10 s tumbling window
     /// over every metric. `windows = []` turns windowing off.
     pub windows: Vec<WindowSection>,
+    /// StatsD listeners and aggregation (`[statsd]`); off when absent.
+    pub statsd: Option<crate::statsd::config::StatsdSection>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -162,6 +164,7 @@ impl Default for CollectorConfig {
             clock: ClockSection::default(),
             watermark: WatermarkSection::default(),
             windows: default_windows(),
+            statsd: None,
         }
     }
 }
@@ -332,6 +335,9 @@ impl CollectorConfig {
         }
         crate::windows::config::validate(&self.watermark, &self.clock, &self.windows)
             .map_err(|(field, message)| invalid(field, message))?;
+        if let Some(statsd) = &self.statsd {
+            statsd.validate().map_err(|(field, message)| invalid(field, message))?;
+        }
         Ok(())
     }
 

@@ -53,11 +53,8 @@ impl<'a> Key<'a> {
             Dialect::DogStatsd => {
                 let mut last: Option<&[u8]> = None;
                 // Selection in byte order: the smallest tag above the last one written.
-                while let Some(next) = self
-                    .tags
-                    .split(|&b| b == b',')
-                    .filter(|tag| !tag.is_empty() && last.is_none_or(|l| *tag > l))
-                    .min()
+                while let Some(next) =
+                    self.tags.split(|&b| b == b',').filter(|tag| !tag.is_empty() && last.is_none_or(|l| *tag > l)).min()
                 {
                     out(b";");
                     sanitize(next, true, out);

@@ -222,11 +222,7 @@ impl<'a> Iterator for LineSamples<'a> {
             }
             State::Dog { values, shared } => {
                 let shared = *shared;
-                let text = if shared.kind == MetricKind::Set {
-                    values.take()?
-                } else {
-                    split_first(values, b':')?
-                };
+                let text = if shared.kind == MetricKind::Set { values.take()? } else { split_first(values, b':')? };
                 Some(dog_sample(self.key, text, shared))
             }
         }
@@ -379,7 +375,10 @@ fn dogstatsd_line(line: &[u8]) -> LineSamples<'_> {
     if tags.split(|&b| b == b',').count() > MAX_TAGS {
         return fail(ErrorReason::TooManyTags, name);
     }
-    LineSamples { key: Key { name, tags, dialect: Dialect::DogStatsd }, state: State::Dog { values: Some(values), shared } }
+    LineSamples {
+        key: Key { name, tags, dialect: Dialect::DogStatsd },
+        state: State::Dog { values: Some(values), shared },
+    }
 }
 
 fn dog_sample<'a>(key: Key<'a>, text: &'a [u8], shared: Shared<'a>) -> Result<Sample<'a>, SampleError<'a>> {
