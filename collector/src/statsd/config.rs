@@ -17,8 +17,8 @@ pub struct StatsdSection {
     pub unix_datagram: Option<PathBuf>,
     /// Unix stream socket path (newline-framed, as the reference's `socket`).
     pub unix_stream: Option<PathBuf>,
-    /// `flushInterval`: how often aggregates are flushed to the log, ms. Flushes fall on
-    /// wall-clock multiples of it.
+    /// `flushInterval`: how often aggregates are flushed to the log, ms, counted from the
+    /// collector's start as the reference does.
     pub flush_interval_ms: u64,
     /// `percentThreshold`: timer percentiles; negative values are top percentiles
     /// (`-10` gives `lower_top10`), fractions are allowed (`99.9` gives `upper_99_9`).
@@ -128,8 +128,8 @@ impl StatsdSection {
         if self.udp.is_none() && self.tcp.is_none() && self.unix_datagram.is_none() && self.unix_stream.is_none() {
             return invalid("udp", "set at least one of udp, tcp, unix_datagram, unix_stream");
         }
-        if !(100..=3_600_000).contains(&self.flush_interval_ms) {
-            return invalid("flush_interval_ms", "must be between 100 and 3600000");
+        if !(100..=86_400_000).contains(&self.flush_interval_ms) {
+            return invalid("flush_interval_ms", "must be between 100 and 86400000 (a day)");
         }
         for &p in &self.percent_threshold {
             // Where Rust and JavaScript print a number the same way (the field names).

@@ -1,4 +1,4 @@
-//! The flush thread: every `flush_interval_ms` (on wall-clock multiples of it), on SIGUSR1,
+//! The flush thread: every `flush_interval_ms` (from the collector's start), on SIGUSR1,
 //! and once more at shutdown, it takes the shards' interval, computes the statistics and
 //! commits the flush as one `statsd_flush` record through the committer (the log's only
 //! writer). A flush the log refuses (full, failing) is kept, up to a bound, and committed
@@ -74,21 +74,20 @@ impl Flusher {
     /// Runs until `shutdown`, then flushes once more (what arrived since the last flush is
     /// not lost on a restart).
     pub fn run(mut self, shutdown: &AtomicBool) {
-        let mut deadline = self.next_deadline();
+        // Flushes fall on `start + k·interval`, as the reference's do.
+        let (start, interval_ms) = (now_unix_ms(), self.interval_ms);
+        let next = |now: u64| start + ((now - start) / interval_ms + 1) * interval_ms;
+        let mut deadline = next(start);
         while !shutdown.load(Ordering::Relaxed) {
             let now = now_unix_ms();
             if now >= deadline || self.flush_now.swap(false, Ordering::Relaxed) {
                 self.flush();
-                deadline = self.next_deadline();
+                deadline = next(now_unix_ms().max(start));
             } else {
                 std::thread::sleep(TICK.min(Duration::from_millis(deadline - now)));
             }
         }
         self.flush();
-    }
-
-    fn next_deadline(&self) -> u64 {
-        (now_unix_ms() / self.interval_ms + 1) * self.interval_ms
     }
 
     /// One flush: take, compute, commit, publish.

@@ -81,8 +81,8 @@ impl Telemetry {
             "StatsD packets (datagrams, stream chunks) received, by transport.",
             telemetry.packets.clone(),
         );
-        r.register("driftlog_statsd_lines_received", "Non-empty StatsD lines received.", telemetry.lines.clone());
-        r.register("driftlog_statsd_samples_aggregated", "StatsD samples aggregated.", telemetry.samples.clone());
+        r.register("driftlog_statsd_lines_received", "Non-empty StatsD lines received", telemetry.lines.clone());
+        r.register("driftlog_statsd_samples_aggregated", "StatsD samples aggregated", telemetry.samples.clone());
         r.register(
             "driftlog_statsd_bad_samples",
             "StatsD samples refused (bad lines), by reason.",
@@ -93,13 +93,13 @@ impl Telemetry {
             "StatsD samples, values, packets, lines or flushes dropped by a bound, by reason.",
             telemetry.dropped.clone(),
         );
-        r.register("driftlog_statsd_kernel_receive_drops", "Datagrams the kernel dropped because a StatsD UDP socket's receive buffer was full (read once a second), by socket.", telemetry.kernel_drops.clone());
+        r.register("driftlog_statsd_kernel_receive_drops", "Datagrams the kernel dropped because a StatsD UDP socket's receive buffer was full (read once a second), by socket", telemetry.kernel_drops.clone());
         r.register(
             "driftlog_statsd_unusual_sample_rates",
             "Samples aggregated with a rate of 0 or above 1 (the reference accepts them: @0 adds infinity, @2 halves).",
             telemetry.unusual_sample_rates.clone(),
         );
-        r.register("driftlog_statsd_keys", "Distinct StatsD keys held (all types).", telemetry.keys.clone());
+        r.register("driftlog_statsd_keys", "Distinct StatsD keys held (all types)", telemetry.keys.clone());
         r.register(
             "driftlog_statsd_connections",
             "Open StatsD stream connections (TCP and Unix).",
@@ -115,7 +115,7 @@ impl Telemetry {
             "StatsD stream connections closed after idle_timeout_ms without data.",
             telemetry.connections_idle_closed.clone(),
         );
-        r.register("driftlog_statsd_flushes", "StatsD flushes committed to the log.", telemetry.flushes.clone());
+        r.register("driftlog_statsd_flushes", "StatsD flushes committed to the log", telemetry.flushes.clone());
         r.register(
             "driftlog_statsd_flush_commit_failures",
             "StatsD flush commits that failed (kept and retried).",
