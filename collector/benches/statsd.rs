@@ -392,6 +392,16 @@ fn main() {
     }
 }
 
+/// Waits until the collector has taken `lines`; panics if lines were lost (it would wait
+/// forever).
+fn wait_for_lines(collector: &Collector, lines: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (collector.metric("driftlog_statsd_lines_received_total") as u64) < lines {
+        assert!(Instant::now() < deadline, "lines lost while measuring memory");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// Memory per 100 000 distinct keys: RSS growth after 100 000 counters, and after 100 000
 /// timers of 100 values each, before they are flushed.
 fn memory() -> Vec<String> {
@@ -414,18 +424,15 @@ fn memory() -> Vec<String> {
                     socket.send(batch.join("\n").as_bytes()).unwrap();
                     sent_lines += 20;
                     batch.clear();
-                    if sent_lines % 20_000 == 0 {
-                        // Paced so the socket buffer never overflows: every line is kept.
-                        while (collector.metric("driftlog_statsd_lines_received_total") as u64) + 200_000 < sent_lines {
-                            std::thread::sleep(Duration::from_millis(5));
-                        }
+                    if sent_lines % 10_000 == 0 {
+                        // 500 datagrams at a time, each lot taken before the next: the
+                        // socket buffer never overflows, every line is kept.
+                        wait_for_lines(&collector, sent_lines);
                     }
                 }
             }
         }
-        while (collector.metric("driftlog_statsd_lines_received_total") as u64) < sent_lines {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_lines(&collector, sent_lines);
         let grown = rss_bytes(collector.pid()) - baseline;
         out.push(format!(
             "memory per 100 000 distinct keys, {name}: {:.1} MiB RSS growth ({:.0} bytes per key; {} keys held)",

@@ -21,6 +21,12 @@ use std::time::{Duration, Instant};
 const BATCH: usize = 32;
 const READ_TIMEOUT: Duration = Duration::from_millis(100);
 const DROPS_INTERVAL: Duration = Duration::from_secs(1);
+/// After a batch that did not fill, wait this long before the next call, so the next one
+/// takes what arrived meanwhile: a thread woken per datagram spent most of its CPU in
+/// context switches (`perf`: 42 % of the collector at 40 000 datagrams/s). A millisecond
+/// of delay is nothing against a flush interval, and at 500 000 datagrams/s it is well
+/// inside the receive buffer.
+const COALESCE: Duration = Duration::from_millis(1);
 
 /// What a receive thread needs besides its socket.
 #[derive(Clone, Debug)]
@@ -132,6 +138,9 @@ fn receive_loop(fd: RawFd, transport: &'static str, mut drops: Option<(DropWatch
         for _ in 0..oversized {
             receiving.shards.count_unparsed_packet(transport);
             receiving.telemetry.dropped(Drop::PacketTooLarge, 1);
+        }
+        if received.len() < BATCH {
+            std::thread::sleep(COALESCE);
         }
     }
     poll_drops(&mut drops);

@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 /// Flushes kept while the log refuses them; older ones are dropped (counted).
 const MAX_UNCOMMITTED: usize = 360;
-const TICK: Duration = Duration::from_millis(10);
+/// How often the thread looks at the clock, SIGUSR1 and shutdown.
+const TICK: Duration = Duration::from_millis(50);
 
 #[derive(Debug)]
 pub struct Flusher {

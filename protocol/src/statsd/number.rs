@@ -9,6 +9,10 @@
 
 /// `Number(text)` for a non-empty `text`, or `None` where JavaScript gives `NaN`.
 pub fn js_number(text: &[u8]) -> Option<f64> {
+    // The common case, a short run of digits, is an exact integer: no float parser needed.
+    if !text.is_empty() && text.len() <= 15 && text.iter().all(u8::is_ascii_digit) {
+        return Some(text.iter().fold(0u64, |value, digit| value * 10 + u64::from(digit - b'0')) as f64);
+    }
     let trimmed = js_trim(text);
     if trimmed.is_empty() {
         return Some(0.0);
@@ -99,6 +103,11 @@ fn non_decimal_integer(text: &[u8]) -> Option<Option<f64>> {
 /// JavaScript's `String.prototype.trim` over UTF-8: ASCII whitespace and the Unicode space
 /// separators, line terminators and BOM that `\s` also matches.
 pub fn js_trim(text: &[u8]) -> &[u8] {
+    // Most text starts and ends with a printable ASCII byte: nothing to trim.
+    let printable = |byte: &u8| (0x21..0x7f).contains(byte);
+    if text.first().is_some_and(printable) && text.last().is_some_and(printable) {
+        return text;
+    }
     let mut start = 0;
     while let Some(width) = whitespace_at(text, start) {
         start += width;
