@@ -371,10 +371,10 @@ fn main() {
                 ours_best.achieved() / theirs_best.achieved()
             ));
             // CPU per line at equal load: the same offered step, lossless for both.
-            let same = theirs.iter().filter(|t| t.lossless()).filter_map(|t| {
+            let mut same = theirs.iter().filter(|t| t.lossless()).filter_map(|t| {
                 ours.iter().find(|o| o.offered_lines_per_s == t.offered_lines_per_s && o.lossless()).map(|o| (o, t))
             });
-            if let Some((o, t)) = same.last() {
+            if let Some((o, t)) = same.next_back() {
                 report.push(format!(
                     "{lines}-line datagrams at {:.0} lines/s offered to both: CPU per line {:.3} µs (driftlog) vs {:.3} µs (reference) = {:.1}x less",
                     t.offered_lines_per_s.unwrap_or(0.0),
@@ -424,7 +424,7 @@ fn memory() -> Vec<String> {
                     socket.send(batch.join("\n").as_bytes()).unwrap();
                     sent_lines += 20;
                     batch.clear();
-                    if sent_lines % 10_000 == 0 {
+                    if sent_lines.is_multiple_of(10_000) {
                         // 500 datagrams at a time, each lot taken before the next: the
                         // socket buffer never overflows, every line is kept.
                         wait_for_lines(&collector, sent_lines);

@@ -73,7 +73,7 @@ impl Shards {
     fn shard_of(hash: u64) -> u8 {
         // Bits 32..48: hashbrown indexes by the low bits and tags by the top seven, so the
         // shard comes from neither.
-        (((hash >> 32) & 0xffff) * SHARDS as u64 >> 16) as u8
+        ((((hash >> 32) & 0xffff) * SHARDS as u64) >> 16) as u8
     }
 
     /// Parses and aggregates `packets` (each one datagram or a run of complete stream lines)
