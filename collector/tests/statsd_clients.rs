@@ -134,3 +134,48 @@ fn the_dogstatsd_dialect_aggregates_histograms_and_distributions_as_timers() {
     );
     assert_eq!(flush["timer_data"]["dd.dist;a=1;b=2"]["upper"], json!(100.0));
 }
+
+#[test]
+fn flushes_reach_a_carbon_line_receiver_with_the_references_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let udp = free_udp_port();
+    // A carbon line receiver: a TCP socket that reads what each connection sends.
+    let carbon = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let carbon_address = carbon.local_addr().unwrap();
+    let collector = CollectorProcess::start(
+        dir.path(),
+        &format!(
+            "windows = []\n[statsd]\nudp = \"127.0.0.1:{udp}\"\nflush_interval_ms = 86400000\n[statsd.graphite]\naddress = \"{carbon_address}\"\n"
+        ),
+    );
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .send_to(
+            b"shop.orders:20|c|#region:eu\nshop.latency:5|ms:15|ms\nshop.stock:42|g\nshop.users:ann|s",
+            ("127.0.0.1", udp),
+        )
+        .unwrap();
+    let flush = flush_after(&collector, 5);
+    assert_eq!(flush["counters"]["shop.orders;region=eu"], json!(20.0));
+    carbon.set_nonblocking(false).unwrap();
+    let (mut connection, _) = carbon.accept().unwrap();
+    connection.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut connection, &mut text).unwrap();
+    let values: std::collections::BTreeMap<&str, &str> = text
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(' ');
+            Some((fields.next()?, fields.next()?))
+        })
+        .collect();
+    // The reference graphite backend's non-legacy names; tags follow the whole name.
+    assert_eq!(values.get("stats.counters.shop.orders.rate;region=eu"), Some(&"0.0002314814814814815"), "{text}");
+    assert_eq!(values.get("stats.counters.shop.orders.count;region=eu"), Some(&"20"), "{text}");
+    assert_eq!(values.get("stats.timers.shop.latency.upper_90"), Some(&"15"), "{text}");
+    assert_eq!(values.get("stats.timers.shop.latency.mean"), Some(&"10"), "{text}");
+    assert_eq!(values.get("stats.gauges.shop.stock"), Some(&"42"), "{text}");
+    assert_eq!(values.get("stats.sets.shop.users.count"), Some(&"1"), "{text}");
+    assert_eq!(values.get("stats.statsd.numStats"), Some(&"7"), "{text}");
+    assert!(text.lines().all(|line| line.split(' ').count() == 3), "name value timestamp: {text}");
+}
