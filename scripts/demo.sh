@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job end to end on this machine: a collector on its embedded defaults (UDP
-# 127.0.0.1:7400, log under ./driftlog-data, metrics on 127.0.0.1:9400) and three simulated
+# 127.0.0.1:7400, log under ./driftlog-data, metrics on 127.0.0.1:9400, StatsD on UDP
+# 127.0.0.1:8125) and three simulated
 # devices whose clocks are off by up to an hour and drift by up to 100 ppm. The devices start
 # first, buffer offline, and deliver everything once the collector is up; then the log is
 # read back.
@@ -24,7 +25,7 @@ echo "== devices generate for 8 s; the collector starts 2 s later"
 agents=$!
 sleep 2
 first=$("$bin/driftlog-collector" log stats 2>/dev/null | sed -n 's/.*"next_offset": \([0-9]*\).*/\1/p' || true)
-"$bin/driftlog-collector" run --keys "$demo/keys.toml" 2>"$demo/collector.log" &
+"$bin/driftlog-collector" run --keys "$demo/keys.toml" --statsd-udp 127.0.0.1:8125 2>"$demo/collector.log" &
 collector=$!
 trap 'kill -TERM $collector 2>/dev/null; wait $collector 2>/dev/null' EXIT
 sleep 1
@@ -49,5 +50,19 @@ for _ in $(seq 1 60); do
 done
 sleep 1.5 # results are committed with the processor's next checkpoint (every second)
 "$bin/driftlog-collector" log tail --kind windows --from "${first:-0}" | head -n 12
+echo "== StatsD on 127.0.0.1:8125: an application's counters, timers, gauges and sets, flushed into the log (SIGUSR1 flushes now)"
+python3 - <<'PY'
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+lines = ["checkout.requests:1|c", "checkout.requests:3|c|@0.5", "checkout.latency:120|ms", "checkout.latency:80|ms",
+         "checkout.latency:200|ms", "queue.depth:7|g", "queue.depth:+3|g", "users:alice|s", "users:bob|s",
+         "checkout.errors:1|c|#region:eu", "not a metric"]
+s.sendto("\n".join(lines).encode(), ("127.0.0.1", 8125))
+PY
+sleep 0.3
+kill -USR1 "$collector"
+sleep 0.5
+"$bin/driftlog-collector" log tail --kind statsd --from "${first:-0}" | tail -n 1
+"$bin/driftlog-collector" log tail --kind statsd --json --from "${first:-0}" | tail -n 1
 echo "== metrics (drift is fitted only over at least clock.regression_min_span_s of device time (10 min), so 0 ppm in a run this short; the offsets are each device's boot time on the collector clock)"
-curl -s http://127.0.0.1:9400/metrics | grep -E '^driftlog_(events_received_total|events_duplicate_total|events_committed_total|acks_sent_total|log_bytes|streams|window_results_total|late_events_total.*|device_clock_(offset_seconds|drift_ppm|uncertainty_seconds).*) '
+curl -s http://127.0.0.1:9400/metrics | grep -E '^driftlog_(events_received_total|events_duplicate_total|events_committed_total|acks_sent_total|log_bytes|streams|window_results_total|late_events_total.*|device_clock_(offset_seconds|drift_ppm|uncertainty_seconds).*|statsd_(counter|timer)\{key="checkout.*) '

@@ -25,6 +25,7 @@ pub type CommitResult = Result<Committed, LogError>;
 pub enum Writer {
     Ingest,
     Windows,
+    Statsd,
 }
 
 #[derive(Debug)]

@@ -32,6 +32,8 @@ pub struct CollectorConfig {
     /// Event-time windows (`[[windows]]`); without any, one per-device 10 s tumbling window
     /// over every metric. `windows = []` turns windowing off.
     pub windows: Vec<WindowSection>,
+    /// StatsD listeners and aggregation (`[statsd]`); off when absent.
+    pub statsd: Option<crate::statsd::config::StatsdSection>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -162,6 +164,7 @@ impl Default for CollectorConfig {
             clock: ClockSection::default(),
             watermark: WatermarkSection::default(),
             windows: default_windows(),
+            statsd: None,
         }
     }
 }
@@ -332,6 +335,9 @@ impl CollectorConfig {
         }
         crate::windows::config::validate(&self.watermark, &self.clock, &self.windows)
             .map_err(|(field, message)| invalid(field, message))?;
+        if let Some(statsd) = &self.statsd {
+            statsd.validate().map_err(|(field, message)| invalid(field, message))?;
+        }
         Ok(())
     }
 
@@ -363,6 +369,7 @@ mod tests {
         let config = CollectorConfig::load(Some(&path)).unwrap();
         assert!(config.forward.jetstream.is_some());
         assert!(config.ingest.zmq.is_some());
+        assert!(config.statsd.is_some_and(|s| s.graphite.is_some()));
     }
 
     #[test]
@@ -384,6 +391,14 @@ mod tests {
         assert!(parse("[log]\nretention_max_bytes = 10").unwrap_err().contains("retention_max_bytes"));
         assert!(parse("[log]\nmax_block_bytes = 100000").unwrap_err().contains("log.max_block_bytes"));
         assert!(parse("[log]\nmax_commit_bytes = 4096").unwrap_err().contains("log.max_commit_bytes"));
+        assert!(parse("[statsd]").unwrap_err().contains("statsd.udp"));
+        assert!(
+            parse("[statsd]\nudp = \"127.0.0.1:8125\"\npercent_threshold = [101]")
+                .unwrap_err()
+                .contains("percent_threshold")
+        );
+        assert!(parse("[statsd]\nudp = \"127.0.0.1:8125\"\ndialect = \"graphite\"").is_err());
+        assert!(parse("[statsd]\nudp = \"[::1]:8125\"\ndialect = \"dogstatsd\"").is_ok());
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //!
 //! Data flow: sources ([`ingest`]) → one bounded queue → [`acceptor`] (protocol endpoint,
 //! block building, ACKs) ⇄ [`committer`] (one fsynced transaction per block) → [`log`];
-//! readers ([`forward`], `log tail`, [`replay`]) keep their own offsets.
+//! readers ([`forward`], `log tail`, [`replay`]) keep their own offsets. [`statsd`]: StatsD
+//! listeners and aggregation, flushed into the log through the committer.
 
 pub mod acceptor;
 pub mod claims;
@@ -20,5 +21,6 @@ pub mod log;
 pub mod metrics;
 pub mod replay;
 pub mod service;
+pub mod statsd;
 pub mod tail;
 pub mod windows;

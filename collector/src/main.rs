@@ -45,6 +45,9 @@ enum Command {
         /// Device keys file (`[[device]] device_id, key_id, key`).
         #[arg(long)]
         keys: Option<PathBuf>,
+        /// Also listen for StatsD on this UDP address (turns `[statsd]` on with its defaults).
+        #[arg(long)]
+        statsd_udp: Option<SocketAddr>,
     },
     /// Check a config file and exit.
     Validate {
@@ -90,7 +93,7 @@ enum LogCommand {
         #[arg(long)]
         max: Option<u64>,
         /// Only records of this kind.
-        #[arg(long, value_parser = ["events", "windows", "late", "gaps", "tombstones", "ticks"])]
+        #[arg(long, value_parser = ["events", "windows", "late", "gaps", "tombstones", "ticks", "statsd"])]
         kind: Option<String>,
     },
     /// Print record counts, sizes and the offset range.
@@ -109,7 +112,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
-        Command::Run { config, listen, data_dir, http, keys } => {
+        Command::Run { config, listen, data_dir, http, keys, statsd_udp } => {
             // mimalloc asks for transparent huge pages on its memory, so every first touch of
             // a 2 MiB range zeroes all of it, and memory handed back to the kernel is zeroed
             // again when reused. For the committer (redb allocates a zeroed buffer per page
@@ -134,6 +137,9 @@ fn main() -> ExitCode {
             }
             if let Some(keys) = keys {
                 config.keys_file = Some(keys);
+            }
+            if let Some(address) = statsd_udp {
+                config.statsd.get_or_insert_with(Default::default).udp = Some(address);
             }
             if let Err(error) = config.validate() {
                 return usage_error(&error.to_string());

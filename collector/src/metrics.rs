@@ -60,6 +60,8 @@ pub struct Metrics {
     pub windows_outputs_committed: AtomicU64,
     pub windows_enabled: AtomicBool,
     pub windows: Mutex<WindowsSnapshot>,
+    /// StatsD's own registry, appended to `/metrics` when StatsD runs.
+    pub statsd: std::sync::OnceLock<std::sync::Arc<crate::statsd::telemetry::Telemetry>>,
 }
 
 /// The window processor's state, published after every round.
@@ -289,6 +291,9 @@ impl Metrics {
         render_clocks(&snapshot, &mut out);
         if self.windows_enabled.load(Ordering::Relaxed) {
             self.render_windows(&mut out);
+        }
+        if let Some(statsd) = self.statsd.get() {
+            out.push_str(&statsd.encode());
         }
         out
     }

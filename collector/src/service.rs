@@ -136,7 +136,9 @@ pub fn run(
     drop(batch_tx);
 
     // Two clients: the acceptor and the window processor, one commit in flight each.
-    let (committer, committer_thread) = crate::committer::spawn(log.clone(), 2, metrics.clone())?;
+    // Two clients, the acceptor and the window processor, and StatsD's flusher when it runs.
+    let clients = 2 + usize::from(config.statsd.is_some());
+    let (committer, committer_thread) = crate::committer::spawn(log.clone(), clients, metrics.clone())?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -158,6 +160,16 @@ pub fn run(
         .jetstream
         .clone()
         .map(|js| runtime.spawn(crate::forward::jetstream::run(js, log.clone(), metrics.clone(), stop_rx.clone())));
+    let statsd = match &config.statsd {
+        Some(section) => {
+            let client = committer.client(Writer::Statsd);
+            let running = crate::statsd::start(section, runtime.handle(), client, config.log.max_block_bytes)?;
+            let _ = metrics.statsd.set(running.telemetry.clone());
+            listening.sources.extend(running.listening.iter().cloned());
+            Some(running)
+        }
+        None => None,
+    };
     on_listening(&listening);
 
     let acceptor_config = AcceptorConfig {
@@ -207,6 +219,10 @@ pub fn run(
     // The acceptor drains what the sources queued, commits it and sends the last ACKs.
     acceptor_shutdown.store(true, Ordering::Relaxed);
     let _ = acceptor_thread.join();
+    // StatsD's listeners stop and its last flush is committed while the committer runs.
+    if let Some(statsd) = statsd {
+        statsd.stop();
+    }
     // Reply threads (the ZeroMQ PUB) end when the acceptor drops their queues.
     for thread in source_threads {
         let _ = thread.join();

@@ -106,6 +106,17 @@ pub fn human(line: &Value) -> String {
             time_of(line, "watermark_unix_us"),
         ),
         Some("tick") => format!("{:>10}  tick {}", get("offset"), time_of(line, "now_unix_us")),
+        Some("statsd_flush") => format!(
+            "{:>10}  STATSD  {} at {}  counters={} gauges={} timers={} sets={}  {}",
+            get("offset"),
+            get("source"),
+            line.get("flush_unix_ms").and_then(Value::as_i64).map_or_else(String::new, |ms| format_unix_us(ms * 1_000)),
+            line["counters"].as_object().map_or(0, |m| m.len()),
+            line["gauges"].as_object().map_or(0, |m| m.len()),
+            line["timer_data"].as_object().map_or(0, |m| m.len()),
+            line["sets"].as_object().map_or(0, |m| m.len()),
+            line["counters"],
+        ),
         Some(kind @ ("tombstone" | "gap")) => format!(
             "{:>10}  {kind} device {} stream {} epoch {} seq {}..{} ({})",
             get("offset"),
@@ -144,9 +155,12 @@ pub fn query_u64(path: &str, name: &str) -> Option<u64> {
 }
 
 /// Whether a JSON line is of the `--kind` asked for (`events`, `windows`, `late`, `gaps`,
-/// `tombstones`, `ticks`; singular works too).
+/// `tombstones`, `ticks`, `statsd`; singular works too).
 pub fn kind_matches(filter: &str, line: &Value) -> bool {
     let kind = line.get("kind").and_then(Value::as_str).unwrap_or_default();
+    if filter == "statsd" {
+        return kind == "statsd_flush";
+    }
     let filter = filter.strip_suffix('s').unwrap_or(filter);
     kind == filter
 }

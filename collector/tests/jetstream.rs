@@ -397,3 +397,36 @@ fn window_results_are_forwarded_and_ticks_do_not_stall_the_forwarder() {
     assert_eq!(events as u64, devices as u64 * per_device);
     assert!(messages.iter().all(|m| !m.subject.contains("tick")), "ticks stay internal");
 }
+
+#[test]
+fn statsd_flushes_are_forwarded_to_their_source_subject() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(free_tcp_port(), dir.path());
+    let statsd = support::free_udp_port();
+    let extra = format!(
+        "{}[statsd]\nudp = \"127.0.0.1:{statsd}\"\nsource = \"edge1\"\nflush_interval_ms = 86400000\n",
+        forwarder_toml(&nats.url())
+    );
+    let collector = CollectorProcess::start(dir.path(), &extra);
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for flush in 1..=2 {
+        socket.send_to(format!("hits:{flush}|c\nlatency:12|ms").as_bytes(), ("127.0.0.1", statsd)).unwrap();
+        let metric = "driftlog_statsd_packets_received_total{transport=\"udp\"}";
+        assert!(wait_until(Duration::from_secs(10), || collector.metric(metric) >= f64::from(flush)));
+        collector.signal(nix::sys::signal::Signal::SIGUSR1);
+        let flushes = "driftlog_statsd_flushes_total";
+        assert!(wait_until(Duration::from_secs(10), || collector.metric(flushes) >= f64::from(flush)));
+    }
+    let caught_up =
+        wait_until(Duration::from_secs(30), || collector.metrics().get("driftlog_forwarder_lag_offsets") == Some(&0.0));
+    assert!(caught_up, "the forwarder did not catch up");
+    let flushes: Vec<_> = collector.log_json().into_iter().filter(|l| l["kind"] == "statsd_flush").collect();
+    let messages: Vec<_> =
+        stream_messages(&nats.url()).into_iter().filter(|m| m.subject == format!("{PREFIX}.statsd.edge1")).collect();
+    assert_eq!(messages.len(), 2, "each flush once, on its source's subject");
+    for (message, flush) in messages.iter().zip(&flushes) {
+        assert_eq!(&message.payload, flush);
+        assert_eq!(message.msg_id, format!("statsd-edge1-{}", flush["flush_unix_ms"]));
+    }
+    assert_eq!(messages[1].payload["counters"]["hits"], serde_json::json!(2.0));
+}

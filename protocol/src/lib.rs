@@ -14,6 +14,7 @@
 //!   [`Backlog`] and frees events only when an ACK covers them.
 //! - [`receiver`]: the collector side for one `(device, stream, epoch)`. [`Receiver`] admits
 //!   each sequence number once, NAKs gaps and produces cumulative ACK + SACK.
+//! - [`statsd`]: the StatsD line protocol (the reference grammar and DogStatsD), zero-copy.
 //! - `endpoint` (feature `alloc`): routes authenticated datagrams to per-stream receivers.
 //!
 //! # Contracts
@@ -36,6 +37,7 @@ pub mod receiver;
 mod rng;
 pub mod sender;
 pub mod seq_range;
+pub mod statsd;
 pub mod time;
 pub mod wire;
 

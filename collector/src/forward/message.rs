@@ -70,6 +70,17 @@ pub fn messages(prefix: &str, offset: u64, record: &Record<'_>, out: &mut Vec<Me
         // The processor's clock notes and the devices' completeness claims are internal: what
         // they decide reaches consumers as window results.
         Record::Tick(_) | Record::Claim(_) => {}
+        Record::Other { kind, bytes } if *kind == crate::log::record::RecordKind::StatsdFlush as u8 => {
+            let json = crate::statsd::record_json(offset, bytes);
+            let source = json["source"].as_str().unwrap_or("unknown").to_string();
+            out.push(Message {
+                offset,
+                subject: format!("{prefix}.statsd.{source}"),
+                // One flush per source and instant: the same id whoever forwards it.
+                id: format!("statsd-{source}-{}", json["flush_unix_ms"]),
+                payload: json.to_string().into_bytes(),
+            });
+        }
         Record::Other { .. } => {
             let mut lines = Vec::new();
             crate::log::record::to_json_lines(offset, record, &mut lines);

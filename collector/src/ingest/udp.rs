@@ -38,7 +38,7 @@ pub struct UdpSource {
     pub metrics: Arc<Metrics>,
 }
 
-fn bind(listen: SocketAddr, receive_buffer_bytes: usize) -> anyhow::Result<Socket> {
+pub(crate) fn bind(listen: SocketAddr, receive_buffer_bytes: usize) -> anyhow::Result<Socket> {
     let socket = Socket::new(Domain::for_address(listen), Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_reuse_port(true)?;
     socket.set_reuse_address(true)?;
@@ -152,12 +152,12 @@ fn receive_loop(
 }
 
 /// One received datagram: `(length, peer)`.
-type Received = (usize, Option<SocketAddr>);
+pub(crate) type Received = (usize, Option<SocketAddr>);
 
 /// One `recvmmsg` call: waits for the first datagram (up to the socket timeout), then takes
 /// what else is queued, one per `slot_bytes` of `slots`. Fills `out` with one [`Received`]
 /// per datagram, in slot order.
-fn receive(
+pub(crate) fn receive(
     fd: std::os::fd::RawFd,
     headers: &mut MultiHeaders<SockaddrStorage>,
     slots: &mut [u8],

@@ -30,7 +30,7 @@ pub enum RecordKind {
     Gap = 3,
     /// Window results as first written (without [`ClosedBy`]): read, never written.
     WindowV1 = 4,
-    /// StatsD flushes (the StatsD issue).
+    /// StatsD flushes: a postcard `statsd::flush::Flush`, shown by `statsd::record_json`.
     StatsdFlush = 5,
     /// Events later than the allowed lateness (the event-time issue).
     Late = 6,
@@ -581,6 +581,9 @@ pub fn to_json_lines(offset: u64, record: &Record<'_>, out: &mut Vec<serde_json:
             "at_unix_us": c.at_unix_us,
             "t3_received_unix_us": c.received_unix_us,
         })),
+        Record::Other { kind, bytes } if *kind == RecordKind::StatsdFlush as u8 => {
+            out.push(crate::statsd::record_json(offset, bytes))
+        }
         Record::Other { kind, bytes } => out.push(json!({
             "offset": offset,
             "kind": record.kind_name(),
