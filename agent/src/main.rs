@@ -79,6 +79,12 @@ enum Command {
         /// Replay rate of each device's backlog after an outage.
         #[arg(long, default_value_t = 5_000)]
         backlog_rate: u32,
+        /// The first device loses its network this many seconds after the start ...
+        #[arg(long, requires = "outage_for")]
+        outage_at: Option<f64>,
+        /// ... for this many seconds (it keeps generating, then drains its backlog).
+        #[arg(long, requires = "outage_at")]
+        outage_for: Option<f64>,
     },
     /// Carry a microcontroller's serial link (one datagram per COBS frame) to the collector's
     /// UDP port and back. Holds no state: the firmware and the collector keep reliability end
@@ -216,6 +222,8 @@ fn main() -> ExitCode {
             keys_out,
             drain_timeout,
             backlog_rate,
+            outage_at,
+            outage_for,
         } => {
             let options = driftlog_agent::simulate::SimulateOptions {
                 devices,
@@ -229,6 +237,9 @@ fn main() -> ExitCode {
                 seed,
                 drain_timeout: Duration::from_secs_f64(drain_timeout),
                 backlog_events_per_second: backlog_rate,
+                outage: outage_at.zip(outage_for).map(|(at, length)| {
+                    (Duration::from_secs_f64(at.max(0.0)), Duration::from_secs_f64(length.max(0.0)))
+                }),
             };
             if let Some(path) = keys_out {
                 let keys = driftlog_agent::simulate::fleet_keys(seed, devices);

@@ -12,7 +12,7 @@ use crate::config::{CollectorConfig, TransportKind};
 use crate::driver::{Driver, DriverConfig, STREAM_APPLICATIONS, Submission};
 use crate::outbox::{DropPolicy, Outbox, OutboxConfig};
 use crate::status::Status;
-use crate::transport::UdpTransport;
+use crate::transport::{Transport, UdpTransport};
 use anyhow::Context;
 use driftlog_protocol::sender::{OwnedEvent, OwnedPayload};
 use driftlog_protocol::wire::MacKey;
@@ -42,6 +42,9 @@ pub struct SimulateOptions {
     /// How long to wait, after generating, for every outbox to drain.
     pub drain_timeout: Duration,
     pub backlog_events_per_second: u32,
+    /// The first device loses its network from this long after the start, for this long: it
+    /// keeps generating into its outbox, and drains the backlog when the network returns.
+    pub outage: Option<(Duration, Duration)>,
 }
 
 /// One simulated device's identity.
@@ -144,11 +147,12 @@ pub fn run_fleet(options: &SimulateOptions, keys: &[FleetKey]) -> anyhow::Result
         let generate =
             Generate { rate: options.rate, duration: options.duration, events: options.events, device: index };
         let stopped = stopped.clone();
+        let outage = options.outage.filter(|_| index == 0);
         threads.push(std::thread::Builder::new().name(format!("sim-device-{index}")).spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime.block_on(async move {
                 // Bound inside the runtime: a tokio socket needs one.
-                let transport = UdpTransport::bind(&collector)?;
+                let transport = Outage::new(UdpTransport::bind(&collector)?, outage);
                 let driver = Driver::new(config, outbox, transport, clock).map_err(std::io::Error::other)?;
                 let (submissions, queue) = mpsc::channel(1_024);
                 let generator = tokio::spawn(generate.run(clock, submissions));
@@ -188,6 +192,42 @@ pub fn run_fleet(options: &SimulateOptions, keys: &[FleetKey]) -> anyhow::Result
         let _ = thread.join();
     }
     Ok(report)
+}
+
+/// A transport that loses every datagram, both ways, during one interval: a device whose
+/// network goes away (the datagrams are gone, as on a real link, not queued).
+struct Outage<T> {
+    inner: T,
+    during: Option<std::ops::Range<tokio::time::Instant>>,
+}
+
+impl<T> Outage<T> {
+    fn new(inner: T, outage: Option<(Duration, Duration)>) -> Outage<T> {
+        let start = tokio::time::Instant::now();
+        Outage { inner, during: outage.map(|(after, length)| start + after..start + after + length) }
+    }
+
+    fn down(&self) -> bool {
+        self.during.as_ref().is_some_and(|during| during.contains(&tokio::time::Instant::now()))
+    }
+}
+
+impl<T: Transport + Sync> Transport for Outage<T> {
+    async fn send(&self, datagram: &[u8]) -> std::io::Result<()> {
+        if self.down() {
+            return Ok(());
+        }
+        self.inner.send(datagram).await
+    }
+
+    async fn recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let len = self.inner.recv(buf).await?;
+            if !self.down() {
+                return Ok(len);
+            }
+        }
+    }
 }
 
 /// The event generator of one virtual device.

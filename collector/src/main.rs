@@ -93,7 +93,7 @@ enum LogCommand {
         #[arg(long)]
         max: Option<u64>,
         /// Only records of this kind.
-        #[arg(long, value_parser = ["events", "windows", "late", "gaps", "tombstones", "ticks", "statsd"])]
+        #[arg(long, value_parser = ["events", "windows", "late", "gaps", "tombstones", "ticks", "claims", "statsd"])]
         kind: Option<String>,
     },
     /// Print record counts, sizes and the offset range.

@@ -79,7 +79,7 @@ pub fn human(line: &Value) -> String {
                 .map(|q| q.iter().map(|(k, v)| format!("{k}={}", short(v))).collect())
                 .unwrap_or_default();
             format!(
-                "{:>10}  {:<7} {} [{} .. {}) {}  count={} sum={} min={} max={} mean={} last={} {}",
+                "{:>10}  {:<7} {} [{} .. {}) {}  count={} sum={} min={} max={} mean={} last={} {}  closed by {}",
                 get("offset"),
                 get("change").to_uppercase(),
                 get("window"),
@@ -93,6 +93,7 @@ pub fn human(line: &Value) -> String {
                 short(&line["mean"]),
                 short(&line["last"]),
                 quantiles.join(" "),
+                get("closed_by"),
             )
         }
         Some("late") => format!(
@@ -106,6 +107,17 @@ pub fn human(line: &Value) -> String {
             time_of(line, "watermark_unix_us"),
         ),
         Some("tick") => format!("{:>10}  tick {}", get("offset"), time_of(line, "now_unix_us")),
+        Some("claim") => format!(
+            "{:>10}  claim   device {} stream {} epoch {}: complete below seq {} at {}{}{}",
+            get("offset"),
+            get("device"),
+            get("stream"),
+            get("epoch"),
+            get("assigned_end"),
+            time_of(line, "at_unix_us"),
+            if line["draining"] == true { ", draining a backlog" } else { "" },
+            if line["older_epochs_held"] == true { ", an older epoch still held" } else { "" },
+        ),
         Some("statsd_flush") => format!(
             "{:>10}  STATSD  {} at {}  counters={} gauges={} timers={} sets={}  {}",
             get("offset"),

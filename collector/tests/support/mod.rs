@@ -256,6 +256,7 @@ pub fn simulate_paced(
             seed,
             drain_timeout,
             backlog_events_per_second,
+            outage: None,
         },
         &keys,
     )
