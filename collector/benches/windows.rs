@@ -3,12 +3,14 @@
 //! no other thread, so the number is steady enough to compare builds by.
 //!
 //! The input is what the ingest bench's single-event run stores: 64 devices interleaved,
-//! one event per record, blocks of the default size (128 KiB).
+//! one event per record, blocks of the default size (128 KiB), plus each device's completeness
+//! claim once a second of its time (what the acceptor stores from its heartbeats), so per-device
+//! windows close as they do live.
 //! `cargo bench -p driftlog-collector --bench windows` (FIGURES_WINDOW_EVENTS to change the
 //! size).
 
 use driftlog_collector::log::block::{BlockBuilder, block_records};
-use driftlog_collector::log::record::EventsHead;
+use driftlog_collector::log::record::{ClaimRecord, EventsHead, RecordKind, encode_head};
 use driftlog_collector::windows::config::{WatermarkSection, default_windows};
 use driftlog_collector::windows::pipeline::Pipeline;
 use driftlog_collector::windows::store::NoStore;
@@ -63,6 +65,20 @@ fn blocks(events: u64) -> Vec<(u64, Vec<u8>)> {
             method: Method::MinFilter,
         };
         builder.push_events(head, || Some(fix), &chain[..len]);
+        if seq % 1_000 == 999 {
+            let claim = ClaimRecord {
+                device: device + 100,
+                stream: 0,
+                epoch: 1,
+                sent_at_us: device_us + 100,
+                assigned_end: seq + 1,
+                older_epochs_held: false,
+                draining: false,
+                at_unix_us: received_unix_us,
+                received_unix_us,
+            };
+            builder.push(1, |out| encode_head(RecordKind::Claim, &claim, out));
+        }
     }
     for block in builder.finish(0) {
         blocks.push((next_offset, block.value));

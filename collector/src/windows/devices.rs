@@ -12,8 +12,9 @@ use crate::log::LogError;
 use driftlog_eventtime::window::{DeviceWindows, Ticks, WindowSpec};
 use driftlog_protocol::DeviceId;
 use serde::{Deserialize, Serialize};
+use crate::id_hash::IdMap;
+use std::collections::BTreeSet;
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// What the index keeps of every device (checkpointed with the pipeline's header).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +34,7 @@ const NEW_UNIT_BYTES: usize = 2_048;
 struct Resident {
     windows: DeviceWindows,
     dirty: bool,
+    /// When it was last used (a counter), for least-recently-used eviction.
     touched: u64,
     bytes: usize,
 }
@@ -46,16 +48,20 @@ pub struct Residency {
     pub unreadable: u64,
 }
 
+/// Every device's record costs one index update; the ordered sets below are kept lazily (an
+/// entry may be older than the index says, and is fixed when it comes up), so that a record
+/// does not pay for reordering them.
 #[derive(Debug, Default)]
 pub struct Devices {
-    index: BTreeMap<DeviceId, IndexEntry>,
-    /// `(last_heard + max_outage, device)` of devices with open windows.
+    index: IdMap<DeviceId, IndexEntry>,
+    /// Devices with open windows.
+    open: usize,
+    /// `(deadline, device)`: an entry for each device with open windows, at or before its
+    /// deadline (`last_heard + max_outage`).
     deadlines: BTreeSet<(Ticks, DeviceId)>,
-    /// `(last_heard, device)` of every device, for the `max_devices` bound.
+    /// `(last_heard, device)`: an entry for each device, at or before it was last heard.
     heard: BTreeSet<(Ticks, DeviceId)>,
-    resident: HashMap<DeviceId, Resident>,
-    /// `(touched, device)` of resident units: least recently used first.
-    lru: BTreeSet<(u64, DeviceId)>,
+    resident: IdMap<DeviceId, Resident>,
     touches: u64,
     resident_bytes: usize,
     max_outage: Ticks,
@@ -63,20 +69,24 @@ pub struct Devices {
 }
 
 impl Devices {
-    pub fn new(index: BTreeMap<DeviceId, IndexEntry>, max_outage: Ticks) -> Devices {
+    pub fn new(index: Vec<(DeviceId, IndexEntry)>, max_outage: Ticks) -> Devices {
         let mut devices = Devices { max_outage, ..Devices::default() };
         for (device, entry) in &index {
             devices.heard.insert((entry.last_heard, *device));
             if entry.open {
+                devices.open += 1;
                 devices.deadlines.insert((entry.last_heard.saturating_add(max_outage), *device));
             }
         }
-        devices.index = index;
+        devices.index = index.into_iter().collect();
         devices
     }
 
-    pub fn index(&self) -> &BTreeMap<DeviceId, IndexEntry> {
-        &self.index
+    /// The index in device order, as checkpoints store it.
+    pub fn index(&self) -> Vec<(DeviceId, IndexEntry)> {
+        let mut index: Vec<(DeviceId, IndexEntry)> = self.index.iter().map(|(d, e)| (*d, *e)).collect();
+        index.sort_unstable_by_key(|(device, _)| *device);
+        index
     }
 
     pub fn known(&self) -> usize {
@@ -84,7 +94,7 @@ impl Devices {
     }
 
     pub fn with_open_windows(&self) -> usize {
-        self.deadlines.len()
+        self.open
     }
 
     pub fn resident(&self) -> usize {
@@ -106,95 +116,99 @@ impl Devices {
         store: &dyn StateStore,
     ) -> Result<&mut DeviceWindows, LogError> {
         self.touches += 1;
-        let touched = self.touches;
         let resident = match self.resident.entry(device) {
-            Entry::Occupied(entry) => {
-                let resident = entry.into_mut();
-                self.lru.remove(&(resident.touched, device));
-                resident
-            }
+            Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(entry) => {
                 let (windows, bytes) = load(device, windows, pending, store, &mut self.residency)?;
                 self.resident_bytes += bytes;
-                entry.insert(Resident { windows, dirty: true, touched, bytes })
+                entry.insert(Resident { windows, dirty: true, touched: 0, bytes })
             }
         };
-        self.lru.insert((touched, device));
-        resident.touched = touched;
+        resident.touched = self.touches;
         resident.dirty = true;
         Ok(&mut resident.windows)
-    }
-
-    /// A resident unit, if the device's is in memory (after [`Self::unit`]).
-    pub fn resident_unit(&self, device: DeviceId) -> Option<&DeviceWindows> {
-        self.resident.get(&device).map(|r| &r.windows)
     }
 
     /// Notes that the device was heard from at `now`, and whether it has windows open.
     pub fn heard(&mut self, device: DeviceId, now: Ticks) {
         let open = self.resident.get(&device).is_some_and(|r| r.windows.has_unfired());
-        let entry = IndexEntry { last_heard: now, open };
-        self.set(device, Some(entry));
+        let max_outage = self.max_outage;
+        match self.index.entry(device) {
+            Entry::Occupied(mut entry) => {
+                let entry = entry.get_mut();
+                entry.last_heard = entry.last_heard.max(now);
+                if open && !entry.open {
+                    self.open += 1;
+                    self.deadlines.insert((entry.last_heard.saturating_add(max_outage), device));
+                } else if !open && entry.open {
+                    self.open -= 1;
+                }
+                entry.open = open;
+            }
+            Entry::Vacant(entry) => {
+                entry.insert(IndexEntry { last_heard: now, open });
+                self.heard.insert((now, device));
+                if open {
+                    self.open += 1;
+                    self.deadlines.insert((now.saturating_add(max_outage), device));
+                }
+            }
+        }
     }
 
     /// Updates whether the device has open windows (after a time-out), keeping when it was
     /// last heard from.
     pub fn refresh_open(&mut self, device: DeviceId) {
-        let Some(mut entry) = self.index.get(&device).copied() else { return };
-        entry.open = self.resident.get(&device).is_some_and(|r| r.windows.has_unfired());
-        self.set(device, Some(entry));
-    }
-
-    fn set(&mut self, device: DeviceId, entry: Option<IndexEntry>) {
-        if let Some(old) = self.index.get(&device).copied() {
-            self.heard.remove(&(old.last_heard, device));
-            if old.open {
-                self.deadlines.remove(&(old.last_heard.saturating_add(self.max_outage), device));
-            }
-        }
-        match entry {
-            Some(entry) => {
-                self.heard.insert((entry.last_heard, device));
-                if entry.open {
-                    self.deadlines.insert((entry.last_heard.saturating_add(self.max_outage), device));
-                }
-                self.index.insert(device, entry);
-            }
-            None => {
-                self.index.remove(&device);
-            }
-        }
+        let Some(last_heard) = self.index.get(&device).map(|e| e.last_heard) else { return };
+        self.heard(device, last_heard);
     }
 
     /// Devices whose maximum outage passed at `now` with windows open, in deadline order.
-    pub fn timed_out(&self, now: Ticks) -> Vec<DeviceId> {
-        self.deadlines.range(..=(now, DeviceId::MAX)).map(|(_, device)| *device).collect()
+    pub fn timed_out(&mut self, now: Ticks) -> Vec<DeviceId> {
+        let mut due = Vec::new();
+        while let Some(&(deadline, device)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            let Some(entry) = self.index.get(&device) else { continue };
+            if !entry.open {
+                continue;
+            }
+            let actual = entry.last_heard.saturating_add(self.max_outage);
+            if actual > now {
+                self.deadlines.insert((actual, device));
+            } else {
+                due.push(device);
+            }
+        }
+        due
     }
 
     /// Forgets devices beyond `max_devices`, least recently heard first, skipping those with
     /// open windows (they time out first). Returns the forgotten ones.
     pub fn enforce_bound(&mut self, max_devices: usize, pending: &mut Pending) -> Vec<DeviceId> {
         let mut forgotten = Vec::new();
-        let excess = self.index.len().saturating_sub(max_devices);
-        if excess == 0 {
+        if self.index.len() <= max_devices {
             return forgotten;
         }
-        let candidates: Vec<DeviceId> = self
-            .heard
-            .iter()
-            .map(|(_, device)| *device)
-            .filter(|device| self.index.get(device).is_some_and(|e| !e.open))
-            .take(excess)
-            .collect();
-        for device in candidates {
-            self.set(device, None);
+        let mut skipped = Vec::new();
+        while self.index.len() > max_devices {
+            let Some((heard, device)) = self.heard.pop_first() else { break };
+            let Some(entry) = self.index.get(&device).copied() else { continue };
+            if entry.last_heard > heard || entry.open {
+                // Heard since (or waiting for a time-out): keep it, in its place.
+                skipped.push((entry.last_heard, device));
+                continue;
+            }
+            self.index.remove(&device);
             if let Some(resident) = self.resident.remove(&device) {
-                self.lru.remove(&(resident.touched, device));
                 self.resident_bytes = self.resident_bytes.saturating_sub(resident.bytes);
             }
             pending.units.insert(device, None);
             forgotten.push(device);
         }
+        self.heard.extend(skipped);
         forgotten
     }
 
@@ -222,15 +236,24 @@ impl Devices {
                 self.evict_one(device, pending);
             }
         }
-        while self.resident_bytes > budget_bytes {
-            let Some(&(_, device)) = self.lru.first() else { break };
+        if self.resident_bytes <= budget_bytes {
+            return;
+        }
+        // Over the budget: least recently used first, down to nine tenths of it, so that the
+        // sort is paid once per tenth of the budget, not once per record.
+        let target = budget_bytes / 10 * 9;
+        let mut by_use: Vec<(u64, DeviceId)> = self.resident.iter().map(|(d, r)| (r.touched, *d)).collect();
+        by_use.sort_unstable();
+        for (_, device) in by_use {
+            if self.resident_bytes <= target {
+                break;
+            }
             self.evict_one(device, pending);
         }
     }
 
     fn evict_one(&mut self, device: DeviceId, pending: &mut Pending) {
         let Some(mut resident) = self.resident.remove(&device) else { return };
-        self.lru.remove(&(resident.touched, device));
         if resident.dirty {
             write(device, &mut resident, pending, &mut self.resident_bytes);
         }

@@ -154,6 +154,9 @@ impl Fleet {
     /// A device's watermark is `watermark` as of `now`, and whether it is draining a backlog
     /// (which gives it a hold of `max_hold` when the drain starts).
     pub fn device(&mut self, device: DeviceId, watermark: Ticks, draining: bool, now: Ticks, max_hold: Ticks) {
+        if self.sections.is_empty() {
+            return; // No fleet windows: the fleet's watermark serves nothing.
+        }
         self.watermarks.handle_watermark(device, watermark, now);
         match (draining, self.holds.get_mut(&device)) {
             (true, Some(hold)) => hold.watermark = watermark,
@@ -178,7 +181,9 @@ impl Fleet {
 
     /// Processing time moved to `now`: idleness, the clock floor and hold expiry.
     pub fn tick(&mut self, now: Ticks) {
-        self.watermarks.handle_tick(now);
+        if !self.sections.is_empty() {
+            self.watermarks.handle_tick(now);
+        }
     }
 
     /// Fires what the fleet's watermark closes and cleans up what it passed, stored windows

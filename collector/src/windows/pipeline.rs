@@ -57,7 +57,7 @@ struct Header {
     now_unix_us: i64,
     stats: PipelineStats,
     fleet: Fleet,
-    devices: BTreeMap<DeviceId, IndexEntry>,
+    devices: Vec<(DeviceId, IndexEntry)>,
 }
 
 /// [`Header`] as written: the same fields, borrowed (no copy of the fleet's windows).
@@ -67,7 +67,7 @@ struct HeaderRef<'a> {
     now_unix_us: i64,
     stats: &'a PipelineStats,
     fleet: &'a Fleet,
-    devices: &'a BTreeMap<DeviceId, IndexEntry>,
+    devices: &'a [(DeviceId, IndexEntry)],
 }
 
 /// Where a configured window's events go: the index among the per-device or fleet windows.
@@ -160,7 +160,7 @@ impl Pipeline {
             now_unix_us: NEG_INF,
             stats: PipelineStats::default(),
             fleet: Fleet::new(&fleet_windows, watermarks),
-            devices: Devices::new(BTreeMap::new(), max_outage),
+            devices: Devices::new(Vec::new(), max_outage),
             pending: Pending::default(),
             key: String::new(),
             scratch: Vec::new(),
@@ -207,12 +207,13 @@ impl Pipeline {
     /// in first). Commit it, then call [`Self::checkpoint_committed`].
     pub fn checkpoint(&mut self) -> CheckpointDelta {
         self.devices.flush(&mut self.pending);
+        let index = self.devices.index();
         let header = HeaderRef {
             version: CHECKPOINT_VERSION,
             now_unix_us: self.now_unix_us,
             stats: &self.stats,
             fleet: &self.fleet,
-            devices: self.devices.index(),
+            devices: &index,
         };
         // Plain data: serialising into a Vec cannot fail.
         let header = postcard::to_allocvec(&header).unwrap_or_default();
