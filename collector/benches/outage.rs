@@ -188,22 +188,33 @@ fn agents(outage_s: u64) {
     let mut lines = Vec::new();
     let mut next = 0;
     let mut seen_at: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut lines_pending: Vec<(Vec<Value>, i64)> = Vec::new();
     let deadline = StdInstant::now() + Duration::from_secs(after_s + 30);
     while StdInstant::now() < deadline && !steady.is_finished() {
+        // A tail call reads at most 16 blocks (and a busy collector commits one every 10 ms):
+        // read until caught up, so `seen_at` is when a record became readable, not when this
+        // loop got to it.
         let (new, after) = collector.tail(next);
         next = after;
         let at = now_unix_us();
-        for line in &new {
-            if line["kind"] == "window"
-                && line["window"] == "per_device_10s"
-                && line["key"].as_str().is_some_and(|k| k.ends_with(&cut_key))
-            {
-                seen_at.entry(line["end_unix_us"].as_i64().unwrap_or(0)).or_insert(at);
-            }
+        if !new.is_empty() {
+            lines_pending.push((new, at));
+            continue;
         }
-        lines.extend(new);
+        for (new, at) in lines_pending.drain(..) {
+            for line in &new {
+                if line["kind"] == "window"
+                    && line["window"] == "per_device_10s"
+                    && line["key"].as_str().is_some_and(|k| k.ends_with(&cut_key))
+                {
+                    seen_at.entry(line["end_unix_us"].as_i64().unwrap_or(0)).or_insert(at);
+                }
+            }
+            lines.extend(new);
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
+    lines.extend(lines_pending.drain(..).flat_map(|(new, _)| new));
     let reports = [steady.join().unwrap(), cut_off.join().unwrap()];
     std::thread::sleep(Duration::from_secs(3));
     loop {
@@ -281,14 +292,24 @@ fn agents(outage_s: u64) {
                 (at - landed) as f64 / 1e6
             );
         }
-        for claim in lines.iter().filter(|l| l["kind"] == "claim" && l["device"].as_u64() == Some(device_id)) {
-            let at = claim["at_unix_us"].as_i64().unwrap_or(0);
+        let mut held = std::collections::BTreeSet::new();
+        for line in &lines {
+            if line["kind"] == "event" && line["device"].as_u64() == Some(device_id) {
+                held.insert(line["seq"].as_u64().unwrap_or(0));
+            }
+            if line["kind"] != "claim" || line["device"].as_u64() != Some(device_id) {
+                continue;
+            }
+            let at = line["at_unix_us"].as_i64().unwrap_or(0);
+            let end = line["assigned_end"].as_u64().unwrap_or(0);
+            let prefix = (0..).find(|seq| !held.contains(seq)).unwrap_or(0);
             if (at - landed).abs() < 8_000_000 {
                 eprintln!(
-                    "claim at {:+.2} s (received {:+.2}), draining {}",
+                    "claim at {:+.2} s (received {:+.2}, offset {}), draining {}, assigned_end {end}, prefix before it {prefix}",
                     (at - landed) as f64 / 1e6,
-                    (claim["t3_received_unix_us"].as_i64().unwrap_or(0) - landed) as f64 / 1e6,
-                    claim["draining"]
+                    (line["t3_received_unix_us"].as_i64().unwrap_or(0) - landed) as f64 / 1e6,
+                    line["offset"],
+                    line["draining"]
                 );
             }
         }

@@ -8,11 +8,11 @@
 //! follow memory pressure and processing time freely; outputs and replays stay identical.
 
 use super::store::{Pending, StateStore};
+use crate::id_hash::IdMap;
 use crate::log::LogError;
 use driftlog_eventtime::window::{DeviceWindows, Ticks, WindowSpec};
 use driftlog_protocol::DeviceId;
 use serde::{Deserialize, Serialize};
-use crate::id_hash::IdMap;
 use std::collections::BTreeSet;
 use std::collections::hash_map::Entry;
 
