@@ -142,4 +142,24 @@ mod tests {
         assert!(later.at_unix_us <= later.received_unix_us);
         assert_eq!(claims.skipped, 2);
     }
+
+    /// A heartbeat whose device time maps far past its arrival (a clock that jumped, or a
+    /// device that lies) claims no more than its arrival: a claim is never about the future.
+    #[test]
+    fn a_claim_never_maps_after_its_arrival() {
+        let t0 = 1_795_000_000_000_000;
+        let mut clocks = Clocks::new(ClockConfig::default(), 10);
+        for i in 0..10u64 {
+            clocks.handle_frame(7, 3, 1_000_000 + i * 1_000_000, t0 + i as i64 * 1_000_000);
+        }
+        let mut claims = Claims::new(1_000, 10);
+        let received = t0 + 10_000_000;
+        for ahead_s in [1u64, 3_600, 86_400 * 365] {
+            let sent_at = Instant::from_micros(11_000_000 + ahead_s * 1_000_000);
+            let header = Header { kind: FrameKind::Heartbeat, key_id: 1, epoch: 3, sent_at };
+            let key = StreamKey { device: 7, stream: ahead_s as u32, epoch: 3 };
+            let claim = claims.admit(key, &header, &heartbeat(1, false), received, &clocks).expect("stored");
+            assert_eq!(claim.at_unix_us, received, "{ahead_s} s ahead");
+        }
+    }
 }

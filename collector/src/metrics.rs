@@ -387,6 +387,12 @@ impl Metrics {
             stats.timed_out as f64,
         );
         series(
+            "driftlog_window_completeness_refused_total",
+            "Completeness inputs refused: claims going backwards, and what per-device bounds turned away.",
+            "counter",
+            stats.completeness_refused as f64,
+        );
+        series(
             "driftlog_windows_devices_forgotten_total",
             "Devices forgotten for the watermark.max_devices bound.",
             "counter",

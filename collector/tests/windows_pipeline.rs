@@ -307,3 +307,88 @@ impl StateStore for MemoryStore {
         Ok(self.windows.range(from.to_vec()..to.to_vec()).take(limit).map(|(k, v)| (k.clone(), v.clone())).collect())
     }
 }
+
+/// A device that lies in its claims (one far ahead of anything it sent, then claims that go
+/// backwards, and "draining" flipped on and off every second) and leaves a gap in its sequence
+/// that it never fills nor explains hurts only its own windows: they wait, then close by
+/// time-out `max_outage_ms` after its completeness stopped although it keeps sending; the lies
+/// are counted; the honest device's windows close on time; and the fleet's windows are held no
+/// longer than `max_backlog_hold_ms` at a time.
+#[test]
+fn a_device_lying_in_its_claims_only_delays_its_own_windows_and_boundedly_the_fleets() {
+    let watermark = WatermarkSection {
+        max_outage_ms: 20_000,
+        max_backlog_hold_ms: 5_000,
+        stream_silence_ms: 10_000,
+        ..WatermarkSection::default()
+    };
+    let mut sections = default_windows();
+    sections.push(fleet_window("fleet_10s", "temp"));
+    let mut inputs = Vec::new();
+    let mut seq = [0u64; 3];
+    for t in 0..120 {
+        for device in [1u64, 2] {
+            if device == 2 && seq[2] == 10 {
+                seq[2] += 1; // Sequence number 10 never comes.
+            }
+            inputs.push(event(device, seq[device as usize], t, t, "temp", 1.0));
+            seq[device as usize] += 1;
+            let honest = claim(device, t, seq[device as usize], false);
+            let input = match (device, honest) {
+                (2, Input::Claim(mut lie)) => {
+                    // Far ahead until 60 s, then backwards; draining every other second.
+                    lie.assigned_end = if t < 60 { 1_000_000 } else { 5 };
+                    lie.draining = t % 2 == 0;
+                    Input::Claim(lie)
+                }
+                (_, honest) => honest,
+            };
+            inputs.push(input);
+        }
+        inputs.push(Input::Tick(BASE + t * S + S / 2));
+    }
+    let blocks: Vec<Vec<Input>> = inputs.chunks(40).map(<[Input]>::to_vec).collect();
+    let mut pipeline = Pipeline::new(&sections, &watermark);
+    let mut out = Vec::new();
+    for block in &blocks {
+        for input in block {
+            feed(&mut pipeline, &NoStore, input, &mut out).expect("nothing stored");
+        }
+        pipeline.end_block(&mut out);
+    }
+    let outputs = decode(&out);
+    let windows_of = |key: &str| -> Vec<(i64, ClosedBy)> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                Out::Window { window, key: k, start, closed_by, change: Change::Insert, .. }
+                    if window == "per_device_10s" && k == key =>
+                {
+                    Some((*start, *closed_by))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let honest = windows_of("temp device=1");
+    assert_eq!(honest.len(), 11, "the honest device's windows close on its completeness: {honest:?}");
+    assert!(honest.iter().all(|(_, by)| *by == ClosedBy::Completeness));
+    let liar = windows_of("temp device=2");
+    // Complete only up to its gap at 10 s (less B: not even its first window); its windows
+    // close by time-out, 20 s after its completeness last moved, while it goes on sending.
+    assert!(liar.iter().all(|(_, by)| *by == ClosedBy::Timeout), "{liar:?}");
+    assert!(liar.len() >= 8, "time-outs keep its open windows bounded: {liar:?}");
+    assert!(pipeline.stats().completeness_refused >= 50, "the backward claims are counted: {:?}", pipeline.stats());
+    // The fleet's windows: held at most 5 s at a time by the flapping drain, so every window
+    // that ended more than the hold, the bound, the idle timeout and a window ago has fired.
+    let fired: Vec<i64> = outputs
+        .iter()
+        .filter_map(|o| match o {
+            Out::Window { window, start, change: Change::Insert, .. } if window == "fleet_10s" => Some(*start),
+            _ => None,
+        })
+        .collect();
+    for start in (0..80).step_by(10) {
+        assert!(fired.contains(&start), "fleet window {start} never fired: {fired:?}");
+    }
+}

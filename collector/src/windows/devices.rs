@@ -21,6 +21,10 @@ use std::collections::hash_map::Entry;
 pub struct IndexEntry {
     /// Processing time of the device's last record.
     pub last_heard: Ticks,
+    /// Processing time when the device's watermark last moved (or it was first heard): a
+    /// device whose completeness stops, offline or stuck behind a gap it never fills, has its
+    /// open windows closed `max_outage` after this.
+    pub last_progress: Ticks,
     /// Whether it has per-device windows that have not fired (so a time-out is due for it).
     pub open: bool,
 }
@@ -57,7 +61,7 @@ pub struct Devices {
     /// Devices with open windows.
     open: usize,
     /// `(deadline, device)`: an entry for each device with open windows, at or before its
-    /// deadline (`last_heard + max_outage`).
+    /// deadline (`last_progress + max_outage`).
     deadlines: BTreeSet<(Ticks, DeviceId)>,
     /// `(last_heard, device)`: an entry for each device, at or before it was last heard.
     heard: BTreeSet<(Ticks, DeviceId)>,
@@ -75,7 +79,7 @@ impl Devices {
             devices.heard.insert((entry.last_heard, *device));
             if entry.open {
                 devices.open += 1;
-                devices.deadlines.insert((entry.last_heard.saturating_add(max_outage), *device));
+                devices.deadlines.insert((entry.last_progress.saturating_add(max_outage), *device));
             }
         }
         devices.index = index.into_iter().collect();
@@ -129,24 +133,30 @@ impl Devices {
         Ok(&mut resident.windows)
     }
 
-    /// Notes that the device was heard from at `now`, and whether it has windows open.
-    pub fn heard(&mut self, device: DeviceId, now: Ticks) {
+    /// Notes that the device was heard from at `now` (and whether its watermark moved), and
+    /// whether it has windows open.
+    pub fn heard(&mut self, device: DeviceId, now: Ticks, progressed: bool) {
         let open = self.resident.get(&device).is_some_and(|r| r.windows.has_unfired());
         let max_outage = self.max_outage;
         match self.index.entry(device) {
             Entry::Occupied(mut entry) => {
                 let entry = entry.get_mut();
                 entry.last_heard = entry.last_heard.max(now);
+                if progressed {
+                    entry.last_progress = entry.last_progress.max(now);
+                }
                 if open && !entry.open {
                     self.open += 1;
-                    self.deadlines.insert((entry.last_heard.saturating_add(max_outage), device));
+                    // Windows opening anew count their outage from now.
+                    entry.last_progress = entry.last_progress.max(now);
+                    self.deadlines.insert((entry.last_progress.saturating_add(max_outage), device));
                 } else if !open && entry.open {
                     self.open -= 1;
                 }
                 entry.open = open;
             }
             Entry::Vacant(entry) => {
-                entry.insert(IndexEntry { last_heard: now, open });
+                entry.insert(IndexEntry { last_heard: now, last_progress: now, open });
                 self.heard.insert((now, device));
                 if open {
                     self.open += 1;
@@ -160,7 +170,7 @@ impl Devices {
     /// last heard from.
     pub fn refresh_open(&mut self, device: DeviceId) {
         let Some(last_heard) = self.index.get(&device).map(|e| e.last_heard) else { return };
-        self.heard(device, last_heard);
+        self.heard(device, last_heard, false);
     }
 
     /// Devices whose maximum outage passed at `now` with windows open, in deadline order.
@@ -175,7 +185,7 @@ impl Devices {
             if !entry.open {
                 continue;
             }
-            let actual = entry.last_heard.saturating_add(self.max_outage);
+            let actual = entry.last_progress.saturating_add(self.max_outage);
             if actual > now {
                 self.deadlines.insert((actual, device));
             } else {

@@ -30,11 +30,15 @@ struct FleetSection {
     stored_cleanup_from: Ticks,
 }
 
-/// A device draining a backlog: it holds the watermark at `watermark` until `until`.
+/// A device draining a backlog: it holds the watermark at `watermark` until `until`. Kept
+/// after the drain (`active` false) until `until`, so a device that says it drains, stops and
+/// starts again gets no new hold before the last one's time is up: one device holds the fleet
+/// at most `max_backlog_hold_ms` in any such span.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 struct Hold {
     until: Ticks,
     watermark: Ticks,
+    active: bool,
 }
 
 /// See the [module docs](self). Checkpointed with the pipeline's header.
@@ -114,12 +118,12 @@ impl Fleet {
 
     /// Devices holding the watermark now.
     pub fn holding(&self, now: Ticks) -> usize {
-        self.holds.values().filter(|hold| hold.until > now).count()
+        self.holds.values().filter(|hold| hold.active && hold.until > now).count()
     }
 
     /// Whether only time passing could still change something (ticks are worth writing).
     pub fn waiting_on_time(&self) -> bool {
-        self.open_windows() > 0 || self.late_pending() > 0 || !self.holds.is_empty()
+        self.open_windows() > 0 || self.late_pending() > 0 || self.holds.values().any(|hold| hold.active)
     }
 
     /// One element for section `section`, judged against the fleet's watermark; outputs into
@@ -159,17 +163,20 @@ impl Fleet {
         }
         self.watermarks.handle_watermark(device, watermark, now);
         match (draining, self.holds.get_mut(&device)) {
-            (true, Some(hold)) => hold.watermark = watermark,
-            (true, None) => {
+            (true, Some(hold)) if hold.active || hold.until > now => hold.watermark = watermark,
+            (true, _) => {
                 let until = now.saturating_add(max_hold);
-                self.holds.insert(device, Hold { until, watermark });
+                self.holds.insert(device, Hold { until, watermark, active: true });
                 self.watermarks.set_holding(device, Some(until));
             }
-            (false, Some(_)) => {
-                self.holds.remove(&device);
+            (false, Some(hold)) if hold.active => {
+                hold.active = false;
                 self.watermarks.set_holding(device, None);
             }
-            (false, None) => {}
+            (false, Some(hold)) if hold.until <= now => {
+                self.holds.remove(&device);
+            }
+            (false, _) => {}
         }
     }
 
@@ -220,7 +227,8 @@ impl Fleet {
         scratch: &mut Vec<Output>,
     ) {
         // A hold that expired stops holding updates back too.
-        let held_at = self.holds.values().filter(|hold| hold.until > now).map(|hold| hold.watermark).min();
+        let held_at =
+            self.holds.values().filter(|hold| hold.active && hold.until > now).map(|hold| hold.watermark).min();
         // A device's watermark W says nothing at or before W is still to come.
         let before = held_at.map_or(POS_INF, |w| w.saturating_add(1));
         for (index, section) in self.sections.iter_mut().enumerate() {
@@ -264,4 +272,34 @@ fn clean_up_stored(
     section.stored_cleanup_from =
         next.and_then(|key| parse_stored_key(&section.name, &key).map(|(cleanup, _, _)| cleanup)).unwrap_or(POS_INF);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A device that says it drains, stops, and starts again gets no second hold before its
+    /// first one's time is up: one device cannot hold the fleet by flapping.
+    #[test]
+    fn a_flapping_drain_gets_one_hold_per_hold_time() {
+        let spec = WindowSpec {
+            kind: driftlog_eventtime::window::WindowKind::Tumbling { size: 10, offset: 0 },
+            allowed_lateness: 0,
+            emit_final: false,
+            max_open_windows: 10,
+        };
+        let mut fleet = Fleet::new(&[("w".to_string(), spec)], Watermarks::new(0, 1_000, 10));
+        let max_hold = 5;
+        fleet.device(1, 100, false, 0, max_hold);
+        fleet.device(2, 100, false, 0, max_hold);
+        fleet.device(1, 100, true, 1, max_hold);
+        assert_eq!(fleet.holding(1), 1);
+        fleet.device(1, 101, false, 2, max_hold);
+        assert_eq!(fleet.holding(2), 0, "the drain ended");
+        fleet.device(1, 101, true, 3, max_hold);
+        assert_eq!(fleet.holding(3), 0, "a new drain within the first hold's time holds nothing");
+        fleet.device(1, 101, false, 4, max_hold);
+        fleet.device(1, 101, true, 7, max_hold);
+        assert_eq!(fleet.holding(7), 1, "after it, a new drain holds again");
+    }
 }

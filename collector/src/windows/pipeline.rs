@@ -19,7 +19,7 @@ use super::store::{Pending, StateStore};
 use crate::log::LogError;
 use crate::log::record::{ClaimRecord, ClosedBy, LateRecord, Record, RecordKind, WindowRecord, encode_head, global_id};
 use driftlog_eventtime::window::{
-    Change, Claim, DeviceOutput, NEG_INF, Output, Ticks, Watermarks, WindowResult, WindowSpec,
+    Change, Claim, DeviceOutput, DeviceWindows, NEG_INF, Output, Ticks, Watermarks, WindowResult, WindowSpec,
 };
 use driftlog_protocol::DeviceId;
 use driftlog_protocol::wire::Payload;
@@ -49,6 +49,9 @@ pub struct PipelineStats {
     pub timed_out: u64,
     /// Devices forgotten for the `max_devices` bound.
     pub devices_forgotten: u64,
+    /// Completeness inputs refused: claims that went backwards (reordered heartbeats or a
+    /// device that lies), and what a per-device bound (epochs, ranges, streams) turned away.
+    pub completeness_refused: u64,
 }
 
 #[derive(Deserialize)]
@@ -345,14 +348,18 @@ impl Pipeline {
                     }
                 }
                 if let Some(last_ts) = last_ts {
+                    let before = refused(unit);
                     unit.handle_events(head.stream, head.epoch, head.first_seq, u64::from(head.count), last_ts);
+                    self.stats.completeness_refused += refused(unit) - before;
                 }
                 self.progress(device, now, store, out)?;
                 self.observe_time(head.received_unix_us, store, out)?;
             }
             Record::Gap { head, .. } => {
                 let unit = self.devices.unit(head.device, &self.device_windows, &self.pending, store)?;
+                let before = refused(unit);
                 unit.handle_gap(head.stream, head.epoch, head.range.start, head.range.end);
+                self.stats.completeness_refused += refused(unit) - before;
                 let now = self.now_unix_us.max(head.received_unix_us);
                 self.progress(head.device, now, store, out)?;
                 self.observe_time(head.received_unix_us, store, out)?;
@@ -360,7 +367,9 @@ impl Pipeline {
             Record::Claim(claim) => {
                 self.stats.claims += 1;
                 let unit = self.devices.unit(claim.device, &self.device_windows, &self.pending, store)?;
+                let before = refused(unit);
                 unit.handle_claim(&to_claim(claim));
+                self.stats.completeness_refused += refused(unit) - before;
                 let now = self.now_unix_us.max(claim.received_unix_us);
                 self.progress(claim.device, now, store, out)?;
                 self.observe_time(claim.received_unix_us, store, out)?;
@@ -389,9 +398,9 @@ impl Pipeline {
         out: &mut Vec<Encoded>,
     ) -> Result<(), LogError> {
         let unit = self.devices.unit(device, &self.device_windows, &self.pending, store)?;
-        unit.advance(self.out_of_orderness, self.silence, &mut self.scratch, &mut self.device_out);
+        let progressed = unit.advance(self.out_of_orderness, self.silence, &mut self.scratch, &mut self.device_out);
         let (watermark, draining) = (unit.watermark(), unit.draining(self.silence));
-        self.devices.heard(device, now);
+        self.devices.heard(device, now, progressed);
         self.fleet.device(device, watermark, draining, now, self.max_hold);
         self.fleet.advance(&mut self.pending, store, &mut self.fleet_out, &mut self.scratch)?;
         self.emit(out);
@@ -483,6 +492,12 @@ pub struct StateSnapshot {
     pub resident_bytes: u64,
     pub pending_bytes: u64,
     pub residency: Residency,
+}
+
+/// Inputs a device's completeness refused so far (claims going backwards, bounds).
+fn refused(unit: &DeviceWindows) -> u64 {
+    let stats = unit.completeness_stats();
+    stats.claims_ignored + stats.ranges_dropped + stats.epochs_dropped + stats.streams_dropped
 }
 
 fn to_claim(record: &ClaimRecord) -> Claim {

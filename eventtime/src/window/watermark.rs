@@ -287,6 +287,8 @@ impl Watermarks {
     pub fn mark_idle(&mut self, source: u64) {
         if let Some(state) = self.sources.get_mut(&source) {
             state.idle = true;
+            // A silent source is not draining anything: its hold ends (as in `handle_tick`).
+            state.hold_until = None;
             self.idle_check_at = IdleCheck::default();
             self.recompute();
         }
@@ -586,5 +588,22 @@ mod tests {
         assert_eq!(expiring.current(), 300, "the hold expired behind W");
         expiring.handle_watermark(2, 100, 265);
         assert_eq!(expiring.current(), 300);
+    }
+
+    /// A source marked idle loses its hold, whether the idleness came from `mark_idle` or from a
+    /// tick: otherwise the shortcut (no rescan before a check is due) and a full rescan disagreed
+    /// on whether the returning source still held `W` (a case the property test found).
+    #[test]
+    fn marking_a_source_idle_ends_its_hold() {
+        let mut watermarks = Watermarks::new(5, 30, 4);
+        watermarks.handle_event(0, 0, 0);
+        watermarks.set_holding(0, Some(0));
+        watermarks.handle_event(1, 12, 0);
+        watermarks.mark_idle(0);
+        assert_eq!(watermarks.current(), 6);
+        // Back, behind W and without its hold: it does not count.
+        watermarks.handle_event(0, 0, 0);
+        watermarks.handle_event(1, 30, 13);
+        assert_eq!(watermarks.current(), 24);
     }
 }
