@@ -109,7 +109,7 @@ pub async fn run() -> u32 {
         .field("epoch", args.epoch)
         .field("key_id", u64::from(key_id))
         .field("outbox_events", OUTBOX_EVENTS as u64)
-        .field("interval_ms", args.interval_ms)
+        .field("interval_ms", u64::from(args.interval_ms))
         .field("events", args.events)
         .send();
     let temperature = SimulatedTemperature::new(args.epoch);
@@ -157,7 +157,7 @@ impl<'a> Agent<'a> {
     }
 
     async fn run(&mut self) -> u32 {
-        let interval_us = self.args.interval_ms * 1_000;
+        let interval_us = u64::from(self.args.interval_ms) * 1_000;
         let mut next_sample_us = now_us();
         let mut producing = true;
         let mut drain_deadline_us = u64::MAX;
@@ -206,7 +206,7 @@ impl<'a> Agent<'a> {
                 break;
             }
             if let Some(value) = sensor.sample(now) {
-                self.ring.push(Reading { mono_us: now, value, channel: channel as u8 });
+                self.ring.push(Reading { mono_us: now, raw: value, channel: channel as u8 });
             }
         }
         limit == 0 || self.ring.stats().produced < limit

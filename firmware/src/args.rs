@@ -5,19 +5,23 @@
 //! | `epoch=N` | the boot epoch, never reused by this device (required, at least 1) | – |
 //! | `key=ID:HEX` | key id and 64 hex digits of the secret (overrides the compiled-in key) | `DRIFTLOG_KEY_FILE` at build time |
 //! | `events=N` | stop sampling after N events, wait until they are acknowledged, report and exit; 0 runs forever | 0 |
-//! | `interval_ms=N` | device time between two samples of every sensor | 100 |
+//! | `interval_ms=N` | device time between two samples of every sensor, at most an hour (3 600 000) | 100 |
 //! | `drain_s=N` | after the last event, how long (device time) to wait for the acknowledgements | 600 |
 //!
 //! Unknown words are refused: a typo must not silently run with defaults.
 
 use driftlog_protocol::{Epoch, KeyId};
 
+/// The longest sampling interval, an hour: periods in µs then fit 32 bits, which the
+/// Cortex-M3 divides in hardware.
+pub const MAX_INTERVAL_MS: u32 = 3_600_000;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Args {
     pub epoch: Epoch,
     pub key: Option<(KeyId, [u8; 32])>,
     pub events: u64,
-    pub interval_ms: u64,
+    pub interval_ms: u32,
     pub drain_s: u64,
 }
 
@@ -46,7 +50,15 @@ pub fn parse(cmdline: &str) -> Result<Args, ArgsError> {
         match name {
             "epoch" => args.epoch = number(value, "epoch must be a number")?,
             "events" => args.events = number(value, "events must be a number")?,
-            "interval_ms" => args.interval_ms = number(value, "interval_ms must be a number")?.max(1),
+            "interval_ms" => {
+                let message = "interval_ms must be a number of at most 3600000 (an hour)";
+                let interval_ms = number(value, message)?;
+                args.interval_ms = u32::try_from(interval_ms)
+                    .ok()
+                    .filter(|&ms| ms <= MAX_INTERVAL_MS)
+                    .ok_or(ArgsError::BadValue(message))?
+                    .max(1);
+            }
             "drain_s" => args.drain_s = number(value, "drain_s must be a number")?,
             "key" => args.key = Some(key(value).ok_or(ArgsError::BadValue("key must be ID:64-hex-digits"))?),
             _ => return Err(ArgsError::Unknown),

@@ -125,7 +125,7 @@ impl<const N: usize, const T: usize> Ring<N, T> {
     fn event(&self, seq: Seq) -> Event<'static> {
         let reading = self.slots[self.index(seq)];
         let channel = self.channels.get(usize::from(reading.channel)).copied().unwrap_or(Channel::UNKNOWN);
-        let sample = Sample { name: channel.name, value: f64::from(reading.value), tags: Tags::EMPTY };
+        let sample = Sample { name: channel.name, value: channel.value(reading.raw), tags: Tags::EMPTY };
         let payload = match channel.kind {
             Kind::Gauge => Payload::Gauge(sample),
             Kind::Counter => Payload::Counter(sample),

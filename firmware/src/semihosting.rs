@@ -75,17 +75,23 @@ impl Line {
         self.push(name.as_bytes());
         self.push(b"=");
         let mut digits = [0u8; 20];
-        let mut start = digits.len();
+        let mut len = 0;
         let mut rest = value;
-        loop {
-            start -= 1;
-            digits[start] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            if rest == 0 {
-                break;
+        // Digit by digit from the highest power of ten, by subtraction: dividing a u64 is a
+        // library routine on a 32-bit core (almost 1 KiB of flash), and a report line is rare.
+        for exponent in (0..20).rev() {
+            let power = 10u64.pow(exponent);
+            let mut digit = b'0';
+            while rest >= power {
+                rest -= power;
+                digit += 1;
+            }
+            if len > 0 || digit != b'0' || exponent == 0 {
+                digits[len] = digit;
+                len += 1;
             }
         }
-        self.push(&digits[start..]);
+        self.push(&digits[..len]);
         self
     }
 

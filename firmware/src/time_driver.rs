@@ -19,6 +19,9 @@ use embassy_time_queue_utils::Queue;
 
 const MICROS_PER_TICK: u64 = 1_000;
 const CYCLES_PER_TICK: u32 = crate::board::CORE_HZ / 1_000;
+// `now_in` scales cycles into µs in 32 bits: exact for a whole number of kHz, and the
+// product must fit.
+const _: () = assert!(crate::board::CORE_HZ.is_multiple_of(1_000) && CYCLES_PER_TICK as u64 * 1_000 <= u32::MAX as u64);
 
 struct SysTickDriver {
     /// Milliseconds since boot, counted by the SysTick handler.
@@ -54,8 +57,10 @@ impl SysTickDriver {
             ticks += 1;
             current = SYST::get_current();
         }
-        let elapsed_cycles = u64::from(CYCLES_PER_TICK - 1 - current.min(CYCLES_PER_TICK - 1));
-        ticks * MICROS_PER_TICK + elapsed_cycles * 1_000_000 / u64::from(crate::board::CORE_HZ)
+        let elapsed_cycles = CYCLES_PER_TICK - 1 - current.min(CYCLES_PER_TICK - 1);
+        // µs into this tick, in 32 bits (a tick is at most some 10^5 cycles, so the product
+        // fits): a 64-bit division would be a library call on every clock read.
+        ticks * MICROS_PER_TICK + u64::from(elapsed_cycles * 1_000 / CYCLES_PER_TICK)
     }
 
     fn on_tick(&self) {

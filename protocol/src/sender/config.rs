@@ -1,6 +1,7 @@
 //! Sender tuning. Every bound is explicit; defaults suit a LAN or a cellular uplink.
 
 use crate::StreamId;
+use crate::time::duration_micros;
 use core::time::Duration;
 
 #[derive(Clone, Debug)]
@@ -50,6 +51,29 @@ impl SenderConfig {
             backlog_events_per_second: 5_000,
             backlog_burst_events: 256,
             unreachable_after_timeouts: 3,
+        }
+    }
+}
+
+/// The config's durations in µs, converted once: the timers do their arithmetic in `u64`
+/// microseconds (see `rtt.rs`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TimersUs {
+    pub(crate) min_rto: u64,
+    pub(crate) max_rto: u64,
+    pub(crate) peer_ack_delay_max: u64,
+    pub(crate) reorder_slack: u64,
+    pub(crate) heartbeat_interval: u64,
+}
+
+impl TimersUs {
+    pub(crate) fn new(config: &SenderConfig) -> TimersUs {
+        TimersUs {
+            min_rto: duration_micros(config.min_rto),
+            max_rto: duration_micros(config.max_rto),
+            peer_ack_delay_max: duration_micros(config.peer_ack_delay_max),
+            reorder_slack: duration_micros(config.reorder_slack),
+            heartbeat_interval: duration_micros(config.heartbeat_interval),
         }
     }
 }

@@ -27,10 +27,12 @@ mod stats;
 
 pub use backlog::{Backlog, Item, Position};
 pub use config::SenderConfig;
+use config::TimersUs;
 #[cfg(feature = "alloc")]
 pub use memory::{DropPolicy, MemoryBacklog, OwnedEvent, OwnedPayload};
 pub use stats::SenderStats;
 
+use crate::time::duration_micros;
 use crate::wire::{
     AckRepr, AckTiming, ControlRef, DataWriter, DropReason, EncodeError, FrameKind, Header, HeartbeatRepr, NakRepr,
     Sealer, TombstoneRepr, seal_control,
@@ -87,6 +89,7 @@ struct InFlight {
 #[derive(Debug)]
 pub struct Sender<const FRAMES: usize = 64, const RETX: usize = 32> {
     config: SenderConfig,
+    timers: TimersUs,
     /// The network round trip: ACK arrival minus the echoed send, less the receiver's hold.
     rtt: RttEstimator,
     /// How long a frame waits for the ACK that covers it: the round trip plus the receiver's
@@ -133,9 +136,12 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
     pub fn new<B: Backlog>(config: SenderConfig, backlog: &B) -> Self {
         let head = backlog.head();
         let tail = backlog.tail();
+        let timers = TimersUs::new(&config);
+        let initial_rtt = duration_micros(config.initial_rtt);
         Sender {
-            rtt: RttEstimator::new(config.initial_rtt),
-            ack_wait: RttEstimator::new(config.initial_rtt + config.peer_ack_delay_max),
+            rtt: RttEstimator::new(initial_rtt),
+            ack_wait: RttEstimator::new(initial_rtt.saturating_add(timers.peer_ack_delay_max)),
+            timers,
             pacer: TokenBucket::new(config.backlog_events_per_second, config.backlog_burst_events),
             config,
             in_flight: heapless::Vec::new(),
@@ -164,8 +170,8 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
 
     pub fn stats(&self) -> SenderStats {
         SenderStats {
-            smoothed_rtt: self.rtt.smoothed(),
-            smoothed_ack_wait: self.ack_wait.smoothed(),
+            smoothed_rtt: Duration::from_micros(self.rtt.smoothed_us()),
+            smoothed_ack_wait: Duration::from_micros(self.ack_wait.smoothed_us()),
             in_flight_frames: self.in_flight.len() as u64,
             in_flight_bytes: self.in_flight_bytes as u64,
             ..self.stats
@@ -200,23 +206,27 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
     /// The probe timeout with back-off applied: what an ACK has been taking (the ACK wait,
     /// with four deviations of margin), and never less than a round trip plus the ACK delay
     /// the receiver announces.
-    fn probe_timeout(&self) -> Duration {
-        let announced = self.rtt.base_timeout() + self.config.peer_ack_delay_max;
-        let base = self.ack_wait.base_timeout().max(announced).clamp(self.config.min_rto, self.config.max_rto);
-        let factor = 1u32 << self.timeouts_in_a_row.min(20);
-        base.saturating_mul(factor).min(self.config.max_rto)
+    fn probe_timeout_us(&self) -> u64 {
+        let timers = &self.timers;
+        let announced = self.rtt.base_timeout_us().saturating_add(timers.peer_ack_delay_max);
+        // `max` then `min` rather than `clamp`, which panics when `min_rto > max_rto`.
+        let base = self.ack_wait.base_timeout_us().max(announced).max(timers.min_rto).min(timers.max_rto);
+        // Back-off: doubles per timeout in a row, up to 2^20, saturating.
+        let shift = self.timeouts_in_a_row.min(20);
+        let backed_off = if base > u64::MAX >> shift { u64::MAX } else { base << shift };
+        backed_off.min(timers.max_rto)
     }
 
     fn probe_deadline(&self) -> Option<Instant> {
         if self.in_flight.is_empty() {
             return None;
         }
-        self.last_ack_eliciting_at.map(|at| at + self.probe_timeout())
+        self.last_ack_eliciting_at.map(|at| at.saturating_add_micros(self.probe_timeout_us()))
     }
 
     fn heartbeat_deadline(&self) -> Instant {
         match self.last_heartbeat_at {
-            Some(at) => at + self.config.heartbeat_interval,
+            Some(at) => at.saturating_add_micros(self.timers.heartbeat_interval),
             None => Instant::ZERO,
         }
     }
@@ -311,12 +321,12 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
         }
 
         if let Some(sent_at) = newest_first_sent {
-            self.ack_wait.update(now.saturating_duration_since(sent_at));
+            self.ack_wait.update(now.saturating_micros_since(sent_at));
         }
-        let hold = header.sent_at.saturating_duration_since(ack.received_at);
+        let hold = header.sent_at.saturating_micros_since(ack.received_at);
         if ack.echo_sent_at <= now {
             if echo_matched {
-                let round_trip = now.saturating_duration_since(ack.echo_sent_at);
+                let round_trip = now.saturating_micros_since(ack.echo_sent_at);
                 self.rtt.update(round_trip.checked_sub(hold).unwrap_or(round_trip));
             }
             self.pending_timing = Some(AckTiming {
@@ -384,7 +394,7 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
         // Recover first, so that what the NAK frees in the window goes to live events and
         // retransmissions, not to the events that piled up during the outage.
         self.note_reachable(backlog.head());
-        let linger = self.rtt.smoothed().max(Duration::from_millis(1));
+        let linger_us = self.rtt.smoothed_us().max(1_000);
         for missing in nak.missing.iter() {
             let mut index = 0;
             let mut matched = false;
@@ -392,7 +402,7 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
                 let entry = self.in_flight[index];
                 if entry.epoch == nak.epoch && !entry.range.intersect(*missing).is_empty() {
                     matched = true;
-                    if now.saturating_duration_since(entry.sent_at) >= linger {
+                    if now.saturating_micros_since(entry.sent_at) >= linger_us {
                         self.declare_lost(index);
                         continue;
                     }
@@ -447,18 +457,19 @@ impl<const FRAMES: usize, const RETX: usize> Sender<FRAMES, RETX> {
     fn detect_losses(&mut self, now: Instant) {
         self.loss_time = None;
         let Some((epoch, largest)) = self.largest_acked else { return };
-        let loss_delay = self.rtt.smoothed().max(self.rtt.latest()) * 9 / 8
-            + self.config.reorder_slack.max(Duration::from_millis(1));
+        // 9/8 of the RTT (x + x/8 is exactly x * 9 / 8 rounded down) plus the slack.
+        let rtt = self.rtt.smoothed_us().max(self.rtt.latest_us());
+        let loss_delay_us = rtt.saturating_add(rtt >> 3).saturating_add(self.timers.reorder_slack.max(1_000));
         let mut index = 0;
         while index < self.in_flight.len() {
             let entry = self.in_flight[index];
             if entry.epoch == epoch && entry.number < largest {
-                if largest - entry.number >= PACKET_THRESHOLD || entry.sent_at + loss_delay <= now {
+                let at = entry.sent_at.saturating_add_micros(loss_delay_us);
+                if largest - entry.number >= PACKET_THRESHOLD || at <= now {
                     self.stats.frames_declared_lost += 1;
                     self.declare_lost(index);
                     continue;
                 }
-                let at = entry.sent_at + loss_delay;
                 self.loss_time = Some(self.loss_time.map_or(at, |t| t.min(at)));
             }
             index += 1;

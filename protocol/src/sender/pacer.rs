@@ -1,7 +1,6 @@
 //! A token bucket in integer micro-tokens, so pacing is exact and deterministic.
 
 use crate::Instant;
-use core::time::Duration;
 
 const MICRO: i64 = 1_000_000;
 
@@ -28,7 +27,7 @@ impl TokenBucket {
 
     fn refill(&mut self, now: Instant) {
         if let Some(last) = self.refilled_at {
-            let elapsed = now.saturating_duration_since(last).as_micros().min(i64::MAX as u128) as i64;
+            let elapsed = now.saturating_micros_since(last).min(i64::MAX as u64) as i64;
             let added = elapsed.saturating_mul(i64::from(self.rate_per_second));
             self.micro_tokens = self.micro_tokens.saturating_add(added).min(self.burst_micro_tokens);
         }
@@ -55,10 +54,13 @@ impl TokenBucket {
         if self.is_unlimited() || self.micro_tokens > 0 {
             return None;
         }
-        let needed = (1 - self.micro_tokens) as u64;
-        let rate = u64::from(self.rate_per_second);
-        let wait_micros = needed.div_ceil(rate);
-        Some(self.refilled_at.unwrap_or(Instant::ZERO) + Duration::from_micros(wait_micros))
+        // In 32 bits, a hardware division on a Cortex-M3 where 64 bits take a library call.
+        // A debt beyond u32::MAX micro-tokens (more than 4 294 events in one frame) gets an
+        // earlier wake-up, which finds the balance still negative and asks again: each wake
+        // repays at least u32::MAX - rate micro-tokens, so the wait only comes in steps.
+        let needed = u32::try_from(1 - self.micro_tokens).unwrap_or(u32::MAX);
+        let wait_micros = needed.div_ceil(self.rate_per_second);
+        Some(self.refilled_at.unwrap_or(Instant::ZERO).saturating_add_micros(u64::from(wait_micros)))
     }
 }
 
@@ -82,5 +84,24 @@ mod tests {
         }
         // 1000 per second plus the initial burst of 10 (and at most one frame of overdraw).
         assert!((1_000..=1_017).contains(&sent), "sent {sent}");
+    }
+
+    #[test]
+    fn a_debt_beyond_32_bits_is_waited_out_in_steps() {
+        let mut bucket = TokenBucket::new(1_000, 1);
+        assert!(bucket.ready(Instant::ZERO));
+        // 10 000 events against a burst of 1 at 1 000 per second: a debt of 9 999 000 000
+        // micro-tokens, more than u32 holds.
+        bucket.consume(10_000);
+        let mut now = Instant::ZERO;
+        let mut wakes = 0;
+        while !bucket.ready(now) {
+            now = bucket.next_ready().unwrap();
+            wakes += 1;
+        }
+        // Repaid (the balance above zero) after 9 999 001 µs, exactly as one 64-bit division
+        // would have said, in three waits.
+        assert_eq!(now, Instant::from_micros(9_999_001));
+        assert_eq!(wakes, 3);
     }
 }

@@ -4,15 +4,11 @@
 //! authenticated but not encrypted, and a MAC has no nonce that a device which lost its boot
 //! counter could reuse (ChaCha20-Poly1305 would leak its one-time key on nonce reuse).
 
+use super::blake2s::{self, KEY_BYTES, TAG_BYTES};
 use super::{EncodeError, FrameKind, Header};
 use crate::{Epoch, Instant, KeyId};
-use blake2::Blake2sMac;
-use blake2::Blake2sVarCore;
-use blake2::digest::consts::U16;
-use blake2::digest::core_api::{Buffer, UpdateCore, VariableOutputCore};
-use blake2::digest::{FixedOutput, KeyInit};
 
-pub const MAC_BYTES: usize = 16;
+pub const MAC_BYTES: usize = TAG_BYTES;
 
 /// A 32-byte pre-shared key, kept as the BLAKE2s state after its key block, so a frame costs
 /// the compressions of its own blocks only: a keyed BLAKE2s of a 100-byte frame is three
@@ -21,37 +17,22 @@ pub const MAC_BYTES: usize = 16;
 pub struct MacKey {
     /// The state with the key block compressed as a non-final block: valid for any
     /// non-empty message.
-    after_key: Blake2sVarCore,
-    /// RFC 7693's keyed mode as a whole, for the empty message (whose final block is the key
-    /// block itself).
-    keyed: Blake2sMac<U16>,
+    after_key: blake2s::State,
+    /// RFC 7693's keyed mode for the empty message, whose final block is the key block
+    /// itself.
+    empty_message_tag: [u8; MAC_BYTES],
 }
 
 impl MacKey {
-    pub fn new(secret: &[u8; 32]) -> MacKey {
-        // Cannot fail: BLAKE2s accepts keys of 1 to 32 bytes.
-        let keyed = <Blake2sMac<U16> as KeyInit>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
-        let mut after_key = Blake2sVarCore::new_with_params(&[], &[], secret.len(), MAC_BYTES);
-        let mut key_block = [0u8; 64];
-        key_block[..secret.len()].copy_from_slice(secret);
-        after_key.update_blocks(&[key_block.into()]);
-        MacKey { after_key, keyed }
+    pub fn new(secret: &[u8; KEY_BYTES]) -> MacKey {
+        MacKey { after_key: blake2s::State::after_key(secret), empty_message_tag: blake2s::empty_message_tag(secret) }
     }
 
     pub(crate) fn tag(&self, bytes: &[u8]) -> [u8; MAC_BYTES] {
         if bytes.is_empty() {
-            return self.keyed.clone().finalize_fixed().into();
+            return self.empty_message_tag;
         }
-        let mut core = self.after_key.clone();
-        // A lazy buffer keeps the last block, full or not, for the finalising compression.
-        let mut buffer = Buffer::<Blake2sVarCore>::default();
-        buffer.digest_blocks(bytes, |blocks| core.update_blocks(blocks));
-        let mut full = Default::default();
-        core.finalize_variable_core(&mut buffer, &mut full);
-        let mut tag = [0u8; MAC_BYTES];
-        // BLAKE2 truncates from the left, and the output length is in the parameter block.
-        tag.copy_from_slice(&full[..MAC_BYTES]);
-        tag
+        self.after_key.clone().tag(bytes)
     }
 
     /// Constant-time comparison of the tag at the end of `datagram`.
@@ -122,7 +103,9 @@ impl Sealer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use blake2::digest::Mac;
+    use blake2::Blake2sMac;
+    use blake2::digest::consts::U16;
+    use blake2::digest::{FixedOutput, KeyInit, Mac};
 
     /// The precomputed key block changes nothing: every length, including the empty message
     /// and exact multiples of the 64-byte block, gives RFC 7693's keyed BLAKE2s-128.
@@ -141,6 +124,24 @@ mod tests {
             wrong[len % MAC_BYTES] ^= 1;
             assert!(!key.verify(&message[..len], &wrong));
             assert!(!key.verify(&message[..len], &expected[..MAC_BYTES - 1]));
+        }
+    }
+
+    /// Fixed values from a third implementation (CPython's `hashlib.blake2s(message,
+    /// key=bytes(range(32)), digest_size=16)`), for whichever BLAKE2s the build uses (see
+    /// `blake2s.rs`): the empty message (the key block is the final block), one partial block,
+    /// and four full blocks (the last one compressed as the final block).
+    #[test]
+    fn known_tags_from_a_third_implementation() {
+        let key = MacKey::new(&core::array::from_fn(|i| i as u8));
+        let all_bytes: [u8; 256] = core::array::from_fn(|i| i as u8);
+        for (message, expected) in [
+            (&b""[..], "9536f9b267655743dee97b8a670f9f53"),
+            (&b"driftlog"[..], "09c484389335063c51d67b5d3a01c427"),
+            (&all_bytes[..], "d5a40ec316c751a63cd0d91157fa1ebb"),
+        ] {
+            let hex: String = key.tag(message).iter().map(|byte| format!("{byte:02x}")).collect();
+            assert_eq!(hex, expected, "message of {} bytes", message.len());
         }
     }
 

@@ -16,6 +16,7 @@
 //! window, so no unauthenticated or malformed byte ever changes receiver state.
 
 mod auth;
+mod blake2s;
 mod codec;
 mod control;
 mod data;
