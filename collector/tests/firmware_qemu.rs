@@ -36,7 +36,6 @@ fn every_event_arrives_exactly_once_through_a_bridge_losing_ten_percent_each_way
     let collector = collector(dir.path(), &image);
     let serial = free_port();
     let bridge = Bridge::start(serial, collector.udp, 0.10, 21);
-    let booted_at_us = unix_now_us();
     let events = 300;
     let mut qemu = Qemu::boot(&image.elf, serial, 101, &format!("events={events} interval_ms=1000 drain_s=900"));
     assert_eq!(qemu.wait(RUN_TIMEOUT), 0, "{:?}", qemu.lines.lock().unwrap());
@@ -63,14 +62,15 @@ fn every_event_arrives_exactly_once_through_a_bridge_losing_ten_percent_each_way
     assert!(sender["events_retransmitted"] > 0);
 
     // Event times come from the device's since-boot clock (t1; the firmware has no wall
-    // clock), mapped by the collector's clock model: never quarantined, never after arrival,
-    // never before the device booted.
+    // clock), mapped by the collector's clock model: never quarantined, never after arrival.
+    // (With `sleep=off` the device clock runs 20 to 30 times faster than the host's, far past
+    // any real crystal, so where its early events map to says nothing about the model; the
+    // `sleep=on` test below checks the times against the device clock and its boot.)
     for line in &stored.event_lines {
         assert!(line.get("t1_wall_unix_us").is_none());
         assert!(line.get("quarantine").is_none(), "{line}");
         let event_us = line["event_unix_us"].as_i64().unwrap();
         assert!(event_us <= line["t3_received_unix_us"].as_i64().unwrap(), "{line}");
-        assert!(event_us >= booted_at_us - 1_000_000, "{line}");
         assert!(line["t1_mono_us"].as_u64().unwrap() <= line["t2_sent_us"].as_u64().unwrap());
     }
     assert_eq!(collector.metric("driftlog_frames_rejected_total{reason=\"forged\"}"), 0.0);
@@ -201,6 +201,7 @@ fn buffered_firmware_events_get_times_from_the_device_clock_not_their_arrival() 
     let collector = collector(dir.path(), &image);
     let serial = free_port();
     let events = 60;
+    let booted_at_us = unix_now_us();
     let mut qemu = Qemu::boot_with(
         "lm3s6965evb",
         "shift=auto,sleep=on",
@@ -223,6 +224,8 @@ fn buffered_firmware_events_get_times_from_the_device_clock_not_their_arrival() 
     assert!(waited_us > 700_000, "the first event waited in the ring, yet its time is its arrival: {first}");
     for line in &lines {
         assert!(line.get("quarantine").is_none(), "{line}");
+        // Never before the device booted (the host started QEMU just before).
+        assert!(line["event_unix_us"].as_i64().unwrap() >= booted_at_us - 100_000, "{line}");
         let device_us = line["t1_mono_us"].as_i64().unwrap() - first["t1_mono_us"].as_i64().unwrap();
         let corrected_us = line["event_unix_us"].as_i64().unwrap() - first["event_unix_us"].as_i64().unwrap();
         // QEMU's clock follows the host's to within a few percent here.
