@@ -274,12 +274,21 @@ fn agents(outage_s: u64) {
     let visible = outage_windows.iter().max().map_or(f64::NAN, |at| (at - landed) as f64 / 1e6);
     if std::env::var_os("FIGURES_OUTAGE_DETAIL").is_some() {
         for (end, at) in seen_at.iter().filter(|(end, _)| **end > outage_start && **end <= outage_end + 20_000_000) {
-            eprintln!("window ending {:+.2} s from landing, readable {:+.2} s", (end - landed) as f64 / 1e6, (at - landed) as f64 / 1e6);
+            eprintln!(
+                "window ending {:+.2} s from landing, readable {:+.2} s",
+                (end - landed) as f64 / 1e6,
+                (at - landed) as f64 / 1e6
+            );
         }
         for claim in lines.iter().filter(|l| l["kind"] == "claim" && l["device"].as_u64() == Some(device_id)) {
             let at = claim["at_unix_us"].as_i64().unwrap_or(0);
             if (at - landed).abs() < 8_000_000 {
-                eprintln!("claim at {:+.2} s (received {:+.2}), draining {}", (at - landed) as f64 / 1e6, (claim["t3_received_unix_us"].as_i64().unwrap_or(0) - landed) as f64 / 1e6, claim["draining"]);
+                eprintln!(
+                    "claim at {:+.2} s (received {:+.2}), draining {}",
+                    (at - landed) as f64 / 1e6,
+                    (claim["t3_received_unix_us"].as_i64().unwrap_or(0) - landed) as f64 / 1e6,
+                    claim["draining"]
+                );
             }
         }
         eprintln!("outage end {:+.2} s from landing", (outage_end - landed) as f64 / 1e6);
@@ -343,7 +352,7 @@ fn virtual_outage(outage_s: i64) {
         records += 1;
         block += 1;
         if block == 1_000 {
-            pipeline.end_block(out);
+            pipeline.end_block(&NoStore, out).expect("nothing stored");
             block = 0;
         }
     };
@@ -422,7 +431,7 @@ fn virtual_outage(outage_s: i64) {
         }
         t += step;
     }
-    pipeline.end_block(&mut out);
+    pipeline.end_block(&NoStore, &mut out).expect("nothing stored");
     let elapsed = started.elapsed().as_secs_f64();
     let mut device_inserts: BTreeMap<i64, u64> = BTreeMap::new();
     let (mut retracts, mut late, mut counted) = (0, 0, 0);
@@ -475,7 +484,8 @@ fn offline(devices: u64, windows: bool) {
     }
     std::fs::write(dir.path().join("keys.toml"), keys).unwrap();
     let budget = env_u64("FIGURES_STATE_MEMORY_BYTES", 64 << 20);
-    let extra = if windows { format!("[watermark]\nstate_memory_bytes = {budget}\n") } else { "windows = []\n".to_string() };
+    let extra =
+        if windows { format!("[watermark]\nstate_memory_bytes = {budget}\n") } else { "windows = []\n".to_string() };
     let collector = Collector::start(dir.path(), &extra);
     std::thread::sleep(Duration::from_secs(3)); // the keys file is polled
     let (baseline, _) = collector.rss_kib();

@@ -34,6 +34,9 @@ pub struct CollectorConfig {
     pub windows: Vec<WindowSection>,
     /// StatsD listeners and aggregation (`[statsd]`); off when absent.
     pub statsd: Option<crate::statsd::config::StatsdSection>,
+    /// StatsD by event time (`[statsd_event_time]`): agents' samples per device, `|T` lines
+    /// per source; on by default wherever windows are computed.
+    pub statsd_event_time: crate::windows::config::StatsdEventTimeSection,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -165,6 +168,7 @@ impl Default for CollectorConfig {
             watermark: WatermarkSection::default(),
             windows: default_windows(),
             statsd: None,
+            statsd_event_time: Default::default(),
         }
     }
 }
@@ -338,7 +342,13 @@ impl CollectorConfig {
         if let Some(statsd) = &self.statsd {
             statsd.validate().map_err(|(field, message)| invalid(field, message))?;
         }
+        self.statsd_event_time.validate().map_err(|(field, message)| invalid(field, message))?;
         Ok(())
+    }
+
+    /// The event-time StatsD settings in force, if on.
+    pub fn statsd_spec(&self) -> Option<crate::windows::statsd::StatsdSpec> {
+        self.statsd_event_time.spec(self.statsd.as_ref())
     }
 
     pub fn log_path(&self) -> PathBuf {

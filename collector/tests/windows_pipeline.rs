@@ -152,7 +152,7 @@ fn run(sections: &[WindowSection], watermark: &WatermarkSection, blocks: &[Vec<I
         for input in block {
             feed(&mut pipeline, &NoStore, input, &mut out).expect("nothing is stored");
         }
-        pipeline.end_block(&mut out);
+        pipeline.end_block(&NoStore, &mut out).expect("nothing is stored");
     }
     out
 }
@@ -242,7 +242,7 @@ fn where_window_state_lives_changes_no_output() {
         for input in block {
             feed(&mut pipeline, &store, input, &mut out).expect("memory store");
         }
-        pipeline.end_block(&mut out);
+        pipeline.end_block(&store, &mut out).expect("memory store");
         if index % 3 == 2 {
             let delta = pipeline.checkpoint();
             checkpoint = Some((index, delta.header.clone()));
@@ -259,7 +259,7 @@ fn where_window_state_lives_changes_no_output() {
                 for input in block {
                     feed(&mut pipeline, &store, input, &mut out).expect("memory store");
                 }
-                pipeline.end_block(&mut out);
+                pipeline.end_block(&store, &mut out).expect("memory store");
             }
         }
     }

@@ -33,13 +33,18 @@
 //!   sorted and deduplicated in the key; `_e{` events and `_sc|` service checks are refused
 //!   with their own reasons.
 //!
+//! # Events
+//! [`event`] is how a StatsD sample travels as a driftlog event (the agent's listener writes
+//! it, the collector reads it back), over the wire's event format unchanged.
+//!
 //! # Panics
 //! None: every function here accepts any bytes (`tests/statsd_properties.rs`).
 
+pub mod event;
 mod key;
 mod number;
 
-pub use key::{Key, MAX_TAGS};
+pub use key::{Key, MAX_TAGS, TagsInOrder, write_tag};
 pub use number::{js_number, js_trim, strict_number};
 
 /// Which grammar a listener speaks where the reference and DogStatsD disagree.
