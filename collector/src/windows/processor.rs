@@ -247,6 +247,7 @@ impl Processor {
     fn publish(&self) {
         let snapshot = WindowsSnapshot {
             stats: self.pipeline.stats().clone(),
+            statsd: self.pipeline.statsd_stats().clone(),
             watermark_unix_us: self.pipeline.watermark_unix_us(),
             now_unix_us: self.pipeline.now_unix_us(),
             state: self.pipeline.snapshot(),
