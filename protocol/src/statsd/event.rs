@@ -216,9 +216,11 @@ mod tests {
     use crate::{ClockQuality, Instant};
     use alloc::vec::Vec;
 
-    /// Each sample of `line` through an event and back: the collector's canonical key and
-    /// sample, or the refusal.
-    fn through(line: &str, dialect: Dialect) -> Vec<Result<(Vec<u8>, MetricKind, f64, bool, f64), EventRefusal>> {
+    /// What the collector reads back: canonical key, kind, value, gauge delta, rate.
+    type ReadBack = (Vec<u8>, MetricKind, f64, bool, f64);
+
+    /// Each sample of `line` through an event and back, or the refusal.
+    fn through(line: &str, dialect: Dialect) -> Vec<Result<ReadBack, EventRefusal>> {
         parse_packet(line.as_bytes(), dialect)
             .map(|sample| {
                 let sample = sample.expect("the test lines parse");
