@@ -31,8 +31,7 @@ fn start_agent(
     collector: SocketAddr,
     statsd: SocketAddr,
 ) -> (tokio::sync::oneshot::Sender<()>, std::thread::JoinHandle<()>) {
-    let mut config = driftlog_agent::config::AgentConfig::default();
-    config.data_dir = data.to_path_buf();
+    let mut config = driftlog_agent::config::AgentConfig { data_dir: data.to_path_buf(), ..Default::default() };
     config.collector.address = collector;
     config.outbox.flush_interval_ms = 10;
     config.sender.heartbeat_interval_ms = 200;
@@ -75,7 +74,7 @@ fn send_for(socket: &UdpSocket, to: SocketAddr, duration: Duration, sent: &mut S
         }
         let window = at - in_second;
         n += 1;
-        if n % 5 == 0 {
+        if n.is_multiple_of(5) {
             socket.send_to(format!("app.hits:1|c\napp.latency:{n}|ms|@0.5").as_bytes(), to).unwrap();
             *sent.timings.entry(window).or_default() += 2.0;
         } else {
@@ -160,6 +159,10 @@ fn outage(outage: Duration, kill_during_drain: bool) {
         let latest = latest(&flushes(&lines, "device-1"));
         latest.contains_key(&last_window) && latest.values().map(|(hits, _)| hits).sum::<f64>() == total
     });
+    // How long after its end the last window became visible (polled through `log tail`):
+    // the bound B, a heartbeat's claim, and the processor's checkpoint interval.
+    let visible_after_ms = now_ms() - (last_window + 1_000);
+    eprintln!("the last window's flush was in the log {visible_after_ms} ms after the window ended");
     let lines = collector.log_json();
     let mine = flushes(&lines, "device-1");
     assert!(done, "sent {total} increments; flushes: {mine:?}");

@@ -119,6 +119,16 @@ pub struct Owner<'a> {
     pub source: &'a str,
 }
 
+/// Where a window's results go: whose windows they are, the settings, the counters and the
+/// output.
+#[derive(Debug)]
+pub struct Emit<'a> {
+    pub spec: &'a StatsdSpec,
+    pub owner: Owner<'a>,
+    pub stats: &'a mut StatsdStats,
+    pub out: &'a mut Vec<Flush>,
+}
+
 /// What [`StatsdWindows::handle`] did with a sample.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Taken {
@@ -264,15 +274,8 @@ impl StatsdWindows {
 
     /// The watermark moved to `watermark`: windows it reached fire (`closed_by`), windows
     /// past their allowed lateness are dropped (with their pending update first).
-    pub fn advance(
-        &mut self,
-        spec: &StatsdSpec,
-        owner: Owner<'_>,
-        watermark: Ticks,
-        closed_by: ClosedBy,
-        stats: &mut StatsdStats,
-        out: &mut Vec<Flush>,
-    ) {
+    pub fn advance(&mut self, to: &mut Emit<'_>, watermark: Ticks, closed_by: ClosedBy) {
+        let spec = to.spec;
         let mut dropped = Vec::new();
         for (start, window) in self.windows.iter_mut() {
             let last = last_of(*start, spec);
@@ -281,7 +284,7 @@ impl StatsdWindows {
             }
             let expired = last.saturating_add(spec.allowed_lateness) <= watermark;
             if window.emitted.is_none() || (window.late && expired) {
-                emit(spec, owner, *start, window, closed_by, watermark, stats, out);
+                emit(to, *start, window, closed_by, watermark);
             }
             if expired {
                 dropped.push(*start);
@@ -299,17 +302,9 @@ impl StatsdWindows {
 
     /// Emits the result of every window that took samples behind the watermark since its
     /// last one: RETRACT of that result and INSERT of the new, or the first INSERT.
-    pub fn flush_late(
-        &mut self,
-        spec: &StatsdSpec,
-        owner: Owner<'_>,
-        watermark: Ticks,
-        closed_by: ClosedBy,
-        stats: &mut StatsdStats,
-        out: &mut Vec<Flush>,
-    ) {
+    pub fn flush_late(&mut self, to: &mut Emit<'_>, watermark: Ticks, closed_by: ClosedBy) {
         for (start, window) in self.windows.iter_mut().filter(|(_, w)| w.late) {
-            emit(spec, owner, *start, window, closed_by, watermark, stats, out);
+            emit(to, *start, window, closed_by, watermark);
         }
     }
 
@@ -319,18 +314,11 @@ impl StatsdWindows {
 
     /// The owner will not come back in time: every window without a result fires as it
     /// stands, marked as closed by timeout. Returns the last microsecond of the latest.
-    pub fn time_out(
-        &mut self,
-        spec: &StatsdSpec,
-        owner: Owner<'_>,
-        watermark: Ticks,
-        stats: &mut StatsdStats,
-        out: &mut Vec<Flush>,
-    ) -> Option<Ticks> {
+    pub fn time_out(&mut self, to: &mut Emit<'_>, watermark: Ticks) -> Option<Ticks> {
         let mut fired = None;
         for (start, window) in self.windows.iter_mut().filter(|(_, w)| w.emitted.is_none()) {
-            emit(spec, owner, *start, window, ClosedBy::Timeout, watermark, stats, out);
-            fired = Some(last_of(*start, spec));
+            emit(to, *start, window, ClosedBy::Timeout, watermark);
+            fired = Some(last_of(*start, to.spec));
         }
         fired
     }
@@ -356,24 +344,15 @@ fn aggregate(window: &mut Window, spec: &StatsdSpec, key: &[u8], sample: &Sample
 }
 
 /// Emits `window`'s result: RETRACT of the last one first, if any.
-#[allow(clippy::too_many_arguments)]
-fn emit(
-    spec: &StatsdSpec,
-    owner: Owner<'_>,
-    start: Ticks,
-    window: &mut Window,
-    closed_by: ClosedBy,
-    watermark: Ticks,
-    stats: &mut StatsdStats,
-    out: &mut Vec<Flush>,
-) {
+fn emit(to: &mut Emit<'_>, start: Ticks, window: &mut Window, closed_by: ClosedBy, watermark: Ticks) {
+    let (spec, owner) = (to.spec, to.owner);
     let (revision, closed_by) = match window.emitted.take() {
         Some(Emitted { mut flush, window: mut bounds }) => {
             bounds.change = Change::Retract;
             let next = (bounds.revision.saturating_add(1), bounds.closed_by);
             flush.window = Some(bounds);
-            out.push(flush);
-            stats.retractions += 1;
+            to.out.push(flush);
+            to.stats.retractions += 1;
             next
         }
         None => (0, closed_by),
@@ -395,8 +374,8 @@ fn emit(
     flush.window = Some(bounds.clone());
     window.emitted = Some(Emitted { flush: Flush { window: None, ..flush.clone() }, window: bounds });
     window.late = false;
-    stats.results += 1;
-    out.push(flush);
+    to.stats.results += 1;
+    to.out.push(flush);
 }
 
 #[cfg(test)]
@@ -420,6 +399,12 @@ mod tests {
     }
 
     const OWNER: Owner<'static> = Owner { device: Some(7), source: "device-7" };
+
+    static SPEC: std::sync::LazyLock<StatsdSpec> = std::sync::LazyLock::new(spec);
+
+    fn to<'a>(stats: &'a mut StatsdStats, out: &'a mut Vec<Flush>) -> Emit<'a> {
+        Emit { spec: &SPEC, owner: OWNER, stats, out }
+    }
 
     /// Feeds each `(seconds, line)` (Etsy) at `watermark` seconds; returns what each sample did.
     fn feed(windows: &mut StatsdWindows, stats: &mut StatsdStats, watermark: i64, items: &[(i64, &str)]) -> Vec<Taken> {
@@ -460,26 +445,26 @@ mod tests {
             &[(1, "c:1|c\ng:5|g"), (9, "c:2|c"), (12, "c:4|c\ng:+1|g"), (25, "c:8|c")],
         );
         assert!(taken.iter().all(|t| *t == Taken::Aggregated));
-        windows.advance(&spec(), OWNER, 8 * S, ClosedBy::Completeness, &mut stats, &mut out);
+        windows.advance(&mut to(&mut stats, &mut out), 8 * S, ClosedBy::Completeness);
         assert!(out.is_empty(), "the watermark has not reached 10 s - 1 µs");
-        windows.advance(&spec(), OWNER, 10 * S - 1, ClosedBy::Completeness, &mut stats, &mut out);
-        windows.advance(&spec(), OWNER, 20 * S, ClosedBy::Completeness, &mut stats, &mut out);
+        windows.advance(&mut to(&mut stats, &mut out), 10 * S - 1, ClosedBy::Completeness);
+        windows.advance(&mut to(&mut stats, &mut out), 20 * S, ClosedBy::Completeness);
         // The gauge carries into [10, 20) and its delta adds to it.
         assert_eq!(summary(&out), [(0, Change::Insert, 0, 3.0, Some(5.0)), (10, Change::Insert, 0, 4.0, Some(6.0))]);
         out.clear();
         // Late for [0, 10) (kept 20 s past its end): one update per block, however many samples.
         assert_eq!(feed(&mut windows, &mut stats, 20, &[(3, "c:10|c"), (4, "c:20|c")]), [Taken::Updated; 2]);
-        windows.flush_late(&spec(), OWNER, 20 * S, ClosedBy::Completeness, &mut stats, &mut out);
+        windows.flush_late(&mut to(&mut stats, &mut out), 20 * S, ClosedBy::Completeness);
         assert_eq!(summary(&out), [(0, Change::Retract, 0, 3.0, Some(5.0)), (0, Change::Insert, 1, 33.0, Some(5.0))]);
         out.clear();
         // Past its lateness the window is gone: a late sample is refused.
-        windows.advance(&spec(), OWNER, 30 * S, ClosedBy::Completeness, &mut stats, &mut out);
+        windows.advance(&mut to(&mut stats, &mut out), 30 * S, ClosedBy::Completeness);
         assert_eq!(summary(&out), [(20, Change::Insert, 0, 8.0, Some(6.0))]);
         assert_eq!(feed(&mut windows, &mut stats, 30, &[(5, "c:1|c")]), [Taken::Late]);
         // A window kept for lateness takes another update.
         assert_eq!(feed(&mut windows, &mut stats, 30, &[(15, "c:1|c")]), [Taken::Updated]);
         out.clear();
-        windows.flush_late(&spec(), OWNER, 30 * S, ClosedBy::Completeness, &mut stats, &mut out);
+        windows.flush_late(&mut to(&mut stats, &mut out), 30 * S, ClosedBy::Completeness);
         assert_eq!(summary(&out), [(10, Change::Retract, 0, 4.0, Some(6.0)), (10, Change::Insert, 1, 5.0, Some(6.0))]);
         assert_eq!((stats.results, stats.retractions, stats.late), (5, 2, 1));
     }
@@ -492,7 +477,7 @@ mod tests {
         assert_eq!(taken.last(), Some(&Taken::OverLimit), "max_windows = 4");
         assert_eq!(stats.over_limit, 1);
         assert!(windows.has_unfired());
-        let fired = windows.time_out(&spec(), OWNER, -S, &mut stats, &mut out);
+        let fired = windows.time_out(&mut to(&mut stats, &mut out), -S);
         assert_eq!(fired, Some(40 * S - 1));
         assert_eq!(out.len(), 4);
         assert!(out.iter().all(|f| f.window.as_ref().unwrap().closed_by == ClosedBy::Timeout));
@@ -501,7 +486,7 @@ mod tests {
         let mut fresh = StatsdWindows::default();
         assert_eq!(feed(&mut fresh, &mut stats, 15, &[(5, "c:1|c")]), [Taken::Updated]);
         out.clear();
-        fresh.flush_late(&spec(), OWNER, 15 * S, ClosedBy::Completeness, &mut stats, &mut out);
+        fresh.flush_late(&mut to(&mut stats, &mut out), 15 * S, ClosedBy::Completeness);
         assert_eq!(summary(&out), [(0, Change::Insert, 0, 1.0, None)]);
         assert!(!fresh.late_pending());
     }
@@ -514,8 +499,8 @@ mod tests {
         feed(&mut windows, &mut stats, -1, &[(2, "c:1|c\ns:a|s\ns:c|s")]);
         feed(&mut stored, &mut stats, -1, &[(2, "c:1|c\ns:a|s\ns:c|s")]);
         let (mut a, mut b) = (Vec::new(), Vec::new());
-        windows.advance(&spec(), OWNER, 10 * S, ClosedBy::Completeness, &mut stats, &mut a);
-        stored.advance(&spec(), OWNER, 10 * S, ClosedBy::Completeness, &mut stats, &mut b);
+        windows.advance(&mut to(&mut stats, &mut a), 10 * S, ClosedBy::Completeness);
+        stored.advance(&mut to(&mut stats, &mut b), 10 * S, ClosedBy::Completeness);
         assert_eq!(a, b);
         assert_eq!(a[0].sets.get("s"), Some(&3));
         assert_eq!(a[0].timers["c"].count, 3.0);

@@ -17,7 +17,7 @@
 //! remembered until then (never across a checkpoint: checkpoints fall between blocks).
 
 use super::devices::{Devices, SOURCE_IDS, Unit};
-use super::statsd::{Owner, StatsdSpec, StatsdStats, Taken};
+use super::statsd::{Emit, Owner, StatsdSpec, StatsdStats, Taken};
 use super::store::{Pending, StateStore};
 use crate::log::LogError;
 use crate::log::record::{ClosedBy, LateRecord, RecordKind, encode_head};
@@ -127,8 +127,8 @@ impl StatsdOwners {
         let source = device_source(device);
         let owner = Owner { device: Some(device), source: &source };
         let watermark = unit.windows.watermark();
-        let stats = &mut self.state.stats;
-        unit.statsd.advance(spec, owner, watermark, ClosedBy::Completeness, stats, &mut self.out);
+        let mut to = Emit { spec, owner, stats: &mut self.state.stats, out: &mut self.out };
+        unit.statsd.advance(&mut to, watermark, ClosedBy::Completeness);
     }
 
     /// A device stayed away `max_outage_ms`: its windows without a result fire as they stand.
@@ -137,7 +137,8 @@ impl StatsdOwners {
         let source = device_source(device);
         let owner = Owner { device: Some(device), source: &source };
         let watermark = unit.windows.watermark();
-        unit.statsd.time_out(spec, owner, watermark, &mut self.state.stats, &mut self.out);
+        let mut to = Emit { spec, owner, stats: &mut self.state.stats, out: &mut self.out };
+        unit.statsd.time_out(&mut to, watermark);
     }
 
     /// A `statsd_samples` record; `now` is the processing time before it.
@@ -229,7 +230,8 @@ impl StatsdOwners {
             let source = self.names.get(&id).cloned().unwrap_or_default();
             let unit = devices.unit(id, &[], pending, store)?;
             let owner = Owner { device: None, source: &source };
-            unit.statsd.advance(&spec, owner, watermark, ClosedBy::Watermark, &mut self.state.stats, &mut self.out);
+            let mut to = Emit { spec: &spec, owner, stats: &mut self.state.stats, out: &mut self.out };
+            unit.statsd.advance(&mut to, watermark, ClosedBy::Watermark);
             let (next, empty) = (unit.statsd.next_due(&spec), unit.statsd.is_empty());
             self.schedule(id, next);
             if empty && !self.late.contains(&id) {
@@ -272,7 +274,8 @@ impl StatsdOwners {
                 if id < SOURCE_IDS { unit.windows.watermark() } else { now.saturating_sub(spec.timestamp_bound) };
             let device = (id < SOURCE_IDS).then_some(id);
             let owner = Owner { device, source: &source };
-            unit.statsd.flush_late(&spec, owner, watermark, closed_by, &mut self.state.stats, &mut self.out);
+            let mut to = Emit { spec: &spec, owner, stats: &mut self.state.stats, out: &mut self.out };
+            unit.statsd.flush_late(&mut to, watermark, closed_by);
             if id >= SOURCE_IDS {
                 let next = unit.statsd.next_due(&spec);
                 self.schedule(id, next);
@@ -299,15 +302,7 @@ fn timed_sample(family: Family, value: f64, member: &[u8], gauge_delta: bool, sa
         Family::Timer => (MetricKind::Timer, SampleValue::Number(value)),
         Family::Set => (MetricKind::Set, SampleValue::Member(member)),
     };
-    Sample {
-        key: Key::new(&[], &[], Dialect::DogStatsd),
-        kind,
-        value,
-        gauge_delta,
-        sample_rate,
-        timestamp_s: None,
-        container_id: None,
-    }
+    Sample::new(Key::new(&[], &[], Dialect::DogStatsd), kind, value, gauge_delta, sample_rate)
 }
 
 /// A sample no window could take, as a `late` record of the reserved window `statsd`.

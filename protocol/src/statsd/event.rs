@@ -183,15 +183,7 @@ pub fn event_sample<'a>(payload: &Payload<'a>) -> Option<Sample<'a>> {
     } else {
         1.0
     };
-    Some(Sample {
-        key: Key::new(payload.name().as_bytes(), &[], Dialect::Etsy),
-        kind,
-        value,
-        gauge_delta,
-        sample_rate,
-        timestamp_s: None,
-        container_id: None,
-    })
+    Some(Sample::new(Key::new(payload.name().as_bytes(), &[], Dialect::Etsy), kind, value, gauge_delta, sample_rate))
 }
 
 /// Writes the canonical key of an event's sample: its name, then `;key=value` (or `;key`

@@ -97,6 +97,19 @@ pub struct Sample<'a> {
     pub container_id: Option<&'a [u8]>,
 }
 
+impl<'a> Sample<'a> {
+    /// A sample without the DogStatsD extras (`|T`, `|c:`), as stored samples are read back.
+    pub fn new(
+        key: Key<'a>,
+        kind: MetricKind,
+        value: SampleValue<'a>,
+        gauge_delta: bool,
+        sample_rate: f64,
+    ) -> Sample<'a> {
+        Sample { key, kind, value, gauge_delta, sample_rate, timestamp_s: None, container_id: None }
+    }
+}
+
 /// Why a sample was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ErrorReason {
