@@ -5,7 +5,9 @@
 # by up to 100 ppm. The devices start first, buffer offline, and deliver everything once the
 # collector is up; one of them then loses its network for 15 s and catches up afterwards. The
 # log is read back: events with corrected times, and per-device windows that waited for the
-# device that was away.
+# device that was away. A real agent with its StatsD listener (127.0.0.1:8126) starts first
+# too: an application's counters sent while the collector is not up yet are counted in the
+# windows of the time they were sent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet -p driftlog-collector -p driftlog-agent
@@ -13,13 +15,29 @@ bin=target/release
 demo=driftlog-demo
 # Simulated devices are throwaway: each run starts them with empty outboxes (new random
 # boot epochs, so the collector's kept state never mistakes them for old ones).
-rm -rf "$demo/devices"
+rm -rf "$demo/devices" "$demo/statsd-agent"
 mkdir -p "$demo"
 
 # The fleet's keys (simulate derives them from a seed); the collector re-reads the file.
 "$bin/driftlog-agent" simulate --devices 3 --events 0 --keys-out "$demo/keys.toml" \
   --data-dir "$demo/devices" --drain-timeout 0 >/dev/null 2>&1 || true
 
+echo "== an application sends StatsD to its device's agent (127.0.0.1:8126) for 6 s, from before the collector is up"
+"$bin/driftlog-agent" run --collector 127.0.0.1:7400 --data-dir "$demo/statsd-agent" --statsd-udp 127.0.0.1:8126 \
+  2>"$demo/statsd-agent.log" &
+agent=$!
+sleep 0.5
+python3 - "$demo/statsd-sent" <<'PY' &
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sent, end = 0, time.time() + 6
+while time.time() < end:
+    s.sendto(b"app.requests:1|c\napp.latency:42|ms", ("127.0.0.1", 8126))
+    sent += 1
+    time.sleep(0.05)
+open(sys.argv[1], "w").write(str(sent))
+PY
+app=$!
 echo "== devices generate 20 events/s for 30 s; the collector starts 2 s later; device 10000 loses its network from 8 s to 23 s"
 "$bin/driftlog-agent" simulate --devices 3 --rate 20 --duration 30 --outage-at 8 --outage-for 15 \
   --clock-offset-ms 3600000 --clock-drift-ppm 100 --data-dir "$demo/devices" 2>"$demo/agents.log" &
@@ -28,7 +46,7 @@ sleep 2
 first=$("$bin/driftlog-collector" log stats 2>/dev/null | sed -n 's/.*"next_offset": \([0-9]*\).*/\1/p' || true)
 "$bin/driftlog-collector" run --keys "$demo/keys.toml" --statsd-udp 127.0.0.1:8125 2>"$demo/collector.log" &
 collector=$!
-trap 'kill -TERM $collector 2>/dev/null; wait $collector 2>/dev/null' EXIT
+trap 'kill -TERM $agent $collector 2>/dev/null; wait $agent $collector 2>/dev/null' EXIT
 sleep 1
 echo "== events arriving (log tail --follow, first lines)"
 timeout 3 "$bin/driftlog-collector" log tail --follow --from "${first:-0}" | head -n 12 || true
@@ -65,7 +83,23 @@ PY
 sleep 0.3
 kill -USR1 "$collector"
 sleep 0.5
-"$bin/driftlog-collector" log tail --kind statsd --from "${first:-0}" | tail -n 1
-"$bin/driftlog-collector" log tail --kind statsd --json --from "${first:-0}" | tail -n 1
+# (the server's flushes, by arrival; the device's event-time flushes come below)
+"$bin/driftlog-collector" log tail --kind statsd --from "${first:-0}" | grep -v ' device-' | tail -n 1
+"$bin/driftlog-collector" log tail --kind statsd --json --from "${first:-0}" | grep -v '"window_start_unix_ms"' | tail -n 1
+echo "== StatsD that survived the collector's absence: device 1's flushes by event time, each window once, closed on the device's completeness"
+wait "$app"
+sent=$(cat "$demo/statsd-sent")
+counted() {
+  "$bin/driftlog-collector" log tail --kind statsd --json --from "${first:-0}" | python3 -c '
+import json, sys
+flushes = [json.loads(line) for line in sys.stdin]
+print(int(sum(f["counters"].get("app.requests", 0) for f in flushes if f.get("source") == "device-1" and f.get("change") == "insert")))'
+}
+for _ in $(seq 1 80); do
+  [ "$(counted)" = "$sent" ] && break
+  sleep 0.5
+done
+"$bin/driftlog-collector" log tail --kind statsd --from "${first:-0}" | grep ' device-1 ' || true
+echo "sent $sent increments to the agent, the collector's flushes for device 1 count $(counted)"
 echo "== metrics (drift is fitted only over at least clock.regression_min_span_s of device time (10 min), so 0 ppm in a run this short; the offsets are each device's boot time on the collector clock)"
 curl -s http://127.0.0.1:9400/metrics | grep -E '^driftlog_(events_received_total|events_duplicate_total|events_committed_total|acks_sent_total|log_bytes|streams|window_results_total|window_claims_total|windows_devices_open|late_events_total.*|device_clock_(offset_seconds|drift_ppm|uncertainty_seconds).*|statsd_(counter|timer)\{key="checkout.*) '

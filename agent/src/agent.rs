@@ -46,6 +46,22 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         )),
     };
     let ingest = crate::ingest::socket::bind(&config.ingest_socket()).await?;
+    // Bound before anything starts: a taken port is an error at start, not a silent loss.
+    let statsd_udp = match config.statsd.as_ref().and_then(|s| s.udp.map(|udp| (udp, s.receive_buffer_bytes))) {
+        Some((address, buffer)) => Some(
+            crate::statsd::bind_udp(address, buffer)
+                .with_context(|| format!("cannot bind the StatsD UDP socket {address}"))?,
+        ),
+        None => None,
+    };
+    let statsd_unix = match config.statsd_unix_socket() {
+        Some(path) => Some(
+            crate::statsd::bind_unix(&path)
+                .with_context(|| format!("cannot bind the StatsD Unix socket {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let statsd_counters = config.statsd.as_ref().map(|_| std::sync::Arc::new(crate::statsd::StatsdCounters::default()));
     tracing::info!(
         device = config.device_id,
         epoch = outbox.epoch(),
@@ -68,6 +84,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         key_id,
         key,
         status_path: Some(config.status_path()),
+        statsd: statsd_counters.clone(),
     };
     let initial_backlog = outbox.held_events();
     let driver = Driver::new(driver_config, outbox, transport, crate::clock::SystemClock)?;
@@ -99,6 +116,23 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         config.ingest.max_clients,
         stopped.clone(),
     ));
+    let mut statsd_tasks = Vec::new();
+    if let (Some(section), Some(counters)) = (&config.statsd, statsd_counters) {
+        let listener = std::sync::Arc::new(crate::statsd::Listener {
+            dialect: section.dialect,
+            max_packet_bytes: section.max_packet_bytes,
+            counters,
+            submissions: submissions.clone(),
+        });
+        if let Some(socket) = statsd_udp {
+            tracing::info!(listen = %socket.local_addr()?, "StatsD listening (UDP)");
+            statsd_tasks.push(tokio::spawn(crate::statsd::serve_udp(socket, listener.clone(), stopped.clone())));
+        }
+        if let Some(socket) = statsd_unix {
+            tracing::info!(path = ?config.statsd_unix_socket(), "StatsD listening (Unix datagram)");
+            statsd_tasks.push(tokio::spawn(crate::statsd::serve_unix(socket, listener, stopped.clone())));
+        }
+    }
     let host_task = config.host.enabled.then(|| {
         tokio::spawn(crate::host::run(
             Duration::from_millis(config.host.interval_ms),
@@ -112,6 +146,9 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     tracing::info!("shutting down: stopping inputs, committing what they handed over");
     let _ = stop.send(true);
     let _ = ingest_task.await;
+    for task in statsd_tasks {
+        let _ = task.await;
+    }
     if let Some(task) = host_task {
         let _ = task.await;
     }
@@ -120,6 +157,9 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     }
     let stats = driver_thread.join().map_err(|_| anyhow::anyhow!("the driver thread panicked"))??;
     let _ = std::fs::remove_file(config.ingest_socket());
+    if let Some(path) = config.statsd_unix_socket() {
+        let _ = std::fs::remove_file(path);
+    }
     tracing::info!(datagrams_sent = stats.datagrams_sent, commits = stats.commits, "agent stopped");
     Ok(())
 }

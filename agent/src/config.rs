@@ -26,6 +26,47 @@ pub struct AgentConfig {
     pub ingest: IngestSection,
     pub host: HostSection,
     pub metrics: MetricsSection,
+    /// The local StatsD listener (`[statsd]`); off when absent (or `run --statsd-udp ADDR`).
+    pub statsd: Option<StatsdSection>,
+}
+
+/// `[statsd]`: a local StatsD listener whose samples survive outages (see
+/// `driftlog_agent::statsd`). Present means on; every key has a default.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatsdSection {
+    /// UDP address; `""` turns UDP off (a Unix datagram socket alone).
+    #[serde(deserialize_with = "optional_address")]
+    pub udp: Option<SocketAddr>,
+    /// Unix datagram socket (DogStatsD clients' `unix://` address); relative paths are
+    /// inside `data_dir`. Off when absent.
+    pub unix_datagram: Option<PathBuf>,
+    /// `etsy` (the reference's grammar and quirks, the default) or `dogstatsd` (`h`/`d`
+    /// timers, strict values, tags sorted in the key): the collector's StatsD dialects.
+    pub dialect: driftlog_protocol::statsd::Dialect,
+    /// Largest datagram taken, bytes; a larger one is dropped and counted.
+    pub max_packet_bytes: usize,
+    /// `SO_RCVBUF` of the UDP socket, bytes (the kernel may clamp it): what absorbs a burst
+    /// while the driver commits.
+    pub receive_buffer_bytes: usize,
+}
+
+impl Default for StatsdSection {
+    fn default() -> StatsdSection {
+        StatsdSection {
+            udp: Some(SocketAddr::from(([127, 0, 0, 1], 8125))),
+            unix_datagram: None,
+            dialect: driftlog_protocol::statsd::Dialect::Etsy,
+            max_packet_bytes: 65_507,
+            receive_buffer_bytes: 4 << 20,
+        }
+    }
+}
+
+/// An address, or `""` for none.
+fn optional_address<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if text.is_empty() { Ok(None) } else { text.parse().map(Some).map_err(serde::de::Error::custom) }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -129,6 +170,7 @@ impl Default for AgentConfig {
             ingest: IngestSection::default(),
             host: HostSection::default(),
             metrics: MetricsSection::default(),
+            statsd: None,
         }
     }
 }
@@ -241,6 +283,14 @@ impl AgentConfig {
         if self.host.enabled && self.host.interval_ms < 100 {
             return Err(invalid("host.interval_ms", "must be at least 100 ms"));
         }
+        if let Some(statsd) = &self.statsd {
+            if statsd.udp.is_none() && statsd.unix_datagram.is_none() {
+                return Err(invalid("statsd.udp", "set udp or unix_datagram (udp = \"\" turns UDP off)"));
+            }
+            if !(512..=65_507).contains(&statsd.max_packet_bytes) {
+                return Err(invalid("statsd.max_packet_bytes", "must be between 512 and 65507"));
+            }
+        }
         match self.collector.transport {
             TransportKind::Udp if self.collector.address.ip().is_multicast() => {
                 return Err(invalid(
@@ -278,6 +328,11 @@ impl AgentConfig {
     pub fn outbox_path(&self) -> PathBuf {
         self.data_dir.join("outbox")
     }
+
+    /// The StatsD Unix datagram socket, resolved against `data_dir`.
+    pub fn statsd_unix_socket(&self) -> Option<PathBuf> {
+        self.statsd.as_ref()?.unix_datagram.as_ref().map(|path| self.data_dir.join(path))
+    }
 }
 
 #[cfg(test)]
@@ -290,6 +345,22 @@ mod tests {
         let config = AgentConfig::load(Some(&path)).unwrap();
         assert_eq!(config.device_id, 17);
         assert_eq!(config.outbox.drop_policy, DropPolicyName::DropOldest);
+        let statsd = config.statsd.expect("the example turns StatsD on");
+        assert_eq!(statsd.udp, Some(SocketAddr::from(([127, 0, 0, 1], 8125))));
+    }
+
+    #[test]
+    fn statsd_is_off_unless_configured_and_its_keys_are_checked() {
+        assert!(AgentConfig::default().statsd.is_none());
+        let on: AgentConfig = toml::from_str("[statsd]\n").unwrap();
+        assert_eq!(on.statsd.as_ref().and_then(|s| s.udp), Some(SocketAddr::from(([127, 0, 0, 1], 8125))));
+        let unix_only: AgentConfig = toml::from_str("[statsd]\nudp = \"\"\nunix_datagram = \"statsd.sock\"\n").unwrap();
+        assert!(unix_only.validate().is_ok());
+        assert_eq!(unix_only.statsd_unix_socket(), Some(PathBuf::from("driftlog-agent-data/statsd.sock")));
+        let neither: AgentConfig = toml::from_str("[statsd]\nudp = \"\"\n").unwrap();
+        assert!(neither.validate().unwrap_err().to_string().starts_with("statsd.udp"));
+        assert!(toml::from_str::<AgentConfig>("[statsd]\nudp = \"nowhere\"\n").is_err());
+        assert!(toml::from_str::<AgentConfig>("[statsd]\ndialect = \"graphite\"\n").is_err());
     }
 
     #[test]

@@ -17,6 +17,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// Stream ids of the built-in inputs.
 pub const STREAM_APPLICATIONS: StreamId = 0;
 pub const STREAM_HOST: StreamId = 1;
+/// StatsD samples from the local listener (`driftlog_protocol::statsd::event`).
+pub const STREAM_STATSD: StreamId = driftlog_protocol::statsd::event::STATSD_STREAM;
 
 /// Events from one input call, answered once they are durable.
 #[derive(Debug)]
@@ -44,6 +46,8 @@ pub struct DriverConfig {
     pub key: MacKey,
     /// Where to publish [`crate::status::Status`] every second.
     pub status_path: Option<std::path::PathBuf>,
+    /// The StatsD listener's counters, published with the status.
+    pub statsd: Option<std::sync::Arc<crate::statsd::StatsdCounters>>,
 }
 
 /// Counters for `status` and the shutdown log line.
@@ -345,6 +349,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
             datagrams_rejected: self.stats.datagrams_rejected,
             send_errors: self.stats.send_errors,
             streams,
+            statsd: self.config.statsd.as_ref().map(|counters| counters.status()),
         }
     }
 

@@ -11,6 +11,7 @@
 //! - [`transport`]: UDP unicast and multicast.
 //! - [`ingest`]: the line format and the Unix socket that applications write to.
 //! - [`host`]: CPU, memory, load, disk, network and thermal readings.
+//! - [`statsd`]: a local StatsD listener whose samples survive outages (stream 2).
 //! - [`simulate`]: N virtual devices with skewed clocks through the same code paths.
 //! - [`metrics`]: optional Prometheus `/metrics` on localhost, rendered from the status.
 //! - [`status`]: the `status.json` the driver publishes for `driftlog-agent status`.
@@ -29,5 +30,6 @@ pub mod key;
 pub mod metrics;
 pub mod outbox;
 pub mod simulate;
+pub mod statsd;
 pub mod status;
 pub mod transport;

@@ -33,6 +33,9 @@ enum Command {
         device_id: Option<u64>,
         #[arg(long)]
         key_file: Option<PathBuf>,
+        /// Listen for StatsD on this UDP address (turns `[statsd]` on with its defaults).
+        #[arg(long)]
+        statsd_udp: Option<SocketAddr>,
     },
     /// Print backlog, oldest unacknowledged age, RTT, retransmissions, drops and tombstones
     /// of the running agent.
@@ -163,7 +166,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
-        Command::Run { config, collector, transport, data_dir, device_id, key_file } => {
+        Command::Run { config, collector, transport, data_dir, device_id, key_file, statsd_udp } => {
             let mut config = match AgentConfig::load(config.as_deref()) {
                 Ok(config) => config,
                 Err(error) => {
@@ -185,6 +188,9 @@ fn main() -> ExitCode {
             }
             if key_file.is_some() {
                 config.key_file = key_file;
+            }
+            if let Some(address) = statsd_udp {
+                config.statsd.get_or_insert_with(Default::default).udp = Some(address);
             }
             if let Err(error) = config.validate() {
                 eprintln!("error: {error}");

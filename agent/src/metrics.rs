@@ -131,7 +131,42 @@ pub fn render(status: &Status) -> String {
             let _ = writeln!(out, "{name}{{stream=\"{}\"}} {}", stream.stream, value(stream));
         }
     }
+    if let Some(statsd) = &status.statsd {
+        render_statsd(statsd, &mut out);
+    }
     out
+}
+
+/// The StatsD listener's counters.
+fn render_statsd(statsd: &crate::statsd::StatsdStatus, out: &mut String) {
+    for (name, help, value) in [
+        ("driftlog_agent_statsd_packets_total", "StatsD datagrams received.", statsd.packets),
+        ("driftlog_agent_statsd_lines_total", "Non-empty StatsD lines received.", statsd.lines),
+        (
+            "driftlog_agent_statsd_samples_total",
+            "StatsD samples handed to the outbox (one event each).",
+            statsd.samples,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+    }
+    for (name, help, counts) in [
+        (
+            "driftlog_agent_statsd_bad_samples_total",
+            "StatsD samples refused (bad lines, or what an event cannot carry), by reason.",
+            &statsd.bad_samples,
+        ),
+        (
+            "driftlog_agent_statsd_dropped_total",
+            "StatsD samples dropped after parsing (datagram too large, queue full), by reason.",
+            &statsd.dropped,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (reason, count) in counts {
+            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {count}");
+        }
+    }
 }
 
 /// Serves `/metrics` until `shutdown`.
@@ -202,5 +237,17 @@ mod tests {
         assert!(text.contains("driftlog_agent_rtt_seconds{stream=\"1\"} 0.0125\n"));
         assert!(text.contains("driftlog_agent_ack_wait_seconds{stream=\"1\"} 0.0375\n"));
         assert!(text.contains("driftlog_agent_collector_unreachable{stream=\"1\"} 1\n"));
+        assert!(!text.contains("statsd"), "no StatsD series without the listener");
+        let statsd = crate::statsd::StatsdStatus {
+            packets: 3,
+            samples: 5,
+            bad_samples: [("bad_value".to_string(), 2)].into(),
+            dropped: [("queue_full".to_string(), 1)].into(),
+            ..Default::default()
+        };
+        let text = render(&Status { statsd: Some(statsd), ..Default::default() });
+        assert!(text.contains("driftlog_agent_statsd_samples_total 5\n"));
+        assert!(text.contains("driftlog_agent_statsd_bad_samples_total{reason=\"bad_value\"} 2\n"));
+        assert!(text.contains("driftlog_agent_statsd_dropped_total{reason=\"queue_full\"} 1\n"));
     }
 }

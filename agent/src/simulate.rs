@@ -143,6 +143,7 @@ pub fn run_fleet(options: &SimulateOptions, keys: &[FleetKey]) -> anyhow::Result
             key_id: key.key_id,
             key: MacKey::new(&key.secret),
             status_path: Some(status_path),
+            statsd: None,
         };
         let generate =
             Generate { rate: options.rate, duration: options.duration, events: options.events, device: index };

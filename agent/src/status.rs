@@ -37,6 +37,9 @@ pub struct Status {
     pub datagrams_rejected: u64,
     pub send_errors: u64,
     pub streams: Vec<StreamStatus>,
+    /// The StatsD listener's counters, when it runs.
+    #[serde(default)]
+    pub statsd: Option<crate::statsd::StatsdStatus>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -104,6 +107,19 @@ impl Status {
             "datagrams              {} sent, {} received, {} rejected, {} send errors\n",
             self.datagrams_sent, self.datagrams_received, self.datagrams_rejected, self.send_errors
         ));
+        if let Some(statsd) = &self.statsd {
+            let list = |map: &std::collections::BTreeMap<String, u64>| {
+                map.iter().map(|(reason, count)| format!("{reason} {count}")).collect::<Vec<_>>().join(", ")
+            };
+            out.push_str(&format!(
+                "statsd                 {} datagrams, {} lines, {} samples to the outbox; bad: {}; dropped: {}\n",
+                statsd.packets,
+                statsd.lines,
+                statsd.samples,
+                if statsd.bad_samples.is_empty() { "none".to_string() } else { list(&statsd.bad_samples) },
+                if statsd.dropped.is_empty() { "none".to_string() } else { list(&statsd.dropped) },
+            ));
+        }
         for stream in &self.streams {
             out.push_str(&format!(
                 "stream {:<3}             rtt {:.1} ms, ack wait {:.1} ms, {} sent, {} retransmitted, {} from backlog, {} tombstone frames, {} timeouts{}\n",

@@ -10,17 +10,18 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::UdpSocket;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-use std::time::{Duration, Instant as StdInstant};
-
-const AGENT: &str = env!("CARGO_BIN_EXE_driftlog-agent");
+use std::time::Duration;
 
 #[path = "support/collector.rs"]
 mod collector;
+#[path = "support/process.rs"]
+mod process;
 #[path = "support/tmpfs.rs"]
 mod tmpfs;
 use collector::Collector;
+use process::{AGENT, sigterm, start_agent, wait_for};
 use tmpfs::{Tmpfs, is_root};
 
 /// `(epoch, seq)` → `(name, value)` of every event the collector side admitted, plus a
@@ -37,64 +38,6 @@ fn write_config_with(dir: &Path, collector: std::net::SocketAddr, host: bool, ba
     );
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// An agent process that is killed when the test ends, even by a failed assertion, so no
-/// test leaves a process behind.
-struct AgentProcess(Child);
-
-impl std::ops::Deref for AgentProcess {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for AgentProcess {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn start_agent(config: &Path) -> AgentProcess {
-    let child =
-        AgentProcess(Command::new(AGENT).args(["run", "--config"]).arg(config).stderr(Stdio::null()).spawn().unwrap());
-    let socket = config.parent().unwrap().join("data/ingest.sock");
-    let deadline = StdInstant::now() + Duration::from_secs(20);
-    while UnixStream::connect(&socket).is_err() {
-        assert!(StdInstant::now() < deadline, "the agent did not open its ingest socket");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
-}
-
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = StdInstant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(StdInstant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn sigterm(child: &mut AgentProcess) -> std::process::ExitStatus {
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    let deadline = StdInstant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(StdInstant::now() < deadline, "agent did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

@@ -374,7 +374,7 @@ fn virtual_outage(outage_s: i64) {
         records += 1;
         block += 1;
         if block == 1_000 {
-            pipeline.end_block(out);
+            pipeline.end_block(&NoStore, out).expect("nothing stored");
             block = 0;
         }
     };
@@ -453,7 +453,7 @@ fn virtual_outage(outage_s: i64) {
         }
         t += step;
     }
-    pipeline.end_block(&mut out);
+    pipeline.end_block(&NoStore, &mut out).expect("nothing stored");
     let elapsed = started.elapsed().as_secs_f64();
     let mut device_inserts: BTreeMap<i64, u64> = BTreeMap::new();
     let (mut retracts, mut late, mut counted) = (0, 0, 0);

@@ -105,7 +105,7 @@ fn main() {
                 let (_, record) = item.expect("records decode");
                 pipeline.handle(&record, &NoStore, &mut out).expect("nothing is stored");
             }
-            pipeline.end_block(&mut out);
+            pipeline.end_block(&NoStore, &mut out).expect("nothing is stored");
             outputs += out.len();
             out.clear();
         }

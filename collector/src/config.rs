@@ -34,6 +34,9 @@ pub struct CollectorConfig {
     pub windows: Vec<WindowSection>,
     /// StatsD listeners and aggregation (`[statsd]`); off when absent.
     pub statsd: Option<crate::statsd::config::StatsdSection>,
+    /// StatsD by event time (`[statsd_event_time]`): agents' samples per device, `|T` lines
+    /// per source; on by default wherever windows are computed.
+    pub statsd_event_time: crate::windows::config::StatsdEventTimeSection,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -165,6 +168,7 @@ impl Default for CollectorConfig {
             watermark: WatermarkSection::default(),
             windows: default_windows(),
             statsd: None,
+            statsd_event_time: Default::default(),
         }
     }
 }
@@ -338,7 +342,13 @@ impl CollectorConfig {
         if let Some(statsd) = &self.statsd {
             statsd.validate().map_err(|(field, message)| invalid(field, message))?;
         }
+        self.statsd_event_time.validate().map_err(|(field, message)| invalid(field, message))?;
         Ok(())
+    }
+
+    /// The event-time StatsD settings in force, if on.
+    pub fn statsd_spec(&self) -> Option<crate::windows::statsd::StatsdSpec> {
+        self.statsd_event_time.spec(self.statsd.as_ref())
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -369,7 +379,25 @@ mod tests {
         let config = CollectorConfig::load(Some(&path)).unwrap();
         assert!(config.forward.jetstream.is_some());
         assert!(config.ingest.zmq.is_some());
+        let spec = config.statsd_spec().expect("StatsD by event time is on");
+        assert_eq!(spec.thresholds, [90.0, 99.9, -10.0], "from [statsd] when not set");
         assert!(config.statsd.is_some_and(|s| s.graphite.is_some()));
+    }
+
+    #[test]
+    fn statsd_event_time_follows_statsd_unless_set_and_checks_its_keys() {
+        let config = parse("[statsd]\nudp = \"127.0.0.1:8125\"\nflush_interval_ms = 2000\n").unwrap();
+        assert_eq!(config.statsd_spec().map(|s| s.interval), Some(2_000_000));
+        let config = parse("[statsd_event_time]\nflush_interval_ms = 500\n").unwrap();
+        assert_eq!(config.statsd_spec().map(|s| (s.interval, s.thresholds)), Some((500_000, vec![90.0])));
+        assert!(parse("[statsd_event_time]\nenabled = false\n").unwrap().statsd_spec().is_none());
+        assert!(parse("[statsd_event_time]\nflush_interval_ms = 5\n").unwrap_err().contains("flush_interval_ms"));
+        assert!(parse("[statsd_event_time]\nmax_open_windows = 0\n").unwrap_err().contains("max_open_windows"));
+        assert!(
+            parse("[[windows]]\nname = \"statsd\"\ntype = \"tumbling\"\nsize_ms = 1000\n")
+                .unwrap_err()
+                .contains("reserved")
+        );
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub fn answer_log(request: &str, log: &Log, config: &CollectorConfig) -> Option<
         crate::log::census::census(log).map(|census| serde_json::to_string(&census).unwrap_or_default() + "\n")
     } else if path.starts_with("/log/replay") {
         let from = query_u64(path, "from").unwrap_or(0);
-        crate::replay::replay(log, from, &config.windows, &config.watermark)
+        crate::replay::replay(log, from, &config.windows, &config.watermark, config.statsd_spec())
             .map(|summary| serde_json::to_string(&summary).unwrap_or_default() + "\n")
     } else {
         return None;

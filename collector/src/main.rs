@@ -297,6 +297,7 @@ fn log_command(command: LogCommand, config: &CollectorConfig, http: Option<Socke
                     from,
                     &config.windows,
                     &config.watermark,
+                    config.statsd_spec(),
                 )?)?,
                 LogAccess::Http(address) => {
                     let value: serde_json::Value =

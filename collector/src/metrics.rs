@@ -68,6 +68,7 @@ pub struct Metrics {
 #[derive(Clone, Debug, Default)]
 pub struct WindowsSnapshot {
     pub stats: PipelineStats,
+    pub statsd: crate::windows::statsd::StatsdStats,
     pub watermark_unix_us: i64,
     pub now_unix_us: i64,
     pub state: StateSnapshot,
@@ -438,6 +439,7 @@ impl Metrics {
         for (window, count) in &stats.late {
             let _ = writeln!(out, "driftlog_late_events_total{{window=\"{window}\"}} {count}");
         }
+        out.push_str(&windows.statsd.encode());
     }
 }
 

@@ -13,6 +13,7 @@
 use crate::log::Log;
 use crate::log::record::{Record, RecordKind, encode_head};
 use crate::windows::config::{WatermarkSection, WindowSection};
+use crate::windows::statsd::StatsdSpec;
 use crate::windows::store::NoStore;
 use driftlog_protocol::{DeviceId, Epoch, StreamId};
 use serde::Serialize;
@@ -43,9 +44,9 @@ pub struct ReplaySummary {
 /// What re-running the windows gave, against what the log holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct WindowsReplay {
-    /// Window results and late events the replay computed.
+    /// Window results, late events and event-time StatsD flushes the replay computed.
     pub outputs: u64,
-    /// Window results and late events stored in the replayed range.
+    /// Window results, late events and event-time StatsD flushes stored in the replayed range.
     pub stored_outputs: u64,
     /// Whether stored outputs are comparable: the replay starts at offset 0 of a log that
     /// retention never truncated (otherwise the live windows had state the replay lacks).
@@ -68,11 +69,11 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(windows: &[WindowSection], watermark: &WatermarkSection) -> Pipeline {
+    pub fn new(windows: &[WindowSection], watermark: &WatermarkSection, statsd: Option<StatsdSpec>) -> Pipeline {
         Pipeline {
             summary: ReplaySummary::default(),
             keys: BTreeMap::new(),
-            windows: crate::windows::pipeline::Pipeline::new(windows, watermark),
+            windows: crate::windows::pipeline::Pipeline::new(windows, watermark).with_statsd(statsd),
             replayed: Vec::new(),
             stored: Vec::new(),
         }
@@ -121,13 +122,24 @@ impl Pipeline {
                 encode_head(RecordKind::Late, l, &mut bytes);
                 self.stored.push((offset, bytes));
             }
+            Record::Other { kind, bytes } if *kind == RecordKind::StatsdFlush as u8 => {
+                // The window pipeline's StatsD results (those with a window) are compared;
+                // the live server's flushes (by arrival, no window) are not its outputs.
+                if let Some(flush) = crate::statsd::flush::decode_record(bytes)
+                    && flush.window.is_some()
+                {
+                    let mut bytes = Vec::new();
+                    crate::statsd::flush::encode_record(&flush, &mut bytes);
+                    self.stored.push((offset, bytes));
+                }
+            }
             Record::Tick(_) | Record::Claim(_) | Record::Other { .. } => {}
         }
     }
 
-    /// The end of a log block (late fleet updates are emitted per block, as live).
+    /// The end of a log block (late fleet and StatsD updates are emitted per block, as live).
     pub fn end_block(&mut self) {
-        self.windows.end_block(&mut self.replayed);
+        let _ = self.windows.end_block(&NoStore, &mut self.replayed);
     }
 
     /// `comparable`: see [`WindowsReplay::comparable`].
@@ -161,9 +173,10 @@ pub fn replay(
     from: u64,
     windows: &[WindowSection],
     watermark: &WatermarkSection,
+    statsd: Option<StatsdSpec>,
 ) -> Result<ReplaySummary, crate::log::LogError> {
     let comparable = from == 0 && log.stats()?.first_offset == 0;
-    let mut pipeline = Pipeline::new(windows, watermark);
+    let mut pipeline = Pipeline::new(windows, watermark, statsd);
     pipeline.summary.from_offset = from;
     pipeline.summary.next_offset = from;
     let mut next = from;

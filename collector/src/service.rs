@@ -200,6 +200,7 @@ pub fn run(
             metrics.clone(),
             &config.windows,
             &config.watermark,
+            config.statsd_spec(),
         )?
         .with_max_block_bytes(config.log.max_block_bytes);
         Some(processor.spawn(windows_shutdown.clone())?)

@@ -118,17 +118,33 @@ pub fn human(line: &Value) -> String {
             if line["draining"] == true { ", draining a backlog" } else { "" },
             if line["older_epochs_held"] == true { ", an older epoch still held" } else { "" },
         ),
-        Some("statsd_flush") => format!(
-            "{:>10}  STATSD  {} at {}  counters={} gauges={} timers={} sets={}  {}",
-            get("offset"),
-            get("source"),
-            line.get("flush_unix_ms").and_then(Value::as_i64).map_or_else(String::new, |ms| format_unix_us(ms * 1_000)),
-            line["counters"].as_object().map_or(0, |m| m.len()),
-            line["gauges"].as_object().map_or(0, |m| m.len()),
-            line["timer_data"].as_object().map_or(0, |m| m.len()),
-            line["sets"].as_object().map_or(0, |m| m.len()),
-            line["counters"],
-        ),
+        Some("statsd_flush") => {
+            let ms = |field: &str| {
+                line.get(field).and_then(Value::as_i64).map_or_else(String::new, |ms| format_unix_us(ms * 1_000))
+            };
+            // An event-time window's result: its change, revision and bounds.
+            let when = match line.get("window_start_unix_ms") {
+                Some(_) => format!(
+                    "{} r{} [{} .. {}) {}",
+                    get("change").to_uppercase(),
+                    get("revision"),
+                    ms("window_start_unix_ms"),
+                    ms("window_end_unix_ms"),
+                    get("closed_by"),
+                ),
+                None => format!("at {}", ms("flush_unix_ms")),
+            };
+            format!(
+                "{:>10}  STATSD  {} {when}  counters={} gauges={} timers={} sets={}  {}",
+                get("offset"),
+                get("source"),
+                line["counters"].as_object().map_or(0, |m| m.len()),
+                line["gauges"].as_object().map_or(0, |m| m.len()),
+                line["timer_data"].as_object().map_or(0, |m| m.len()),
+                line["sets"].as_object().map_or(0, |m| m.len()),
+                line["counters"],
+            )
+        }
         Some(kind @ ("tombstone" | "gap")) => format!(
             "{:>10}  {kind} device {} stream {} epoch {} seq {}..{} ({})",
             get("offset"),

@@ -63,6 +63,7 @@ impl Device {
             key_id: key.key_id,
             key: MacKey::new(&key.secret),
             status_path: Some(status_path.clone()),
+            statsd: None,
         };
         let (stop, stopped) = watch::channel(false);
         let (submissions, queue) = mpsc::channel(1_024);

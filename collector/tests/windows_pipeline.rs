@@ -3,114 +3,34 @@
 //! and fleet windows, and that where the state lives (memory, the log's file, a checkpoint
 //! and a restart in between) changes no output byte.
 
-use driftlog_collector::log::LogError;
-use driftlog_collector::log::record::{ClaimRecord, ClosedBy, EventsHead, Record, TickRecord};
-use driftlog_collector::windows::config::{WatermarkSection, WindowSection, WindowType, default_windows};
-use driftlog_collector::windows::pipeline::{CheckpointDelta, Pipeline};
-use driftlog_collector::windows::store::{NoStore, StateStore, StoredEntry};
-use driftlog_eventtime::clock::{ClockFix, Method};
+mod pipeline_support;
+
+use driftlog_collector::log::record::{ClosedBy, Record};
+use driftlog_collector::windows::config::{
+    StatsdEventTimeSection, WatermarkSection, WindowSection, WindowType, default_windows,
+};
+use driftlog_collector::windows::pipeline::Pipeline;
+use driftlog_collector::windows::store::NoStore;
 use driftlog_eventtime::window::Change;
-use driftlog_protocol::Instant;
-use driftlog_protocol::wire::{Event, EventChainWriter, Payload, Sample, Tags};
+use pipeline_support::*;
 use std::collections::BTreeMap;
-
-/// Collector time 0 of the scenarios, µs since 1970; device clocks read µs since this.
-const BASE: i64 = 1_800_000_000_000_000;
-const S: i64 = 1_000_000;
-
-/// One record as the acceptor would store it.
-#[derive(Clone, Debug)]
-enum Input {
-    Events { head: EventsHead, chain: Vec<u8> },
-    Claim(ClaimRecord),
-    Tick(i64),
-}
-
-/// An event of `device` (stream 0, epoch 1) stamped at `at` seconds (collector time), sequence
-/// `seq`, received at `received` seconds.
-fn event(device: u64, seq: u64, at: i64, received: i64, metric: &str, value: f64) -> Input {
-    let mono = (at * S) as u64;
-    let mut chain = vec![0u8; 128];
-    let sample = Sample { name: metric, value, tags: Tags::default() };
-    let event = Event { mono: Instant::from_micros(mono), wall: None, payload: Payload::Gauge(sample) };
-    let mut writer = EventChainWriter::new(&mut chain);
-    writer.push(&event).expect("fits");
-    let len = writer.len();
-    chain.truncate(len);
-    let fix = ClockFix {
-        reference_device_us: 0,
-        offset_us: BASE,
-        drift_ppb: 0,
-        uncertainty_us: 0,
-        drift_uncertainty_ppb: 0,
-        method: Method::MinFilter,
-    };
-    let head = EventsHead {
-        device,
-        stream: 0,
-        epoch: 1,
-        first_seq: seq,
-        count: 1,
-        sent_at_us: (received * S) as u64,
-        sent_epoch: 1,
-        received_unix_us: BASE + received * S,
-        clock: Some(fix),
-    };
-    Input::Events { head, chain }
-}
-
-/// A heartbeat claim of `device` sent at `at` seconds: every sequence number below `next`
-/// assigned.
-fn claim(device: u64, at: i64, next: u64, draining: bool) -> Input {
-    Input::Claim(ClaimRecord {
-        device,
-        stream: 0,
-        epoch: 1,
-        sent_at_us: (at * S) as u64,
-        assigned_end: next,
-        older_epochs_held: false,
-        draining,
-        at_unix_us: BASE + at * S,
-        received_unix_us: BASE + at * S,
-    })
-}
-
-/// Two devices sending `metric` once a second with a claim each second; device 2 is cut off
-/// from `outage.0` to `outage.1` (seconds), then reconnects: a claim that it is draining,
-/// its backlog oldest first, a claim that the drain is over. Returns the inputs in log order,
-/// grouped in blocks of `per_block` records.
-fn outage_scenario(metric: &str, outage: (i64, i64), end: i64, per_block: usize) -> Vec<Vec<Input>> {
-    let mut inputs = Vec::new();
-    let mut seq = [0u64; 3];
-    for t in 0..end {
-        for device in [1u64, 2] {
-            let offline = device == 2 && (outage.0..outage.1).contains(&t);
-            if offline {
-                continue;
-            }
-            if device == 2 && t == outage.1 {
-                // Back: the heartbeat goes first and announces the drain...
-                inputs.push(claim(2, t, seq[2] + (outage.1 - outage.0) as u64, true));
-                // ... then the backlog, oldest first, all received now.
-                for buffered in outage.0..outage.1 {
-                    inputs.push(event(2, seq[2], buffered, t, metric, buffered as f64));
-                    seq[2] += 1;
-                }
-            }
-            inputs.push(event(device, seq[device as usize], t, t, metric, t as f64));
-            seq[device as usize] += 1;
-            inputs.push(claim(device, t, seq[device as usize], false));
-        }
-        inputs.push(Input::Tick(BASE + t * S + S / 2));
-    }
-    inputs.chunks(per_block).map(<[Input]>::to_vec).collect()
-}
 
 /// A decoded output record.
 #[derive(Clone, Debug, PartialEq)]
 enum Out {
-    Window { window: String, change: Change, key: String, start: i64, count: u64, closed_by: ClosedBy },
-    Late { key: String },
+    Window {
+        window: String,
+        change: Change,
+        key: String,
+        start: i64,
+        count: u64,
+        closed_by: ClosedBy,
+    },
+    Late {
+        key: String,
+    },
+    /// StatsD flushes (checked in `statsd_event_time.rs`).
+    Other(String),
 }
 
 fn decode(encoded: &[Vec<u8>]) -> Vec<Out> {
@@ -126,35 +46,9 @@ fn decode(encoded: &[Vec<u8>]) -> Vec<Out> {
                 closed_by: w.closed_by,
             },
             Record::Late(l) => Out::Late { key: l.key },
-            other => panic!("unexpected output {other:?}"),
+            other => Out::Other(other.kind_name().to_string()),
         })
         .collect()
-}
-
-fn feed(
-    pipeline: &mut Pipeline,
-    store: &dyn StateStore,
-    input: &Input,
-    out: &mut Vec<Vec<u8>>,
-) -> Result<(), LogError> {
-    match input {
-        Input::Events { head, chain } => pipeline.handle(&Record::Events { head: *head, events: chain }, store, out),
-        Input::Claim(claim) => pipeline.handle(&Record::Claim(*claim), store, out),
-        Input::Tick(now) => pipeline.handle(&Record::Tick(TickRecord { now_unix_us: *now }), store, out),
-    }
-}
-
-/// Runs every block through a pipeline that keeps everything in memory.
-fn run(sections: &[WindowSection], watermark: &WatermarkSection, blocks: &[Vec<Input>]) -> Vec<Vec<u8>> {
-    let mut pipeline = Pipeline::new(sections, watermark);
-    let mut out = Vec::new();
-    for block in blocks {
-        for input in block {
-            feed(&mut pipeline, &NoStore, input, &mut out).expect("nothing is stored");
-        }
-        pipeline.end_block(&mut out);
-    }
-    out
 }
 
 fn fleet_window(name: &str, metric: &str) -> WindowSection {
@@ -222,90 +116,29 @@ fn a_fleet_window_takes_a_returning_devices_backlog_with_one_update_per_window()
 
 /// The same records give the same output bytes whether every device unit stays in memory or
 /// leaves it after every record (the tightest budget), with checkpoints committed to a store
-/// and the pipeline restarted from one half way (as after `kill -9`).
+/// and the pipeline restarted from one half way (as after `kill -9`). The devices send on two
+/// streams: gauges, and StatsD samples of every type (counters, timers with a rate, sets,
+/// gauge deltas), so the event-time StatsD windows' state goes through the store too.
 #[test]
 fn where_window_state_lives_changes_no_output() {
     let mut sections = default_windows();
     sections.push(fleet_window("fleet_10s", "temp"));
-    let watermark = WatermarkSection::default();
-    let blocks = outage_scenario("temp", (30, 90), 130, 37);
-    let expected = run(&sections, &watermark, &blocks);
-    assert!(expected.len() > 40);
+    let statsd = StatsdEventTimeSection::default().spec(None);
+    let lines = ["hits:1|c", "latency:7|ms|@0.5", "users:u3|s", "level:+2|g", "hits:3|c|@0.5", "users:u1|s"];
+    let blocks = outage_scenario_on(&[0, 2], (30, 90), 130, 37, |device, stream, seq, at, received| match stream {
+        0 => event(device, seq, at, received, "temp", at as f64),
+        _ => statsd_event(device, seq, at, received, lines[(at as usize + device as usize) % lines.len()]),
+    });
+    let expected = run_with(&sections, &WatermarkSection::default(), statsd.clone(), &blocks);
+    let flushes = statsd_flushes(&expected);
+    assert!(flushes.len() >= 20, "both devices' StatsD windows fired: {}", flushes.len());
+    assert!(expected.len() > 60);
 
-    let tight = WatermarkSection { state_memory_bytes: 1, ..WatermarkSection::default() };
-    let mut store = MemoryStore::default();
-    let mut pipeline = Pipeline::new(&sections, &tight);
-    let mut out = Vec::new();
-    let mut committed_out = 0;
-    let mut checkpoint: Option<(usize, Vec<u8>)> = None;
-    for (index, block) in blocks.iter().enumerate() {
-        for input in block {
-            feed(&mut pipeline, &store, input, &mut out).expect("memory store");
-        }
-        pipeline.end_block(&mut out);
-        if index % 3 == 2 {
-            let delta = pipeline.checkpoint();
-            checkpoint = Some((index, delta.header.clone()));
-            store.commit(delta);
-            pipeline.checkpoint_committed();
-            committed_out = out.len();
-        }
-        if index == blocks.len() / 2 {
-            // A crash: what was not checkpointed is lost and recomputed from the checkpoint.
-            out.truncate(committed_out);
-            let (resume, header) = checkpoint.as_ref().expect("a checkpoint was taken");
-            pipeline = Pipeline::restore(&sections, &tight, header, &store).expect("restores").0;
-            for block in &blocks[resume + 1..=index] {
-                for input in block {
-                    feed(&mut pipeline, &store, input, &mut out).expect("memory store");
-                }
-                pipeline.end_block(&mut out);
-            }
-        }
-    }
+    let (out, store) = run_through_store(&sections, statsd, &blocks, blocks.len() / 2);
     assert!(store.units_written > 0 && store.windows_written > 0, "state went through the store");
     assert_eq!(decode(&out), decode(&expected));
+    assert_eq!(statsd_flushes(&out), flushes);
     assert_eq!(out, expected, "byte for byte");
-}
-
-/// A store that applies checkpoints to maps, as the log's tables do.
-#[derive(Default)]
-struct MemoryStore {
-    units: BTreeMap<u64, Vec<u8>>,
-    windows: BTreeMap<Vec<u8>, Vec<u8>>,
-    units_written: u64,
-    windows_written: u64,
-}
-
-impl MemoryStore {
-    fn commit(&mut self, delta: CheckpointDelta) {
-        for (device, value) in delta.pending.units {
-            self.units_written += 1;
-            match value {
-                Some(bytes) => self.units.insert(device, bytes),
-                None => self.units.remove(&device),
-            };
-        }
-        for (key, value) in delta.pending.windows {
-            self.windows_written += 1;
-            match value {
-                Some(bytes) => self.windows.insert(key, bytes),
-                None => self.windows.remove(&key),
-            };
-        }
-    }
-}
-
-impl StateStore for MemoryStore {
-    fn unit(&self, device: u64) -> Result<Option<Vec<u8>>, LogError> {
-        Ok(self.units.get(&device).cloned())
-    }
-    fn stored_window(&self, key: &[u8]) -> Result<Option<Vec<u8>>, LogError> {
-        Ok(self.windows.get(key).cloned())
-    }
-    fn stored_windows(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<StoredEntry>, LogError> {
-        Ok(self.windows.range(from.to_vec()..to.to_vec()).take(limit).map(|(k, v)| (k.clone(), v.clone())).collect())
-    }
 }
 
 /// A device that lies in its claims (one far ahead of anything it sent, then claims that go
@@ -354,7 +187,7 @@ fn a_device_lying_in_its_claims_only_delays_its_own_windows_and_boundedly_the_fl
         for input in block {
             feed(&mut pipeline, &NoStore, input, &mut out).expect("nothing stored");
         }
-        pipeline.end_block(&mut out);
+        pipeline.end_block(&NoStore, &mut out).expect("nothing stored");
     }
     let outputs = decode(&out);
     let windows_of = |key: &str| -> Vec<(i64, ClosedBy)> {

@@ -159,7 +159,11 @@ fn record(log: &Mutex<Log>, received: &driftlog_protocol::endpoint::Received<'_>
     for (seq, event) in received.new_events() {
         let wall = event.wall.map(|w| w.unix_micros);
         let value = match event.payload {
-            Payload::Gauge(sample) | Payload::Counter(sample) => (sample.name.to_string(), sample.value, wall),
+            Payload::Gauge(sample)
+            | Payload::Counter(sample)
+            | Payload::GaugeDelta(sample)
+            | Payload::Timer(sample)
+            | Payload::Histogram(sample) => (sample.name.to_string(), sample.value, wall),
             other => (other.name().to_string(), f64::NAN, wall),
         };
         if log.events.insert((key.device, key.epoch, seq, key.stream), value).is_some() {

@@ -73,11 +73,18 @@ pub fn messages(prefix: &str, offset: u64, record: &Record<'_>, out: &mut Vec<Me
         Record::Other { kind, bytes } if *kind == crate::log::record::RecordKind::StatsdFlush as u8 => {
             let json = crate::statsd::record_json(offset, bytes);
             let source = json["source"].as_str().unwrap_or("unknown").to_string();
+            // One flush per source and instant: the same id whoever forwards it. An
+            // event-time window's results are one per window, change and revision.
+            let id = match json.get("window_start_unix_ms") {
+                Some(start) => {
+                    format!("statsd-{source}-{start}-{}-{}", json["change"].as_str().unwrap_or(""), json["revision"])
+                }
+                None => format!("statsd-{source}-{}", json["flush_unix_ms"]),
+            };
             out.push(Message {
                 offset,
                 subject: format!("{prefix}.statsd.{source}"),
-                // One flush per source and instant: the same id whoever forwards it.
-                id: format!("statsd-{source}-{}", json["flush_unix_ms"]),
+                id,
                 payload: json.to_string().into_bytes(),
             });
         }

@@ -44,6 +44,9 @@ pub enum RecordKind {
     /// A device's completeness claim (from a heartbeat): the per-device watermarks are computed
     /// from the log, so replays give identical results.
     Claim = 10,
+    /// StatsD samples with a `|T` time (a `statsd::timed::TimedRecord`), aggregated by the
+    /// window pipeline per source and by their time.
+    StatsdSamples = 11,
 }
 
 impl RecordKind {
@@ -59,6 +62,7 @@ impl RecordKind {
             8 => RecordKind::EventsNext,
             9 => RecordKind::Window,
             10 => RecordKind::Claim,
+            11 => RecordKind::StatsdSamples,
             _ => return None,
         })
     }
@@ -74,6 +78,7 @@ impl RecordKind {
             RecordKind::Tick => "tick",
             RecordKind::EventsNext => "events_next",
             RecordKind::Claim => "claim",
+            RecordKind::StatsdSamples => "statsd_samples",
         }
     }
 }
@@ -583,6 +588,26 @@ pub fn to_json_lines(offset: u64, record: &Record<'_>, out: &mut Vec<serde_json:
         })),
         Record::Other { kind, bytes } if *kind == RecordKind::StatsdFlush as u8 => {
             out.push(crate::statsd::record_json(offset, bytes))
+        }
+        Record::Other { kind, bytes } if *kind == RecordKind::StatsdSamples as u8 => {
+            out.push(match crate::statsd::timed::decode_record(bytes) {
+                Some(record) => json!({
+                    "offset": offset,
+                    "kind": "statsd_samples",
+                    "source": record.source,
+                    "t3_received_unix_us": record.received_unix_us,
+                    "samples": record.samples.iter().map(|s| json!({
+                        "key": s.key,
+                        "type": format!("{:?}", s.family).to_lowercase(),
+                        "value": s.value,
+                        "member": String::from_utf8_lossy(&s.member),
+                        "gauge_delta": s.gauge_delta,
+                        "sample_rate": s.sample_rate,
+                        "timestamp_s": s.timestamp_s,
+                    })).collect::<Vec<_>>(),
+                }),
+                None => json!({"offset": offset, "kind": "corrupt", "error": "statsd samples are malformed"}),
+            })
         }
         Record::Other { kind, bytes } => out.push(json!({
             "offset": offset,

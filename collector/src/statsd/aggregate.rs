@@ -5,19 +5,21 @@
 //! kept, or aged out by their TTL under `delete_gauges`).
 //!
 //! The live collector runs one per shard (keys spread by hash); the event-time aggregation
-//! of agent samples can run one per device and window. Bounds: distinct keys come from a
+//! of agent samples runs one per device and window (`windows::statsd`), stored as plain data
+//! ([`StoredAggregator`]) when its device's state leaves memory. Bounds: distinct keys come from a
 //! [`KeyBudget`] shared by every shard, stored timer values and set members per key are
 //! capped; what a bound refuses is reported to the caller, which counts it.
 
 use driftlog_protocol::statsd::{MetricKind, Sample, SampleValue};
 use hashbrown::HashTable;
+use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// How a sample aggregates: the reference keeps a map per family, so one name can be a
 /// counter and a timer at once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Family {
     Counter,
     Timer,
@@ -61,10 +63,15 @@ impl KeyBudget {
     pub fn used(&self) -> usize {
         self.used.load(Ordering::Relaxed)
     }
+
+    /// A budget of which `used` keys are taken (one aggregator's own, restored).
+    pub fn with_used(max: usize, used: usize) -> KeyBudget {
+        KeyBudget { used: AtomicUsize::new(used), max }
+    }
 }
 
 /// Per-key bounds.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Bounds {
     /// Timer values stored per key and interval; later values still add to `count`.
     pub max_timer_values: usize,
@@ -96,7 +103,7 @@ pub enum Outcome {
     SetMemberDropped,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum State {
     Counter(f64),
     Timer { values: Vec<f64>, count: f64 },
@@ -110,6 +117,27 @@ struct Entry {
     family: Family,
     key: Box<str>,
     state: State,
+}
+
+/// An [`Aggregator`]'s state as plain data (see [`Aggregator::to_stored`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoredAggregator {
+    entries: Vec<StoredEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct StoredEntry {
+    family: Family,
+    key: String,
+    state: StoredState,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+enum StoredState {
+    Counter(f64),
+    Timer { values: Vec<f64>, count: f64 },
+    Gauge { value: f64, ttl: Option<u32> },
+    Set(Vec<Vec<u8>>),
 }
 
 /// One interval's raw values, before statistics (see [`super::flush::Flush::compute`]).
@@ -157,6 +185,11 @@ impl Aggregator {
         Aggregator { table: HashTable::new(), bounds, rules }
     }
 
+    /// Applies new per-key bounds (a restored aggregator's, or a config change).
+    pub fn set_bounds(&mut self, bounds: Bounds) {
+        self.bounds = bounds;
+    }
+
     /// Distinct `(family, key)`s held.
     pub fn keys(&self) -> usize {
         self.table.len()
@@ -199,6 +232,77 @@ impl Aggregator {
                 self.table.insert_unique(hash, entry, |e| e.hash);
             }
         }
+    }
+
+    /// The interval's values as they stand, without the reset: what an event-time window
+    /// that may still take late samples reports.
+    pub fn peek_flush(&self) -> RawFlush {
+        let mut raw = RawFlush::default();
+        for entry in self.table.iter() {
+            let key = entry.key.clone();
+            match &entry.state {
+                State::Counter(value) => raw.counters.push((key, *value)),
+                State::Timer { values, count } => raw.timers.push((key, values.clone(), *count)),
+                State::Gauge { value, .. } => raw.gauges.push((key, *value)),
+                State::Set(members) => raw.sets.push((key, members.len() as u64)),
+            }
+        }
+        raw
+    }
+
+    /// Every gauge and its value.
+    pub fn gauges(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.table.iter().filter_map(|entry| match entry.state {
+            State::Gauge { value, .. } => Some((&*entry.key, value)),
+            _ => None,
+        })
+    }
+
+    /// The state as plain data, ordered by family and key, for storing it.
+    pub fn to_stored(&self) -> StoredAggregator {
+        let mut entries: Vec<StoredEntry> = self
+            .table
+            .iter()
+            .map(|entry| {
+                let state = match &entry.state {
+                    State::Counter(value) => StoredState::Counter(*value),
+                    State::Timer { values, count } => StoredState::Timer { values: values.clone(), count: *count },
+                    State::Gauge { value, ttl } => StoredState::Gauge { value: *value, ttl: *ttl },
+                    State::Set(members) => {
+                        let mut members: Vec<Vec<u8>> = members.iter().map(|m| m.to_vec()).collect();
+                        members.sort();
+                        StoredState::Set(members)
+                    }
+                };
+                StoredEntry { family: entry.family, key: entry.key.to_string(), state }
+            })
+            .collect();
+        entries.sort_by(|a, b| (a.family as u8, &a.key).cmp(&(b.family as u8, &b.key)));
+        StoredAggregator { entries }
+    }
+
+    /// An aggregator holding `stored`, its keys hashed with `hasher` (the caller's, which
+    /// it passes to [`key_hash`] for every later sample).
+    pub fn from_stored(
+        stored: StoredAggregator,
+        hasher: &RandomState,
+        bounds: Bounds,
+        rules: ResetRules,
+    ) -> Aggregator {
+        let mut aggregator = Aggregator::new(bounds, rules);
+        for StoredEntry { family, key, state } in stored.entries {
+            let hash = key_hash(hasher, family, key.as_bytes());
+            let state = match state {
+                StoredState::Counter(value) => State::Counter(value),
+                StoredState::Timer { values, count } => State::Timer { values, count },
+                StoredState::Gauge { value, ttl } => State::Gauge { value, ttl },
+                StoredState::Set(members) => State::Set(members.into_iter().map(Vec::into_boxed_slice).collect()),
+            };
+            let entry = Entry { hash, family, key: key.into_boxed_str(), state };
+            // Stored from an aggregator: no key twice.
+            aggregator.table.insert_unique(hash, entry, |e| e.hash);
+        }
+        aggregator
     }
 
     /// The interval's values, then the reset. Deleted keys go back to `budget`.

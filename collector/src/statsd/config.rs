@@ -50,6 +50,9 @@ pub struct StatsdSection {
     pub max_timer_values: usize,
     /// Distinct members per set and interval.
     pub max_set_members: usize,
+    /// DogStatsD `|T` samples waiting for their next commit to the log (every 50 ms); more
+    /// are dropped and counted.
+    pub max_timestamped_samples: usize,
     /// UDP sockets bound with `SO_REUSEPORT`, one receive thread each; 0 = one per core.
     pub udp_sockets: usize,
     /// `SO_RCVBUF` per UDP socket, bytes.
@@ -100,6 +103,7 @@ impl Default for StatsdSection {
             max_keys: 1_000_000,
             max_timer_values: 100_000,
             max_set_members: 100_000,
+            max_timestamped_samples: 100_000,
             udp_sockets: 0,
             receive_buffer_bytes: 8 << 20,
             max_packet_bytes: 65_507,
@@ -109,6 +113,20 @@ impl Default for StatsdSection {
             graphite: None,
         }
     }
+}
+
+/// `percent_threshold`'s rules; the message when broken.
+pub fn validate_thresholds(thresholds: &[f64]) -> Result<(), &'static str> {
+    for &p in thresholds {
+        // Where Rust and JavaScript print a number the same way (the field names).
+        if !p.is_finite() || p.abs() > 100.0 || (p != 0.0 && p.abs() < 1e-6) {
+            return Err("each must be between -100 and 100 (0, or at least 1e-6 away)");
+        }
+    }
+    if thresholds.len() > 32 {
+        return Err("at most 32 thresholds");
+    }
+    Ok(())
 }
 
 impl Default for GraphiteSection {
@@ -131,14 +149,8 @@ impl StatsdSection {
         if !(100..=86_400_000).contains(&self.flush_interval_ms) {
             return invalid("flush_interval_ms", "must be between 100 and 86400000 (a day)");
         }
-        for &p in &self.percent_threshold {
-            // Where Rust and JavaScript print a number the same way (the field names).
-            if !p.is_finite() || p.abs() > 100.0 || (p != 0.0 && p.abs() < 1e-6) {
-                return invalid("percent_threshold", "each must be between -100 and 100 (0, or at least 1e-6 away)");
-            }
-        }
-        if self.percent_threshold.len() > 32 {
-            return invalid("percent_threshold", "at most 32 thresholds");
+        if let Err(message) = validate_thresholds(&self.percent_threshold) {
+            return invalid("percent_threshold", message);
         }
         if self.prefix_stats.is_empty() || self.prefix_stats.contains(char::is_whitespace) {
             return invalid("prefix_stats", "must be a non-empty name without spaces");
@@ -148,8 +160,15 @@ impl StatsdSection {
         {
             return invalid("source", "must be letters, digits, '_' or '-' (a NATS subject token)");
         }
-        if self.max_keys == 0 || self.max_timer_values == 0 || self.max_set_members == 0 {
-            return invalid("max_keys", "max_keys, max_timer_values and max_set_members must be at least 1");
+        if self.max_keys == 0
+            || self.max_timer_values == 0
+            || self.max_set_members == 0
+            || self.max_timestamped_samples == 0
+        {
+            return invalid(
+                "max_keys",
+                "max_keys, max_timer_values, max_set_members and max_timestamped_samples must be at least 1",
+            );
         }
         if self.udp_sockets > 64 {
             return invalid("udp_sockets", "must be at most 64 (0 = one per core)");

@@ -126,12 +126,12 @@ fn receive_loop(fd: RawFd, transport: &'static str, mut drops: Option<(DropWatch
             }
         }
         let mut oversized = 0;
-        let packets = received.iter().zip(slots.chunks(slot_bytes)).filter_map(|((len, _), slot)| {
+        let packets = received.iter().zip(slots.chunks(slot_bytes)).filter_map(|((len, peer), slot)| {
             if *len >= slot_bytes {
                 oversized += 1;
                 None
             } else {
-                Some(&slot[..*len])
+                Some((&slot[..*len], peer.map(|peer| peer.ip())))
             }
         });
         receiving.shards.ingest(transport, packets, &mut scratch);

@@ -6,6 +6,8 @@
 //! reference's own arithmetic (`value / (flushInterval / 1000)`).
 
 use super::aggregate::RawFlush;
+use crate::log::record::{ClosedBy, RecordKind, change_name};
+use driftlog_eventtime::window::Change;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -13,9 +15,11 @@ use std::collections::BTreeMap;
 /// One flush.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Flush {
-    /// Who aggregated: the collector's `statsd.source` (later, a device).
+    /// Who aggregated: the collector's `statsd.source`, or for an event-time window the
+    /// device (`device-42`) or the `|T` lines' source address (`ip-10-0-0-5`).
     pub source: String,
-    /// The collector's wall clock at the flush, ms since 1970.
+    /// The collector's wall clock at the flush, ms since 1970; for an event-time window,
+    /// the window's end.
     pub flush_unix_ms: i64,
     /// The configured interval; rates divide by it, as the reference's do.
     pub interval_ms: u64,
@@ -26,10 +30,51 @@ pub struct Flush {
     pub sets: BTreeMap<String, u64>,
     /// `percent_threshold`, in order: the names of [`TimerStats::percentiles`].
     pub thresholds: Vec<f64>,
-    /// How long computing the statistics took (`statsd.processing_time`), ms.
+    /// How long computing the statistics took (`statsd.processing_time`), ms; 0 for an
+    /// event-time window (the pipeline reads no clock).
     pub processing_time_ms: u64,
+    /// Set for an event-time window's result; stored after the flush (see [`encode_record`]).
+    #[serde(skip)]
+    pub window: Option<FlushWindow>,
 }
 
+/// What an event-time window's flush adds: whose window, its bounds, and its place in the
+/// window's changelog (as window results have).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlushWindow {
+    /// The device whose samples these are; `None` for `|T` lines aggregated per source.
+    pub device: Option<u64>,
+    pub start_unix_us: i64,
+    pub end_unix_us: i64,
+    pub change: Change,
+    /// 0 for the window's first result; each late update retracts revision n and inserts
+    /// n + 1.
+    pub revision: u32,
+    pub closed_by: ClosedBy,
+    /// The watermark that emitted it (the device's, or the source's).
+    pub watermark_unix_us: i64,
+}
+
+/// Appends a `statsd_flush` record: the kind byte, the flush, and for an event-time window
+/// its [`FlushWindow`] after it. Builds that read only the flush (which ignore what follows
+/// it) read these records too.
+pub fn encode_record(flush: &Flush, out: &mut Vec<u8>) {
+    crate::log::record::encode_head(RecordKind::StatsdFlush, flush, out);
+    if let Some(window) = &flush.window
+        && let Ok(bytes) = postcard::to_allocvec(window)
+    {
+        out.extend_from_slice(&bytes);
+    }
+}
+
+/// A `statsd_flush` record's body (after the kind byte); `None` if it does not decode.
+pub fn decode_record(bytes: &[u8]) -> Option<Flush> {
+    let (mut flush, rest) = postcard::take_from_bytes::<Flush>(bytes).ok()?;
+    if !rest.is_empty() {
+        flush.window = Some(postcard::from_bytes::<FlushWindow>(rest).ok()?);
+    }
+    Some(flush)
+}
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TimerData {
     /// The sum of `1/rate` over the interval's samples.
@@ -97,7 +142,7 @@ impl Flush {
         let timer_counters: Map<String, Value> = self.timers.iter().map(|(k, t)| (k.clone(), json!(t.count))).collect();
         let timer_data: Map<String, Value> =
             self.timers.iter().map(|(k, t)| (k.clone(), Value::Object(self.timer_fields(t)))).collect();
-        json!({
+        let mut json = json!({
             "kind": "statsd_flush",
             "source": self.source,
             "flush_unix_ms": self.flush_unix_ms,
@@ -109,7 +154,17 @@ impl Flush {
             "timer_counters": timer_counters,
             "sets": self.sets,
             "statsd_metrics": {"processing_time": self.processing_time_ms},
-        })
+        });
+        if let Some(window) = &self.window {
+            json["device"] = json!(window.device);
+            json["window_start_unix_ms"] = json!(window.start_unix_us.div_euclid(1_000));
+            json["window_end_unix_ms"] = json!(window.end_unix_us.div_euclid(1_000));
+            json["change"] = json!(change_name(window.change));
+            json["revision"] = json!(window.revision);
+            json["closed_by"] = json!(window.closed_by.name());
+            json["watermark_unix_us"] = json!(window.watermark_unix_us);
+        }
+        json
     }
 
     /// One timer's fields, named as the reference names them.

@@ -2,11 +2,13 @@
 //! and once more at shutdown, it takes the shards' interval, computes the statistics and
 //! commits the flush as one `statsd_flush` record through the committer (the log's only
 //! writer). A flush the log refuses (full, failing) is kept, up to a bound, and committed
-//! with the next one: nothing aggregated is lost while the log recovers.
+//! with the next one: nothing aggregated is lost while the log recovers. Every tick it also
+//! commits the `|T` samples received meanwhile (`super::timed`).
 
 use super::flush::Flush;
 use super::shards::Shards;
 use super::telemetry::{Drop, Telemetry};
+use super::timed::split_for_log;
 use crate::acceptor::now_unix_ms;
 use crate::committer::Client;
 use crate::log::Commit;
@@ -80,6 +82,7 @@ impl Flusher {
         let next = |now: u64| start + ((now - start) / interval_ms + 1) * interval_ms;
         let mut deadline = next(start);
         while !shutdown.load(Ordering::Relaxed) {
+            self.commit_timed();
             let now = now_unix_ms();
             if now >= deadline || self.flush_now.swap(false, Ordering::Relaxed) {
                 self.flush();
@@ -88,7 +91,31 @@ impl Flusher {
                 std::thread::sleep(TICK.min(Duration::from_millis(deadline - now)));
             }
         }
+        self.commit_timed();
         self.flush();
+    }
+
+    /// Commits the `|T` samples received since the last tick as `statsd_samples` records; a
+    /// refused commit puts them back (within the sink's bound) for the next tick.
+    fn commit_timed(&mut self) {
+        let records = self.shards.timed.take();
+        if records.is_empty() {
+            return;
+        }
+        let mut builder = BlockBuilder::new(self.max_block_bytes);
+        let records = split_for_log(records, self.max_block_bytes / 2);
+        for record in &records {
+            builder.push(1, |out| encode_head(RecordKind::StatsdSamples, record, out));
+        }
+        let commit =
+            Commit { blocks: builder.finish_into(now_unix_ms(), self.committer.spare_blocks()), ..Commit::default() };
+        if !matches!(self.committer.commit(commit), Some(Ok(_))) {
+            self.telemetry.flush_commit_failures.inc();
+            let dropped = self.shards.timed.put_back(records);
+            if dropped > 0 {
+                self.telemetry.dropped(Drop::TimedQueueFull, dropped);
+            }
+        }
     }
 
     /// One flush: take, compute, commit, publish.
@@ -106,7 +133,7 @@ impl Flusher {
         flush.flush_unix_ms = now_ms as i64;
         flush.interval_ms = self.interval_ms;
         let mut record = Vec::new();
-        encode_head(RecordKind::StatsdFlush, &flush, &mut record);
+        super::flush::encode_record(&flush, &mut record);
         self.uncommitted.push_back(record);
         while self.uncommitted.len() > MAX_UNCOMMITTED {
             self.uncommitted.pop_front();

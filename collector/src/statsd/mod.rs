@@ -12,6 +12,8 @@
 //! - [`shards`]: the live state, sharded by key hash; receive threads parse and aggregate.
 //! - [`datagram`] (UDP, Unix datagram), [`stream`] (TCP, Unix stream): the listeners.
 //! - [`flusher`]: the flush thread; [`graphite`]: the carbon output; [`telemetry`]: metrics.
+//! - [`timed`]: `|T` samples, committed to the log for the window pipeline to aggregate by
+//!   their time (`windows::statsd`).
 
 pub mod aggregate;
 pub mod config;
@@ -22,6 +24,7 @@ pub mod graphite;
 pub mod shards;
 pub mod stream;
 pub mod telemetry;
+pub mod timed;
 
 use crate::committer::Client;
 use aggregate::Bounds;
@@ -61,8 +64,14 @@ pub fn start(
 ) -> anyhow::Result<Running> {
     let telemetry = Arc::new(Telemetry::new());
     let bounds = Bounds { max_timer_values: config.max_timer_values, max_set_members: config.max_set_members };
-    let shards =
-        Arc::new(Shards::new(config.dialect, bounds, config.reset_rules(), config.max_keys, telemetry.clone()));
+    let shards = Arc::new(Shards::new(
+        config.dialect,
+        bounds,
+        config.reset_rules(),
+        config.max_keys,
+        config.max_timestamped_samples,
+        telemetry.clone(),
+    ));
     let receive_shutdown = Arc::new(AtomicBool::new(false));
     let receiving = Receiving {
         shards: shards.clone(),
@@ -186,12 +195,12 @@ impl Running {
 
 /// The JSON of a `statsd_flush` record (`log tail --kind statsd --json`).
 pub fn record_json(offset: u64, bytes: &[u8]) -> serde_json::Value {
-    match postcard::from_bytes::<flush::Flush>(bytes) {
-        Ok(flush) => {
+    match flush::decode_record(bytes) {
+        Some(flush) => {
             let mut json = flush.to_json();
             json["offset"] = serde_json::json!(offset);
             json
         }
-        Err(_) => serde_json::json!({"offset": offset, "kind": "corrupt", "error": "statsd flush is malformed"}),
+        None => serde_json::json!({"offset": offset, "kind": "corrupt", "error": "statsd flush is malformed"}),
     }
 }

@@ -8,8 +8,10 @@
 
 use super::aggregate::{Aggregator, Bounds, Family, KeyBudget, Outcome, RawFlush, ResetRules, key_hash};
 use super::telemetry::{Drop, Telemetry};
-use driftlog_protocol::statsd::{Dialect, ErrorReason, Sample, lines, parse_line};
+use super::timed::{TimedRecord, TimedSample, TimedSink, source_name};
+use driftlog_protocol::statsd::{Dialect, ErrorReason, Sample, SampleValue, lines, parse_line};
 use std::hash::RandomState;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -23,6 +25,8 @@ pub struct Shards {
     budget: KeyBudget,
     dialect: Dialect,
     telemetry: Arc<Telemetry>,
+    /// `|T` samples on their way to the log (aggregated by event time, not here).
+    pub timed: TimedSink,
     packets_received: AtomicU64,
     metrics_received: AtomicU64,
     bad_lines_seen: AtomicU64,
@@ -50,12 +54,41 @@ struct Pending<'a> {
     sample: Sample<'a>,
 }
 
+/// Appends a `|T` sample of `source` to `timed`, in a new record when the source changes.
+fn push_timed(timed: &mut Vec<TimedRecord>, source: &str, family: Family, sample: &Sample<'_>, timestamp_s: i64) {
+    let mut key = Vec::new();
+    sample.key.write(&mut |piece| key.extend_from_slice(piece));
+    let (value, member) = match sample.value {
+        SampleValue::Number(value) => (value, Vec::new()),
+        SampleValue::Member(member) => (0.0, member.to_vec()),
+    };
+    let stored = TimedSample {
+        // Sanitized keys are ASCII.
+        key: String::from_utf8_lossy(&key).into_owned(),
+        family,
+        value,
+        member,
+        gauge_delta: sample.gauge_delta,
+        sample_rate: sample.sample_rate,
+        timestamp_s,
+    };
+    match timed.last_mut() {
+        Some(record) if record.source == source => record.samples.push(stored),
+        _ => timed.push(TimedRecord {
+            source: source.to_string(),
+            received_unix_us: (crate::acceptor::now_unix_ms() as i64).saturating_mul(1_000),
+            samples: vec![stored],
+        }),
+    }
+}
+
 impl Shards {
     pub fn new(
         dialect: Dialect,
         bounds: Bounds,
         rules: ResetRules,
         max_keys: usize,
+        max_timed_samples: usize,
         telemetry: Arc<Telemetry>,
     ) -> Shards {
         Shards {
@@ -64,6 +97,7 @@ impl Shards {
             budget: KeyBudget::new(max_keys),
             dialect,
             telemetry,
+            timed: TimedSink::new(max_timed_samples),
             packets_received: AtomicU64::new(0),
             metrics_received: AtomicU64::new(0),
             bad_lines_seen: AtomicU64::new(0),
@@ -76,16 +110,24 @@ impl Shards {
         ((((hash >> 32) & 0xffff) * SHARDS as u64) >> 16) as u8
     }
 
-    /// Parses and aggregates `packets` (each one datagram or a run of complete stream lines)
-    /// from `transport`.
-    pub fn ingest<'a>(&self, transport: &'static str, packets: impl Iterator<Item = &'a [u8]>, scratch: &mut Scratch) {
+    /// Parses and aggregates `packets` (each one datagram or a run of complete stream lines,
+    /// with its sender's address) from `transport`. Samples with a `|T` go to [`Self::timed`]
+    /// instead, to be aggregated by their time.
+    pub fn ingest<'a>(
+        &self,
+        transport: &'static str,
+        packets: impl Iterator<Item = (&'a [u8], Option<IpAddr>)>,
+        scratch: &mut Scratch,
+    ) {
         scratch.arena.clear();
         let mut pending: Vec<Pending<'a>> = Vec::new();
+        let mut timed: Vec<TimedRecord> = Vec::new();
         let (mut packet_count, mut line_count) = (0u64, 0u64);
         let mut bad = [0u64; ErrorReason::ALL.len()];
         let mut unusual_rates = 0;
-        for packet in packets {
+        for (packet, sender) in packets {
             packet_count += 1;
+            let mut timed_source: Option<String> = None;
             for line in lines(packet) {
                 line_count += 1;
                 for result in parse_line(line, self.dialect) {
@@ -100,6 +142,11 @@ impl Shards {
                         unusual_rates += 1;
                     }
                     let family = Family::of(sample.kind);
+                    if let Some(timestamp_s) = sample.timestamp_s {
+                        let source = timed_source.get_or_insert_with(|| source_name(sender));
+                        push_timed(&mut timed, source, family, &sample, timestamp_s);
+                        continue;
+                    }
                     let (key, bytes) = match sample.key.as_plain() {
                         Some(plain) => (KeyAt::Packet(plain), plain),
                         None => {
@@ -129,6 +176,14 @@ impl Shards {
                 };
                 let outcome = shard.handle(p.hash, key, &p.sample, &self.budget);
                 counts[outcome as usize] += 1;
+            }
+        }
+        let timed_samples: u64 = timed.iter().map(|r| r.samples.len() as u64).sum();
+        if timed_samples > 0 {
+            let full = self.timed.push(timed);
+            self.telemetry.timed_samples.inc_by(timed_samples - full);
+            if full > 0 {
+                self.telemetry.dropped(Drop::TimedQueueFull, full);
             }
         }
         let bad_total: u64 = bad.iter().sum();

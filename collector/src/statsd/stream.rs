@@ -31,8 +31,8 @@ pub async fn serve_tcp(listener: tokio::net::TcpListener, limits: StreamLimits, 
         tokio::select! {
             _ = shutdown.changed() => return,
             accepted = listener.accept() => {
-                if let Ok((stream, _)) = accepted {
-                    spawn_connection(stream, "tcp", &limits, shutdown.clone());
+                if let Ok((stream, peer)) = accepted {
+                    spawn_connection(stream, "tcp", Some(peer.ip()), &limits, shutdown.clone());
                 }
             }
         }
@@ -46,15 +46,20 @@ pub async fn serve_unix(listener: tokio::net::UnixListener, limits: StreamLimits
             _ = shutdown.changed() => return,
             accepted = listener.accept() => {
                 if let Ok((stream, _)) = accepted {
-                    spawn_connection(stream, "unix_stream", &limits, shutdown.clone());
+                    spawn_connection(stream, "unix_stream", None, &limits, shutdown.clone());
                 }
             }
         }
     }
 }
 
-fn spawn_connection<S>(stream: S, transport: &'static str, limits: &StreamLimits, mut shutdown: watch::Receiver<bool>)
-where
+fn spawn_connection<S>(
+    stream: S,
+    transport: &'static str,
+    peer: Option<std::net::IpAddr>,
+    limits: &StreamLimits,
+    mut shutdown: watch::Receiver<bool>,
+) where
     S: AsyncRead + Unpin + Send + 'static,
 {
     let Ok(permit) = limits.slots.clone().try_acquire_owned() else {
@@ -65,7 +70,7 @@ where
     tokio::spawn(async move {
         limits.telemetry.connections.inc();
         tokio::select! {
-            _ = read_lines(stream, transport, &limits) => {}
+            _ = read_lines(stream, transport, peer, &limits) => {}
             _ = shutdown.changed() => {}
         }
         limits.telemetry.connections.dec();
@@ -74,7 +79,12 @@ where
 }
 
 /// Reads until the peer closes, the connection idles out, or an error.
-async fn read_lines<S: AsyncRead + Unpin>(mut stream: S, transport: &'static str, limits: &StreamLimits) {
+async fn read_lines<S: AsyncRead + Unpin>(
+    mut stream: S,
+    transport: &'static str,
+    peer: Option<std::net::IpAddr>,
+    limits: &StreamLimits,
+) {
     let mut buffer: Vec<u8> = Vec::with_capacity(READ_BYTES);
     let mut chunk = vec![0u8; READ_BYTES];
     let mut scratch = Scratch::default();
@@ -101,7 +111,7 @@ async fn read_lines<S: AsyncRead + Unpin>(mut stream: S, transport: &'static str
         }
         buffer.extend_from_slice(data);
         if let Some(last) = buffer.iter().rposition(|&b| b == b'\n') {
-            limits.shards.ingest(transport, std::iter::once(&buffer[..=last]), &mut scratch);
+            limits.shards.ingest(transport, std::iter::once((&buffer[..=last], peer)), &mut scratch);
             buffer.drain(..=last);
         }
         if buffer.len() > limits.max_line_bytes {

@@ -35,6 +35,8 @@ pub enum Drop {
     FlushQueueFull,
     /// A flush not sent to carbon: its queue was full, or sending failed after retries.
     GraphiteUnsent,
+    /// A `|T` sample that found the queue to the log full (`max_timestamped_samples`).
+    TimedQueueFull,
 }
 
 impl Drop {
@@ -47,6 +49,7 @@ impl Drop {
             Drop::LineTooLong => "line_too_long",
             Drop::FlushQueueFull => "flush_queue_full",
             Drop::GraphiteUnsent => "graphite_unsent",
+            Drop::TimedQueueFull => "timestamped_queue_full",
         }
     }
 }
@@ -67,6 +70,8 @@ pub struct Telemetry {
     pub connections_idle_closed: Counter,
     pub flushes: Counter,
     pub flush_commit_failures: Counter,
+    /// `|T` samples handed to the log, for aggregation by their time.
+    pub timed_samples: Counter,
     pub graphite_flushes_sent: Counter,
     pub graphite_errors: Counter,
     latest: Arc<LatestFlush>,
@@ -116,6 +121,11 @@ impl Telemetry {
             telemetry.connections_idle_closed.clone(),
         );
         r.register("driftlog_statsd_flushes", "StatsD flushes committed to the log", telemetry.flushes.clone());
+        r.register(
+            "driftlog_statsd_timestamped_samples",
+            "StatsD samples with a |T timestamp queued for the log, aggregated per source by their time.",
+            telemetry.timed_samples.clone(),
+        );
         r.register(
             "driftlog_statsd_flush_commit_failures",
             "StatsD flush commits that failed (kept and retried).",

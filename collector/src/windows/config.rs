@@ -317,6 +317,120 @@ impl WindowSection {
     }
 }
 
+/// `[statsd_event_time]`: StatsD samples aggregated by event time, per device (the agents'
+/// StatsD listeners, stream 2) and per source address (DogStatsD `|T` lines the collector's
+/// own listeners receive), in the window pipeline (so off with `windows = []`). See
+/// `windows::statsd` for the rules.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatsdEventTimeSection {
+    pub enabled: bool,
+    /// The windows' size; default: `[statsd] flush_interval_ms`, else 10 000.
+    pub flush_interval_ms: Option<u64>,
+    /// Timer percentiles; default: `[statsd] percent_threshold`, else `[90]`.
+    pub percent_threshold: Option<Vec<f64>>,
+    /// A window's result is updated (RETRACT + INSERT) by samples that arrive up to this
+    /// long after its end (by its owner's watermark); later ones are `late` records.
+    pub allowed_lateness_ms: u64,
+    /// `|T` sources have no completeness: a source's window closes this long after its end
+    /// by the collector clock.
+    pub timestamp_bound_ms: u64,
+    /// Distinct keys per window (carried gauges included); samples of more are dropped and
+    /// counted.
+    pub max_keys: usize,
+    /// Timer values stored per key and window (more still add to `count`).
+    pub max_timer_values: usize,
+    /// Distinct members per set and window.
+    pub max_set_members: usize,
+    /// Windows held per device or source (open, or kept for late samples); samples that
+    /// would open more are `late` records.
+    pub max_open_windows: usize,
+    /// `|T` sources with windows at once; samples of more are `late` records.
+    pub max_sources: usize,
+}
+
+impl Default for StatsdEventTimeSection {
+    fn default() -> Self {
+        StatsdEventTimeSection {
+            enabled: true,
+            flush_interval_ms: None,
+            percent_threshold: None,
+            allowed_lateness_ms: 60_000,
+            timestamp_bound_ms: 10_000,
+            max_keys: 10_000,
+            max_timer_values: 10_000,
+            max_set_members: 10_000,
+            max_open_windows: 64,
+            max_sources: 256,
+        }
+    }
+}
+
+impl StatsdEventTimeSection {
+    /// The settings in force, `[statsd]`'s interval and thresholds where not set here; `None`
+    /// when turned off.
+    pub fn spec(&self, statsd: Option<&crate::statsd::config::StatsdSection>) -> Option<super::statsd::StatsdSpec> {
+        if !self.enabled {
+            return None;
+        }
+        let interval_ms = self.flush_interval_ms.or(statsd.map(|s| s.flush_interval_ms)).unwrap_or(10_000);
+        let thresholds = self
+            .percent_threshold
+            .clone()
+            .or_else(|| statsd.map(|s| s.percent_threshold.clone()))
+            .unwrap_or_else(|| vec![90.0]);
+        let us = |ms: u64| i64::try_from(ms.saturating_mul(1_000)).unwrap_or(i64::MAX);
+        Some(super::statsd::StatsdSpec {
+            interval: us(interval_ms),
+            // `-0` prints as `0` in field names, as the reference's `0` does.
+            thresholds: thresholds.iter().map(|p| p + 0.0).collect(),
+            allowed_lateness: us(self.allowed_lateness_ms),
+            timestamp_bound: us(self.timestamp_bound_ms),
+            max_keys: self.max_keys,
+            bounds: crate::statsd::aggregate::Bounds {
+                max_timer_values: self.max_timer_values,
+                max_set_members: self.max_set_members,
+            },
+            max_windows: self.max_open_windows,
+            max_sources: self.max_sources,
+        })
+    }
+
+    pub fn validate(&self) -> Result<(), FieldError> {
+        let invalid = |field: &str, message: &str| Err((format!("statsd_event_time.{field}"), message.to_string()));
+        if let Some(interval) = self.flush_interval_ms
+            && !(100..=86_400_000).contains(&interval)
+        {
+            return invalid("flush_interval_ms", "must be between 100 and 86400000 (a day)");
+        }
+        if let Some(thresholds) = &self.percent_threshold
+            && let Err(message) = crate::statsd::config::validate_thresholds(thresholds)
+        {
+            return invalid("percent_threshold", message);
+        }
+        if self.allowed_lateness_ms > MAX_WINDOW_MS || self.timestamp_bound_ms > MAX_WINDOW_MS {
+            return invalid(
+                "allowed_lateness_ms",
+                "allowed_lateness_ms and timestamp_bound_ms must be at most 366 days",
+            );
+        }
+        if self.max_keys == 0 || self.max_timer_values == 0 || self.max_set_members == 0 || self.max_sources == 0 {
+            return invalid(
+                "max_keys",
+                "max_keys, max_timer_values, max_set_members and max_sources must be at least 1",
+            );
+        }
+        if !(1..=100_000).contains(&self.max_open_windows) {
+            return invalid("max_open_windows", "must be between 1 and 100000");
+        }
+        Ok(())
+    }
+}
+
+/// The window name `late` records of event-time StatsD samples carry (so no `[[windows]]`
+/// entry may take it).
+pub const STATSD_LATE_WINDOW: &str = "statsd";
+
 /// Checks the whole event-time part of the config.
 pub fn validate(
     watermark: &WatermarkSection,
@@ -363,6 +477,9 @@ pub fn validate(
     let mut names = std::collections::BTreeSet::new();
     for window in windows {
         window.spec(watermark)?;
+        if window.name == STATSD_LATE_WINDOW {
+            return Err(("windows.name".into(), format!("{STATSD_LATE_WINDOW:?} is reserved for StatsD late samples")));
+        }
         if !names.insert(window.name.as_str()) {
             return Err(("windows.name".into(), format!("{:?} is used twice", window.name)));
         }

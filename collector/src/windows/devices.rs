@@ -1,12 +1,14 @@
-//! The per-device half of the window pipeline: every device's
-//! [`DeviceWindows`] (its completeness, its watermark and its per-device windows), in memory
-//! while the device is active and in the log's file otherwise, and the index of every device
-//! known (when it was last heard from, whether it has open windows), which orders time-outs.
+//! The per-device half of the window pipeline: every device's [`Unit`] (its completeness,
+//! its watermark, its per-device windows and its event-time StatsD windows), in memory while
+//! the device is active and in the log's file otherwise, and the index of every device known
+//! (when it was last heard from, whether it has open windows), which orders time-outs.
+//! `|T` StatsD sources have units here too, under ids from [`SOURCE_IDS`] up.
 //!
 //! Where a unit lives never changes what it computes: a unit read back is the unit that was
 //! written (postcard of plain data), and nothing here depends on another unit. So eviction can
 //! follow memory pressure and processing time freely; outputs and replays stay identical.
 
+use super::statsd::StatsdWindows;
 use super::store::{Pending, StateStore};
 use crate::id_hash::IdMap;
 use crate::log::LogError;
@@ -15,6 +17,27 @@ use driftlog_protocol::DeviceId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::collections::hash_map::Entry;
+
+/// Units of `|T` StatsD sources have ids from here up (device ids this high are reserved).
+pub const SOURCE_IDS: DeviceId = 1 << 63;
+
+/// Everything the pipeline keeps for one device (or `|T` source), stored as one value.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Unit {
+    pub windows: DeviceWindows,
+    pub statsd: StatsdWindows,
+}
+
+impl Unit {
+    fn new(windows: &[(String, WindowSpec)]) -> Unit {
+        Unit { windows: DeviceWindows::new(windows), statsd: StatsdWindows::default() }
+    }
+
+    /// Whether a window has not fired yet: what a time-out would close.
+    pub fn has_unfired(&self) -> bool {
+        self.windows.has_unfired() || self.statsd.has_unfired()
+    }
+}
 
 /// What the index keeps of every device (checkpointed with the pipeline's header).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,7 +59,7 @@ const NEW_UNIT_BYTES: usize = 2_048;
 
 #[derive(Debug)]
 struct Resident {
-    windows: DeviceWindows,
+    unit: Unit,
     dirty: bool,
     /// When it was last used (a counter), for least-recently-used eviction.
     touched: u64,
@@ -118,25 +141,30 @@ impl Devices {
         windows: &[(String, WindowSpec)],
         pending: &Pending,
         store: &dyn StateStore,
-    ) -> Result<&mut DeviceWindows, LogError> {
+    ) -> Result<&mut Unit, LogError> {
         self.touches += 1;
         let resident = match self.resident.entry(device) {
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(entry) => {
-                let (windows, bytes) = load(device, windows, pending, store, &mut self.residency)?;
+                let (unit, bytes) = load(device, windows, pending, store, &mut self.residency)?;
                 self.resident_bytes += bytes;
-                entry.insert(Resident { windows, dirty: true, touched: 0, bytes })
+                entry.insert(Resident { unit, dirty: true, touched: 0, bytes })
             }
         };
         resident.touched = self.touches;
         resident.dirty = true;
-        Ok(&mut resident.windows)
+        Ok(&mut resident.unit)
+    }
+
+    /// A resident unit, if the device's is in memory (after [`Self::unit`]).
+    pub fn resident_unit(&self, device: DeviceId) -> Option<&Unit> {
+        self.resident.get(&device).map(|r| &r.unit)
     }
 
     /// Notes that the device was heard from at `now` (and whether its watermark moved), and
     /// whether it has windows open.
     pub fn heard(&mut self, device: DeviceId, now: Ticks, progressed: bool) {
-        let open = self.resident.get(&device).is_some_and(|r| r.windows.has_unfired());
+        let open = self.resident.get(&device).is_some_and(|r| r.unit.has_unfired());
         let max_outage = self.max_outage;
         match self.index.entry(device) {
             Entry::Occupied(mut entry) => {
@@ -211,15 +239,23 @@ impl Devices {
                 skipped.push((entry.last_heard, device));
                 continue;
             }
-            self.index.remove(&device);
-            if let Some(resident) = self.resident.remove(&device) {
-                self.resident_bytes = self.resident_bytes.saturating_sub(resident.bytes);
-            }
-            pending.units.insert(device, None);
+            self.forget(device, pending);
             forgotten.push(device);
         }
         self.heard.extend(skipped);
         forgotten
+    }
+
+    /// Forgets a device (or source) and deletes its stored unit.
+    pub fn forget(&mut self, device: DeviceId, pending: &mut Pending) {
+        // The ordered sets are lazy: their entries for a device no longer indexed are skipped.
+        if self.index.remove(&device).is_some_and(|entry| entry.open) {
+            self.open -= 1;
+        }
+        if let Some(resident) = self.resident.remove(&device) {
+            self.resident_bytes = self.resident_bytes.saturating_sub(resident.bytes);
+        }
+        pending.units.insert(device, None);
     }
 
     /// Writes every changed unit into `pending`.
@@ -279,19 +315,23 @@ fn load(
     pending: &Pending,
     store: &dyn StateStore,
     residency: &mut Residency,
-) -> Result<(DeviceWindows, usize), LogError> {
+) -> Result<(Unit, usize), LogError> {
     let Some(bytes) = pending.unit(store, device)? else {
-        return Ok((DeviceWindows::new(windows), NEW_UNIT_BYTES));
+        return Ok((Unit::new(windows), NEW_UNIT_BYTES));
     };
-    match postcard::from_bytes::<DeviceWindows>(&bytes) {
+    // A unit stored before StatsD windows existed is its `DeviceWindows` alone.
+    let decoded = postcard::from_bytes::<Unit>(&bytes).or_else(|_| {
+        postcard::from_bytes::<DeviceWindows>(&bytes).map(|windows| Unit { windows, statsd: StatsdWindows::default() })
+    });
+    match decoded {
         Ok(mut unit) => {
             residency.loaded += 1;
-            unit.reconcile(windows);
+            unit.windows.reconcile(windows);
             Ok((unit, bytes.len() * MEMORY_PER_ENCODED_BYTE))
         }
         Err(_) => {
             residency.unreadable += 1;
-            Ok((DeviceWindows::new(windows), NEW_UNIT_BYTES))
+            Ok((Unit::new(windows), NEW_UNIT_BYTES))
         }
     }
 }
@@ -299,7 +339,7 @@ fn load(
 /// Encodes a unit into `pending` and re-estimates its memory.
 fn write(device: DeviceId, resident: &mut Resident, pending: &mut Pending, total: &mut usize) {
     // Plain data: encoding into a Vec cannot fail.
-    let bytes = postcard::to_allocvec(&resident.windows).unwrap_or_default();
+    let bytes = postcard::to_allocvec(&resident.unit).unwrap_or_default();
     let estimate = bytes.len() * MEMORY_PER_ENCODED_BYTE;
     *total = total.saturating_sub(resident.bytes).saturating_add(estimate);
     resident.bytes = estimate;

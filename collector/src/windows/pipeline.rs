@@ -9,12 +9,15 @@
 //! nothing.
 //!
 //! Windows with `per_device = true` close on their device's completeness watermark
-//! ([`super::devices`]); the others on the fleet's ([`super::fleet`]).
+//! ([`super::devices`]); the others on the fleet's ([`super::fleet`]). StatsD samples (agents'
+//! StatsD streams, `|T` lines) go to event-time StatsD windows ([`super::statsd_owners`]).
 
 use super::config::{WatermarkSection, WindowSection};
-use super::devices::{Devices, IndexEntry, Residency};
+use super::devices::{Devices, IndexEntry, Residency, SOURCE_IDS};
 use super::fleet::Fleet;
 use super::key::window_key;
+use super::statsd::{StatsdSpec, StatsdStats};
+use super::statsd_owners::{StatsdOwners, StatsdState};
 use super::store::{Pending, StateStore};
 use crate::log::LogError;
 use crate::log::record::{ClaimRecord, ClosedBy, LateRecord, Record, RecordKind, WindowRecord, encode_head, global_id};
@@ -26,8 +29,9 @@ use driftlog_protocol::wire::Payload;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// The checkpoint format this build writes and reads.
-const CHECKPOINT_VERSION: u32 = 2;
+/// The checkpoint format this build writes; it reads this one and the one before (format 2
+/// had no StatsD state).
+const CHECKPOINT_VERSION: u32 = 3;
 
 /// Counters of the pipeline, checkpointed with it (so they survive restarts exactly).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,7 +60,19 @@ pub struct PipelineStats {
 
 #[derive(Deserialize)]
 struct Header {
-    version: u32,
+    /// Read first, to pick the layout.
+    _version: u32,
+    now_unix_us: i64,
+    stats: PipelineStats,
+    fleet: Fleet,
+    devices: Vec<(DeviceId, IndexEntry)>,
+    statsd: StatsdState,
+}
+
+/// [`Header`] as format 2 wrote it.
+#[derive(Deserialize)]
+struct HeaderV2 {
+    _version: u32,
     now_unix_us: i64,
     stats: PipelineStats,
     fleet: Fleet,
@@ -71,6 +87,7 @@ struct HeaderRef<'a> {
     stats: &'a PipelineStats,
     fleet: &'a Fleet,
     devices: &'a [(DeviceId, IndexEntry)],
+    statsd: &'a StatsdState,
 }
 
 /// Where a configured window's events go: the index among the per-device or fleet windows.
@@ -114,6 +131,7 @@ pub struct Pipeline {
     stats: PipelineStats,
     fleet: Fleet,
     devices: Devices,
+    statsd: StatsdOwners,
     pending: Pending,
     key: String,
     scratch: Vec<Output>,
@@ -164,6 +182,7 @@ impl Pipeline {
             stats: PipelineStats::default(),
             fleet: Fleet::new(&fleet_windows, watermarks),
             devices: Devices::new(Vec::new(), max_outage),
+            statsd: StatsdOwners::default(),
             pending: Pending::default(),
             key: String::new(),
             scratch: Vec::new(),
@@ -181,10 +200,22 @@ impl Pipeline {
         bytes: &[u8],
         store: &dyn StateStore,
     ) -> Result<(Pipeline, Vec<String>), RestoreError> {
-        let header: Header = postcard::from_bytes(bytes).map_err(|_| RestoreError::Unreadable)?;
-        if header.version != CHECKPOINT_VERSION {
-            return Err(RestoreError::Version(header.version));
-        }
+        let version = postcard::take_from_bytes::<u32>(bytes).map_err(|_| RestoreError::Unreadable)?.0;
+        let header = match version {
+            CHECKPOINT_VERSION => postcard::from_bytes::<Header>(bytes).map_err(|_| RestoreError::Unreadable)?,
+            2 => {
+                let old: HeaderV2 = postcard::from_bytes(bytes).map_err(|_| RestoreError::Unreadable)?;
+                Header {
+                    _version: CHECKPOINT_VERSION,
+                    now_unix_us: old.now_unix_us,
+                    stats: old.stats,
+                    fleet: old.fleet,
+                    devices: old.devices,
+                    statsd: StatsdState::default(),
+                }
+            }
+            other => return Err(RestoreError::Version(other)),
+        };
         let mut pipeline = Pipeline::new(sections, watermark);
         let fleet_windows: Vec<(String, WindowSpec)> = pipeline
             .sections
@@ -203,7 +234,16 @@ impl Pipeline {
         pipeline.devices = Devices::new(header.devices, us(watermark.max_outage_ms));
         pipeline.now_unix_us = header.now_unix_us;
         pipeline.stats = header.stats;
+        pipeline.statsd = StatsdOwners::new(None, header.statsd);
         Ok((pipeline, reset))
+    }
+
+    /// Aggregates StatsD samples by event time with `spec` (`None`: not at all). Set it
+    /// after [`Self::new`] or [`Self::restore`], before the first record.
+    pub fn with_statsd(mut self, spec: Option<StatsdSpec>) -> Pipeline {
+        let state = self.statsd.state().clone();
+        self.statsd = StatsdOwners::new(spec, state);
+        self
     }
 
     /// The header and the state written since the last checkpoint (changed device units go
@@ -217,6 +257,7 @@ impl Pipeline {
             stats: &self.stats,
             fleet: &self.fleet,
             devices: &index,
+            statsd: self.statsd.state(),
         };
         // Plain data: serialising into a Vec cannot fail.
         let header = postcard::to_allocvec(&header).unwrap_or_default();
@@ -233,6 +274,11 @@ impl Pipeline {
 
     pub fn stats(&self) -> &PipelineStats {
         &self.stats
+    }
+
+    /// The event-time StatsD counters.
+    pub fn statsd_stats(&self) -> &StatsdStats {
+        self.statsd.stats()
     }
 
     /// The fleet's watermark.
@@ -263,7 +309,7 @@ impl Pipeline {
     /// Whether time passing alone (a tick) could still produce output: open windows, holds or
     /// time-outs to come.
     pub fn waiting_on_time(&self) -> bool {
-        self.fleet.waiting_on_time() || self.devices.with_open_windows() > 0
+        self.fleet.waiting_on_time() || self.devices.with_open_windows() > 0 || self.statsd.waiting_on_time()
     }
 
     /// Processes one record; outputs are appended to `out` encoded as log records. Records
@@ -280,6 +326,7 @@ impl Pipeline {
                 let device = head.device;
                 let now = self.now_unix_us.max(head.received_unix_us);
                 let unit = self.devices.unit(device, &self.device_windows, &self.pending, store)?;
+                let statsd_stream = self.statsd.takes(device, head.stream);
                 let mut last_ts = None;
                 for item in record.events() {
                     // A malformed chain was rejected when it was stored; stop at it anyway.
@@ -293,6 +340,10 @@ impl Pipeline {
                     }
                     let ts = corrected.unix_us;
                     last_ts = Some(ts);
+                    if statsd_stream {
+                        let id = || global_id(head.device, head.stream, head.epoch, seq);
+                        self.statsd.device_event(unit, device, ts, &event.payload, id, out);
+                    }
                     let value = match &event.payload {
                         Payload::Counter(s)
                         | Payload::Gauge(s)
@@ -315,7 +366,7 @@ impl Pipeline {
                         window_key(&mut self.key, name, &tags, &section.group_by_tags, device);
                         match *route {
                             Route::Device(window) => {
-                                unit.handle_event(
+                                unit.windows.handle_event(
                                     window,
                                     &self.key,
                                     ts,
@@ -348,18 +399,18 @@ impl Pipeline {
                     }
                 }
                 if let Some(last_ts) = last_ts {
-                    let before = refused(unit);
-                    unit.handle_events(head.stream, head.epoch, head.first_seq, u64::from(head.count), last_ts);
-                    self.stats.completeness_refused += refused(unit) - before;
+                    let before = refused(&unit.windows);
+                    unit.windows.handle_events(head.stream, head.epoch, head.first_seq, u64::from(head.count), last_ts);
+                    self.stats.completeness_refused += refused(&unit.windows) - before;
                 }
                 self.progress(device, now, store, out)?;
                 self.observe_time(head.received_unix_us, store, out)?;
             }
             Record::Gap { head, .. } => {
                 let unit = self.devices.unit(head.device, &self.device_windows, &self.pending, store)?;
-                let before = refused(unit);
-                unit.handle_gap(head.stream, head.epoch, head.range.start, head.range.end);
-                self.stats.completeness_refused += refused(unit) - before;
+                let before = refused(&unit.windows);
+                unit.windows.handle_gap(head.stream, head.epoch, head.range.start, head.range.end);
+                self.stats.completeness_refused += refused(&unit.windows) - before;
                 let now = self.now_unix_us.max(head.received_unix_us);
                 self.progress(head.device, now, store, out)?;
                 self.observe_time(head.received_unix_us, store, out)?;
@@ -367,25 +418,36 @@ impl Pipeline {
             Record::Claim(claim) => {
                 self.stats.claims += 1;
                 let unit = self.devices.unit(claim.device, &self.device_windows, &self.pending, store)?;
-                let before = refused(unit);
-                unit.handle_claim(&to_claim(claim));
-                self.stats.completeness_refused += refused(unit) - before;
+                let before = refused(&unit.windows);
+                unit.windows.handle_claim(&to_claim(claim));
+                self.stats.completeness_refused += refused(&unit.windows) - before;
                 let now = self.now_unix_us.max(claim.received_unix_us);
                 self.progress(claim.device, now, store, out)?;
                 self.observe_time(claim.received_unix_us, store, out)?;
             }
             Record::Tick(tick) => self.observe_time(tick.now_unix_us, store, out)?,
+            Record::Other { kind, bytes } if *kind == RecordKind::StatsdSamples as u8 => {
+                // A record that does not decode was not written by this collector: skipped.
+                if let Some(timed) = crate::statsd::timed::decode_record(bytes) {
+                    let now = self.now_unix_us;
+                    self.statsd.timed_record(&timed, now, &mut self.devices, &self.pending, store, out)?;
+                    self.observe_time(timed.received_unix_us, store, out)?;
+                }
+            }
             Record::Window(_) | Record::Late(_) | Record::Other { .. } => {}
         }
         Ok(())
     }
 
     /// The end of a log block: late updates of fleet windows that no draining device holds
-    /// back are emitted (once per window however many events it took), and settled fleet
-    /// windows leave memory.
-    pub fn end_block(&mut self, out: &mut Vec<Encoded>) {
+    /// back are emitted (once per window however many events it took), settled fleet
+    /// windows leave memory, and StatsD windows that took late samples emit their update.
+    pub fn end_block(&mut self, store: &dyn StateStore, out: &mut Vec<Encoded>) -> Result<(), LogError> {
         self.fleet.end_block(self.now_unix_us, &mut self.pending, &mut self.fleet_out, &mut self.scratch);
+        let now = self.now_unix_us;
+        self.statsd.end_block(&mut self.devices, &self.device_windows, &self.pending, store, now)?;
         self.emit(out);
+        Ok(())
     }
 
     /// A device's record was applied to its completeness: move its watermark (firing its
@@ -398,13 +460,19 @@ impl Pipeline {
         out: &mut Vec<Encoded>,
     ) -> Result<(), LogError> {
         let unit = self.devices.unit(device, &self.device_windows, &self.pending, store)?;
-        let progressed = unit.advance(self.out_of_orderness, self.silence, &mut self.scratch, &mut self.device_out);
-        let (watermark, draining) = (unit.watermark(), unit.draining(self.silence));
+        let progressed =
+            unit.windows.advance(self.out_of_orderness, self.silence, &mut self.scratch, &mut self.device_out);
+        self.statsd.advance_device(unit, device);
+        let (watermark, draining) = (unit.windows.watermark(), unit.windows.draining(self.silence));
         self.devices.heard(device, now, progressed);
         self.fleet.device(device, watermark, draining, now, self.max_hold);
         self.fleet.advance(&mut self.pending, store, &mut self.fleet_out, &mut self.scratch)?;
         self.emit(out);
         for forgotten in self.devices.enforce_bound(self.max_devices, &mut self.pending) {
+            if forgotten >= SOURCE_IDS {
+                self.statsd.forget_source(forgotten);
+                continue;
+            }
             self.fleet.forget(forgotten);
             self.stats.devices_forgotten += 1;
         }
@@ -423,21 +491,29 @@ impl Pipeline {
         }
         let now = self.now_unix_us;
         for device in self.devices.timed_out(now) {
+            if device >= SOURCE_IDS {
+                // Processing time closes a source's windows long before any time-out.
+                self.devices.refresh_open(device);
+                continue;
+            }
             let unit = self.devices.unit(device, &self.device_windows, &self.pending, store)?;
-            unit.time_out(&mut self.scratch, &mut self.device_out);
-            let watermark = unit.watermark();
+            unit.windows.time_out(&mut self.scratch, &mut self.device_out);
+            self.statsd.time_out_device(unit, device);
+            let watermark = unit.windows.watermark();
             self.devices.refresh_open(device);
             // Its watermark moved; whether it drains does not change by itself.
             self.fleet.device(device, watermark, false, now, self.max_hold);
         }
+        self.statsd.tick(now, &mut self.devices, &mut self.pending, store)?;
         self.fleet.tick(now);
         self.fleet.advance(&mut self.pending, store, &mut self.fleet_out, &mut self.scratch)?;
         self.emit(out);
         Ok(())
     }
 
-    /// Encodes the outputs gathered so far.
+    /// Encodes the outputs gathered so far (StatsD windows' results first).
     fn emit(&mut self, out: &mut Vec<Encoded>) {
+        self.statsd.encode(out);
         let fleet_watermark = self.fleet.current();
         let outputs = (&mut self.device_out, &mut self.fleet_out);
         encode_outputs(&mut self.stats, &self.sections, fleet_watermark, outputs, None, out);

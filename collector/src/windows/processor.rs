@@ -18,6 +18,7 @@
 use super::READER;
 use super::config::{WatermarkSection, WindowSection};
 use super::pipeline::{Pipeline, RestoreError};
+use super::statsd::StatsdSpec;
 use crate::acceptor::now_unix_ms;
 use crate::committer::Client;
 use crate::log::block::BlockBuilder;
@@ -56,6 +57,7 @@ pub struct Processor {
     metrics: Arc<Metrics>,
     sections: Vec<WindowSection>,
     watermark: WatermarkSection,
+    statsd: Option<StatsdSpec>,
     pipeline: Pipeline,
     /// The next checkpoint drops all stored window state first (the windows started afresh).
     reset_state: bool,
@@ -77,8 +79,9 @@ impl Processor {
         metrics: Arc<Metrics>,
         sections: &[WindowSection],
         watermark: &WatermarkSection,
+        statsd: Option<StatsdSpec>,
     ) -> Result<Processor, LogError> {
-        let (pipeline, next_offset, reset_state) = restore(&log, sections, watermark)?;
+        let (pipeline, next_offset, reset_state) = restore(&log, sections, watermark, statsd.clone())?;
         let now = Instant::now();
         Ok(Processor {
             log,
@@ -86,6 +89,7 @@ impl Processor {
             metrics,
             sections: sections.to_vec(),
             watermark: watermark.clone(),
+            statsd,
             pipeline,
             reset_state,
             next_offset,
@@ -166,7 +170,7 @@ impl Processor {
                 read = true;
             }
             if read {
-                self.pipeline.end_block(&mut self.pending);
+                self.pipeline.end_block(store, &mut self.pending).map_err(ProcessorError::MidRecord)?;
                 progressed = true;
             }
             Ok(())
@@ -228,7 +232,7 @@ impl Processor {
 
     /// Throws away what was computed since the last checkpoint and resumes from it.
     fn reopen(&mut self) {
-        match restore(&self.log, &self.sections, &self.watermark) {
+        match restore(&self.log, &self.sections, &self.watermark, self.statsd.clone()) {
             Ok((pipeline, next_offset, reset_state)) => {
                 self.pipeline = pipeline;
                 self.next_offset = next_offset;
@@ -243,6 +247,7 @@ impl Processor {
     fn publish(&self) {
         let snapshot = WindowsSnapshot {
             stats: self.pipeline.stats().clone(),
+            statsd: self.pipeline.statsd_stats().clone(),
             watermark_unix_us: self.pipeline.watermark_unix_us(),
             now_unix_us: self.pipeline.now_unix_us(),
             state: self.pipeline.snapshot(),
@@ -258,9 +263,10 @@ fn restore(
     log: &Log,
     sections: &[WindowSection],
     watermark: &WatermarkSection,
+    statsd: Option<StatsdSpec>,
 ) -> Result<(Pipeline, u64, bool), LogError> {
     let Some((offset, bytes)) = log.checkpoint(READER)? else {
-        return Ok((Pipeline::new(sections, watermark), log.stats()?.first_offset, true));
+        return Ok((Pipeline::new(sections, watermark).with_statsd(statsd), log.stats()?.first_offset, true));
     };
     let restored = log.with_window_state(|store| Pipeline::restore(sections, watermark, &bytes, store))?;
     match restored {
@@ -268,12 +274,12 @@ fn restore(
             if !reset.is_empty() {
                 tracing::warn!(windows = ?reset, "window config changed: these windows start empty");
             }
-            Ok((pipeline, offset, false))
+            Ok((pipeline.with_statsd(statsd), offset, false))
         }
         Err(RestoreError::Log(error)) => Err(error),
         Err(error) => {
             tracing::error!(%error, "window checkpoint unusable: starting the windows empty at the log's end");
-            Ok((Pipeline::new(sections, watermark), log.stats()?.next_offset, true))
+            Ok((Pipeline::new(sections, watermark).with_statsd(statsd), log.stats()?.next_offset, true))
         }
     }
 }

@@ -24,6 +24,11 @@ pub struct Key<'a> {
 }
 
 impl<'a> Key<'a> {
+    /// A key read by `dialect`'s rules from a name and a raw tag list (what follows `|#`).
+    pub const fn new(name: &'a [u8], tags: &'a [u8], dialect: Dialect) -> Key<'a> {
+        Key { name, tags, dialect }
+    }
+
     /// The canonical key when it is the name itself, unchanged (no tags, nothing to
     /// sanitize): no copy needed.
     pub fn as_plain(&self) -> Option<&'a [u8]> {
@@ -39,29 +44,23 @@ impl<'a> Key<'a> {
     /// sorted and deduplicated and empty tags left out, so that tag order does not split a
     /// series.
     pub fn write(&self, out: &mut impl FnMut(&[u8])) {
-        sanitize(self.name, false, out);
-        match self.dialect {
-            Dialect::Etsy => {
-                if self.tags.is_empty() {
-                    return;
-                }
-                for tag in self.tags.split(|&b| b == b',') {
-                    out(b";");
-                    sanitize(tag, true, out);
-                }
-            }
-            Dialect::DogStatsd => {
-                let mut last: Option<&[u8]> = None;
-                // Selection in byte order: the smallest tag above the last one written.
-                while let Some(next) =
-                    self.tags.split(|&b| b == b',').filter(|tag| !tag.is_empty() && last.is_none_or(|l| *tag > l)).min()
-                {
-                    out(b";");
-                    sanitize(next, true, out);
-                    last = Some(next);
-                }
-            }
+        self.write_name(out);
+        for tag in self.tags_in_order() {
+            out(b";");
+            write_tag(tag, out);
         }
+    }
+
+    /// Writes the name alone, sanitized: the canonical key's first piece.
+    pub fn write_name(&self, out: &mut impl FnMut(&[u8])) {
+        sanitize(self.name, false, out);
+    }
+
+    /// The raw tags in the order the canonical key holds them: as given (`etsy`, empty ones
+    /// included), or sorted, deduplicated and without empty ones (`dogstatsd`). Each is
+    /// written into the key by [`write_tag`].
+    pub fn tags_in_order(&self) -> TagsInOrder<'a> {
+        TagsInOrder { tags: self.tags, dialect: self.dialect, last: None, given: None, done: self.tags.is_empty() }
     }
 
     /// The canonical key's length in bytes.
@@ -89,6 +88,62 @@ impl<'a> Key<'a> {
         });
         fits.then_some(at)
     }
+}
+
+/// See [`Key::tags_in_order`].
+#[derive(Clone, Debug)]
+pub struct TagsInOrder<'a> {
+    tags: &'a [u8],
+    dialect: Dialect,
+    /// DogStatsD: the last tag handed out (the next is the smallest above it).
+    last: Option<&'a [u8]>,
+    /// Etsy: the tags not handed out yet, comma separated.
+    given: Option<&'a [u8]>,
+    done: bool,
+}
+
+impl<'a> Iterator for TagsInOrder<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.done {
+            return None;
+        }
+        match self.dialect {
+            Dialect::Etsy => {
+                let rest = self.given.get_or_insert(self.tags);
+                let (tag, remaining) = match rest.iter().position(|&b| b == b',') {
+                    Some(at) => (&rest[..at], Some(&rest[at + 1..])),
+                    None => (*rest, None),
+                };
+                match remaining {
+                    Some(remaining) => *rest = remaining,
+                    None => self.done = true,
+                }
+                Some(tag)
+            }
+            Dialect::DogStatsd => {
+                // Selection in byte order: the smallest tag above the last one handed out.
+                let last = self.last;
+                let next = self
+                    .tags
+                    .split(|&b| b == b',')
+                    .filter(|tag| !tag.is_empty() && last.is_none_or(|l| *tag > l))
+                    .min();
+                match next {
+                    Some(tag) => self.last = Some(tag),
+                    None => self.done = true,
+                }
+                next
+            }
+        }
+    }
+}
+
+/// Writes one raw tag as the canonical key holds it (after its `;`): its first `;` made
+/// `_`, its first `:` made `=`, then sanitized.
+pub fn write_tag(tag: &[u8], out: &mut impl FnMut(&[u8])) {
+    sanitize(tag, true, out);
 }
 
 /// Bytes the reference keeps in a key.

@@ -33,13 +33,18 @@
 //!   sorted and deduplicated in the key; `_e{` events and `_sc|` service checks are refused
 //!   with their own reasons.
 //!
+//! # Events
+//! [`event`] is how a StatsD sample travels as a driftlog event (the agent's listener writes
+//! it, the collector reads it back), over the wire's event format unchanged.
+//!
 //! # Panics
 //! None: every function here accepts any bytes (`tests/statsd_properties.rs`).
 
+pub mod event;
 mod key;
 mod number;
 
-pub use key::{Key, MAX_TAGS};
+pub use key::{Key, MAX_TAGS, TagsInOrder, write_tag};
 pub use number::{js_number, js_trim, strict_number};
 
 /// Which grammar a listener speaks where the reference and DogStatsD disagree.
@@ -90,6 +95,19 @@ pub struct Sample<'a> {
     pub timestamp_s: Option<i64>,
     /// DogStatsD `|c:`: the container id.
     pub container_id: Option<&'a [u8]>,
+}
+
+impl<'a> Sample<'a> {
+    /// A sample without the DogStatsD extras (`|T`, `|c:`), as stored samples are read back.
+    pub fn new(
+        key: Key<'a>,
+        kind: MetricKind,
+        value: SampleValue<'a>,
+        gauge_delta: bool,
+        sample_rate: f64,
+    ) -> Sample<'a> {
+        Sample { key, kind, value, gauge_delta, sample_rate, timestamp_s: None, container_id: None }
+    }
 }
 
 /// Why a sample was refused.
