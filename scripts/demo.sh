@@ -83,9 +83,15 @@ PY
 sleep 0.3
 kill -USR1 "$collector"
 sleep 0.5
-# (the server's flushes, by arrival; the device's event-time flushes come below)
-"$bin/driftlog-collector" log tail --kind statsd --from "${first:-0}" | grep -v ' device-' | tail -n 1
-"$bin/driftlog-collector" log tail --kind statsd --json --from "${first:-0}" | grep -v '"window_start_unix_ms"' | tail -n 1
+# The server's flush that counted the packet (the interval's own flush may have come first,
+# then SIGUSR1's flush is empty); the device's event-time flushes come below.
+flush=$("$bin/driftlog-collector" log tail --kind statsd --json --from "${first:-0}" | python3 -c '
+import json, sys
+flushes = [json.loads(line) for line in sys.stdin]
+print(next(json.dumps(f) for f in reversed(flushes) if f["counters"].get("checkout.requests", 0) > 0))')
+offset=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["offset"])' "$flush")
+"$bin/driftlog-collector" log tail --kind statsd --from "$offset" | head -n 1
+echo "$flush"
 echo "== StatsD that survived the collector's absence: device 1's flushes by event time, each window once, closed on the device's completeness"
 wait "$app"
 sent=$(cat "$demo/statsd-sent")
