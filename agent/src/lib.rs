@@ -12,7 +12,7 @@
 //! - [`ingest`]: the line format and the Unix socket that applications write to.
 //! - [`host`]: CPU, memory, load, disk, network and thermal readings.
 //! - [`simulate`]: N virtual devices with skewed clocks through the same code paths.
-//! - [`metrics`]: optional Prometheus `/metrics` on localhost, rendered from the status.
+//! - [`metrics`]: optional Prometheus `/metrics` on localhost (the driver's published status, at scrape time).
 //! - [`status`]: the `status.json` the driver publishes for `driftlog-agent status`.
 //! - [`agent`]: wiring for `driftlog-agent run`.
 

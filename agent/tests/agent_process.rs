@@ -357,7 +357,7 @@ fn prometheus_metrics_are_served_on_the_configured_port() {
     send_lines(&dir.path().join("data/ingest.sock"), "metric.value", 0..10);
     wait_for("metrics to show the appended events", || {
         let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
-        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
         let mut response = String::new();
         let _ = stream.read_to_string(&mut response);
         response.starts_with("HTTP/1.1 200") && response.contains("driftlog_agent_events_appended_total 10\n")

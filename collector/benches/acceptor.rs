@@ -116,7 +116,7 @@ fn run(frames: &Frames) -> Run {
     let shutdown = Arc::new(AtomicBool::new(false));
     let flag = shutdown.clone();
     let thread = std::thread::Builder::new().name("acceptor".into()).spawn(move || acceptor.run(&flag)).unwrap();
-    while metrics.events_committed.load(Ordering::Relaxed) < frames.events {
+    while metrics.events_committed.get() < frames.events {
         assert!(started.elapsed() < Duration::from_secs(120), "the acceptor did not commit every event");
         std::thread::sleep(Duration::from_micros(200));
     }

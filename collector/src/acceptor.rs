@@ -162,7 +162,7 @@ impl Acceptor {
                 let waiting = StdInstant::now();
                 let result = self.committer.result_timeout(Duration::from_millis(50));
                 let waited_us = waiting.elapsed().as_micros() as u64;
-                self.metrics.ingest_waited_on_commit_us.fetch_add(waited_us, Ordering::Relaxed);
+                self.metrics.ingest_waited_on_commit.inc_by(waited_us as f64 / 1e6);
                 if let Some(result) = result {
                     self.handle_committed(result);
                 }
@@ -246,7 +246,7 @@ impl Acceptor {
     fn handle_batch(&mut self, batch: &Batch) {
         if !self.accepting {
             // Not admitted, so not remembered: the devices retransmit once we accept again.
-            self.metrics.frames_refused_log_unavailable.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            self.metrics.frames_refused_log_unavailable.inc_by(batch.len() as u64);
             return;
         }
         let now = self.now();
@@ -407,15 +407,15 @@ impl Acceptor {
                 for (stream, state) in &in_flight.states {
                     self.endpoint.handle_durable(now, *stream, state);
                 }
-                self.metrics.events_committed.fetch_add(in_flight.events, Ordering::Relaxed);
+                self.metrics.events_committed.inc_by(in_flight.events);
                 if in_flight.events > 0 {
                     let now_unix_us = crate::ingest::now_unix_us().max(0) as u64;
-                    self.metrics.last_events_commit_unix_us.store(now_unix_us, Ordering::Relaxed);
+                    self.metrics.last_events_commit.set(now_unix_us as f64 / 1e6);
                 }
                 if !self.accepting {
                     tracing::info!("log accepts writes again; acknowledging");
                     self.accepting = true;
-                    self.metrics.log_accepting.store(true, Ordering::Relaxed);
+                    self.metrics.set_log_accepting(true);
                 }
             }
             Err(error) => {
@@ -423,7 +423,7 @@ impl Acceptor {
                     tracing::error!(%error, "commit failed: not acknowledging until the log takes writes again");
                 }
                 self.accepting = false;
-                self.metrics.log_accepting.store(false, Ordering::Relaxed);
+                self.metrics.set_log_accepting(false);
                 // Forget everything not durable, including what was admitted after this
                 // commit was cut: the devices still hold it and will send it again.
                 self.endpoint.rollback_uncommitted();
@@ -447,7 +447,7 @@ impl Acceptor {
                 None => false,
             };
             if !sent {
-                self.metrics.replies_dropped.fetch_add(1, Ordering::Relaxed);
+                self.metrics.replies_dropped.inc();
             }
         }
     }

@@ -11,9 +11,11 @@ use crate::ingest::zmq::ZmqSource;
 use crate::ingest::{Source, Started};
 use crate::keys::Keys;
 use crate::log::{Log, LogConfig};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Parts};
 use anyhow::Context;
+use driftlog_http::HttpLimits;
 use driftlog_protocol::endpoint::{Endpoint, EndpointConfig};
+use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -73,10 +75,10 @@ pub fn run(
     let epoch = log.next_epoch(fresh >> 2)?;
     let metrics = Arc::new(Metrics::new());
     let stats = log.stats()?;
-    metrics.log_next_offset.store(stats.next_offset, Ordering::Relaxed);
-    metrics.log_first_offset.store(stats.first_offset, Ordering::Relaxed);
-    metrics.log_held_bytes.store(stats.held_bytes, Ordering::Relaxed);
-    metrics.log_file_bytes.store(stats.file_bytes, Ordering::Relaxed);
+    metrics.log_next_offset.set(stats.next_offset);
+    metrics.log_first_offset.set(stats.first_offset);
+    metrics.log_held_bytes.set(stats.held_bytes);
+    metrics.log_file_bytes.set(stats.file_bytes);
 
     let mut endpoint_config = EndpointConfig::new(epoch, epoch ^ 0x5EED);
     endpoint_config.max_streams = config.limits.max_streams;
@@ -145,13 +147,15 @@ pub fn run(
             .block_on(tokio::net::TcpListener::bind(address))
             .with_context(|| format!("cannot bind HTTP {address}"))?;
         listening.http = listener.local_addr().ok();
-        runtime.spawn(crate::http::serve(
-            listener,
-            metrics.clone(),
-            log.clone(),
-            Arc::new(config.clone()),
-            stop_rx.clone(),
-        ));
+        // Every module registers its metrics here, before the registry is shared.
+        let mut registry = Registry::default();
+        let parts = Parts { forwarder: config.forward.jetstream.is_some(), windows: !config.windows.is_empty() };
+        metrics.register(&mut registry, parts);
+        let router = crate::http::router(Arc::new(registry), metrics.clone(), log.clone(), Arc::new(config.clone()));
+        let mut stopped = stop_rx.clone();
+        runtime.spawn(driftlog_http::serve(listener, router, HttpLimits::default(), async move {
+            let _ = stopped.changed().await;
+        }));
     }
     let forwarder = config
         .forward
@@ -179,7 +183,6 @@ pub fn run(
     let windows_thread = if config.windows.is_empty() {
         None
     } else {
-        metrics.windows_enabled.store(true, Ordering::Relaxed);
         let processor = crate::windows::processor::Processor::open(
             log.clone(),
             committer.client(Writer::Windows),

@@ -123,7 +123,7 @@ fn receive_loop(
     let mut next_drops_read = Instant::now() + DROPS_INTERVAL;
     while !shutdown.load(Ordering::Relaxed) {
         if Instant::now() >= next_drops_read {
-            metrics.kernel_drops.fetch_add(drops.poll(), Ordering::Relaxed);
+            metrics.kernel_drops.inc_by(drops.poll());
             next_drops_read = Instant::now() + DROPS_INTERVAL;
         }
         match receive(fd, &mut headers, &mut slots, slot_bytes, &mut received) {
@@ -142,13 +142,13 @@ fn receive_loop(
             batch.push(&slot[..len.min(slot.len())], Route { source, peer });
         }
         let bytes = bytes as u64;
-        metrics.datagrams_received.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        metrics.datagram_bytes_received.fetch_add(bytes, Ordering::Relaxed);
+        metrics.datagrams_received.inc_by(batch.len() as u64);
+        metrics.datagram_bytes_received.inc_by(bytes);
         if !batch.is_empty() && sink.send(batch).is_err() {
             return; // The acceptor has gone: shutting down.
         }
     }
-    metrics.kernel_drops.fetch_add(drops.poll(), Ordering::Relaxed);
+    metrics.kernel_drops.inc_by(drops.poll());
 }
 
 /// One received datagram: `(length, peer)`.

@@ -143,7 +143,7 @@ impl Processor {
                 }
                 if offset > self.next_offset {
                     // Retention removed records we had not read (only when unprotected).
-                    self.metrics.windows_offsets_skipped.fetch_add(offset - self.next_offset, Ordering::Relaxed);
+                    self.metrics.windows_offsets_skipped.inc_by(offset - self.next_offset);
                 }
                 self.pipeline.handle(&record, &mut self.pending);
                 self.next_offset = end;
@@ -192,8 +192,8 @@ impl Processor {
         };
         // On failure nothing changes: the same outputs and state are committed next time.
         let committed = self.committer.commit(commit).ok_or(ProcessorError::CommitterStopped)??;
-        self.metrics.log_next_offset.fetch_max(committed.next_offset, Ordering::Relaxed);
-        self.metrics.windows_outputs_committed.fetch_add(self.pending.len() as u64, Ordering::Relaxed);
+        self.metrics.log_next_offset.inner().fetch_max(committed.next_offset, Ordering::Relaxed);
+        self.metrics.windows_outputs_committed.inc_by(self.pending.len() as u64);
         self.pending.clear();
         self.checkpointed_offset = self.next_offset;
         self.last_checkpoint = Instant::now();
