@@ -18,6 +18,7 @@ use driftlog_collector::ingest::{Batch, ReplyPath, Route};
 use driftlog_collector::keys::Keys;
 use driftlog_collector::log::{Log, LogConfig};
 use driftlog_collector::metrics::Metrics;
+use driftlog_collector::stream_states::{StateLimits, StreamBounds, StreamStates};
 use driftlog_protocol::DeviceId;
 use driftlog_protocol::endpoint::{Endpoint, EndpointConfig};
 use std::collections::BTreeMap;
@@ -100,11 +101,20 @@ fn run(frames: &Frames) -> Run {
         max_block_bytes: defaults.log.max_block_bytes,
         max_commit_bytes: defaults.log.max_commit_bytes,
         keys_file: None,
-        development_device: None,
+        key_mode: driftlog_collector::keys::KeyMode::KeysFile,
     };
+    let limits = StateLimits {
+        max_states: defaults.limits.max_stream_states,
+        max_states_per_device: defaults.limits.max_stream_states_per_device,
+    };
+    let bounds = StreamBounds::new(
+        StreamStates::open(log.clone(), limits).unwrap(),
+        Duration::from_secs(defaults.limits.stream_idle_s),
+    );
     let acceptor = Acceptor::new(
         config,
         endpoint,
+        bounds,
         vec![Box::new(Discard)],
         committer.client(Writer::Ingest),
         queue,

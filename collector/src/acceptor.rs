@@ -19,6 +19,7 @@ use crate::log::block::BlockBuilder;
 use crate::log::record::{EventsHead, GapHead, RecordKind, encode_gap};
 use crate::log::{Commit, Dedup};
 use crate::metrics::{AcceptorSnapshot, Metrics};
+use crate::stream_states::StreamBounds;
 use driftlog_eventtime::clock::ClockConfig;
 use driftlog_protocol::endpoint::{Delivery, Endpoint, Received};
 use driftlog_protocol::ids::StreamKey;
@@ -36,7 +37,7 @@ pub struct AcceptorConfig {
     pub max_block_bytes: usize,
     pub max_commit_bytes: usize,
     pub keys_file: Option<PathBuf>,
-    pub development_device: Option<DeviceId>,
+    pub key_mode: crate::keys::KeyMode,
 }
 
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -48,11 +49,15 @@ const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 struct InFlight {
     states: Vec<(StreamKey, Dedup)>,
     events: u64,
+    /// Stream floors in the commit, put back if it fails.
+    floors: Vec<((DeviceId, driftlog_protocol::StreamId), driftlog_protocol::Epoch)>,
 }
 
 pub struct Acceptor {
     config: AcceptorConfig,
     endpoint: Endpoint<Keys>,
+    /// The receivers' states in the log, and the bounds on them (see `stream_states`).
+    bounds: StreamBounds,
     replies: Vec<Box<dyn ReplyPath>>,
     /// The way each authenticated device's latest frame came, and when (collector ms since
     /// 1970). Bounded by the keyring.
@@ -101,6 +106,7 @@ impl Acceptor {
     pub fn new(
         config: AcceptorConfig,
         endpoint: Endpoint<Keys>,
+        bounds: StreamBounds,
         replies: Vec<Box<dyn ReplyPath>>,
         committer: Client,
         batches: Receiver<Batch>,
@@ -112,6 +118,7 @@ impl Acceptor {
         Acceptor {
             config,
             endpoint,
+            bounds,
             replies,
             routes: IdMap::default(),
             builder,
@@ -135,6 +142,15 @@ impl Acceptor {
             rejects_logged: 0,
             out: vec![0; 2_048],
         }
+    }
+
+    /// Starts refusing frames, as after a failed commit, until a probe commit succeeds: the
+    /// log could not take a full commit when the collector started (a full disk).
+    pub fn refusing_until_a_probe_passes(mut self) -> Acceptor {
+        self.accepting = false;
+        self.next_probe = StdInstant::now() + PROBE_INTERVAL;
+        self.metrics.set_log_accepting(false);
+        self
     }
 
     /// Uses `clocks` (restored from the log, with the configured bounds).
@@ -233,6 +249,8 @@ impl Acceptor {
             self.publish_snapshot();
             self.next_snapshot = now + SNAPSHOT_INTERVAL;
         }
+        let endpoint_now = self.now();
+        self.bounds.sweep(&mut self.endpoint, endpoint_now);
         if now >= self.next_keys_check {
             self.reload_keys();
             self.next_keys_check = now + KEYS_CHECK_INTERVAL;
@@ -253,8 +271,11 @@ impl Acceptor {
         let received_unix_ms = (batch.received_unix_us / 1_000).max(0) as u64;
         let mut accepted = false;
         for (datagram, route) in batch.iter() {
-            let Ok(received) = self.endpoint.handle_datagram(now, datagram) else { continue };
+            let Ok(received) = self.endpoint.handle_datagram_with(now, datagram, &mut self.bounds.states) else {
+                continue;
+            };
             accepted = true;
+            self.bounds.states.observe(&received);
             let device = received.stream.device;
             self.sample_clock(&received, batch.received_unix_us);
             self.routes.insert(device, (route, received_unix_ms));
@@ -357,7 +378,7 @@ impl Acceptor {
                 // Ask whether a full commit fits again; frames stay refused until it does.
                 let probe = Commit { reserve_bytes: self.config.max_commit_bytes as u64, ..Commit::default() };
                 if self.committer.submit(probe).is_ok() {
-                    self.in_flight = Some(InFlight { states: Vec::new(), events: 0 });
+                    self.in_flight = Some(InFlight { states: Vec::new(), events: 0, floors: Vec::new() });
                 }
                 self.next_probe = StdInstant::now() + PROBE_INTERVAL;
             }
@@ -380,11 +401,13 @@ impl Acceptor {
             .map(|(key, state)| (*key, self.endpoint.key_id(key).unwrap_or_default(), state.clone()))
             .collect();
         let changes = self.clocks.take_dirty(self.now().as_micros() as i64, shutting_down);
+        let floors = self.bounds.states.take_floors();
         let commit = Commit {
             blocks: self.builder.finish_into(now_unix_ms(), self.committer.spare_blocks()),
             streams,
             clocks: changes.changed.clone(),
             clocks_removed: changes.removed.clone(),
+            floors: floors.clone(),
             ..Commit::default()
         };
         self.clocks_in_flight = changes;
@@ -393,16 +416,18 @@ impl Acceptor {
         if let Err(error) = self.committer.submit(commit) {
             tracing::error!(%error, "commit not taken; rolling back");
             self.endpoint.rollback_uncommitted();
+            self.bounds.states.restore_floors(floors);
             return;
         }
-        self.in_flight = Some(InFlight { states, events });
+        self.in_flight = Some(InFlight { states, events, floors });
     }
 
     fn handle_committed(&mut self, result: CommitResult) {
         let Some(in_flight) = self.in_flight.take() else { return };
         let now = self.now();
         match result {
-            Ok(_) => {
+            Ok(committed) => {
+                self.bounds.states.committed(&committed.stream_states);
                 self.clocks_in_flight = Default::default();
                 for (stream, state) in &in_flight.states {
                     self.endpoint.handle_durable(now, *stream, state);
@@ -427,6 +452,7 @@ impl Acceptor {
                 // Forget everything not durable, including what was admitted after this
                 // commit was cut: the devices still hold it and will send it again.
                 self.endpoint.rollback_uncommitted();
+                self.bounds.states.restore_floors(in_flight.floors);
                 self.clocks.restore_dirty(std::mem::take(&mut self.clocks_in_flight));
                 self.builder.finish(0);
                 self.block_events = 0;
@@ -452,9 +478,12 @@ impl Acceptor {
         }
     }
 
-    fn publish_snapshot(&self) {
+    fn publish_snapshot(&mut self) {
+        let endpoint = self.endpoint.stats();
         let snapshot = AcceptorSnapshot {
-            endpoint: self.endpoint.stats(),
+            bound_refused_at_unix_ms: self.bounds.refused_at(&endpoint.rejects, now_unix_ms()),
+            stream_states: self.bounds.states.stats(),
+            endpoint,
             streams: self.endpoint.stream_count(),
             devices_last_seen_unix_ms: self.routes.iter().map(|(device, (_, seen))| (*device, *seen)).collect(),
             clocks: self.clocks.estimates(),
@@ -471,12 +500,8 @@ impl Acceptor {
         }
         self.keys_modified = current;
         let Some(path) = &self.config.keys_file else { return };
-        match Keys::load(path) {
+        match crate::keys::load_keyring(Some(path), self.config.key_mode) {
             Ok(keys) => {
-                let keys = match self.config.development_device {
-                    Some(device) => keys.with_development_key(device),
-                    None => keys,
-                };
                 tracing::info!(keys = keys.len(), path = %path.display(), "keys file reloaded");
                 self.endpoint.replace_keyring(keys);
             }

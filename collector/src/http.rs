@@ -39,22 +39,39 @@ pub fn router(registry: Arc<Registry>, metrics: Arc<Metrics>, log: Arc<Log>, con
     driftlog_http::metrics_router(registry).merge(own)
 }
 
-/// What `/health` reports: 200 while the log takes writes, 503 while the collector has
-/// stopped acknowledging (log full or storage failing), so a load balancer or a watchdog
-/// sees it.
-pub fn health_answer(metrics: &Metrics) -> (StatusCode, String) {
+/// How long `/health` stays degraded after a bound refused a frame.
+pub const DEGRADED_FOR_MS: u64 = 60_000;
+
+/// What `/health` reports, so a load balancer or a watchdog sees it:
+/// - 503 `not_acknowledging` while the log refuses writes (full, storage failing);
+/// - 429 `degraded` for a minute after a bound on streams (`too_many_streams`,
+///   `device_quota`) refused an authenticated frame: devices' work is being turned away
+///   (Consul reads 429 as "warning");
+/// - 200 `ok` otherwise.
+pub fn health_answer(metrics: &Metrics, now_unix_ms: u64) -> (StatusCode, String) {
     let accepting = metrics.is_log_accepting();
-    let body = format!(
-        "{{\"status\":\"{}\",\"log_accepting\":{accepting},\"log_next_offset\":{}}}\n",
-        if accepting { "ok" } else { "not_acknowledging" },
-        metrics.log_next_offset.get()
-    );
-    let status = if accepting { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, body)
+    let snapshot = metrics.snapshot.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let refused_ago_ms = snapshot.bound_refused_at_unix_ms.map(|at| now_unix_ms.saturating_sub(at));
+    let degraded = refused_ago_ms.is_some_and(|ago| ago < DEGRADED_FOR_MS);
+    let (status, code) = match (accepting, degraded) {
+        (false, _) => ("not_acknowledging", StatusCode::SERVICE_UNAVAILABLE),
+        (true, true) => ("degraded", StatusCode::TOO_MANY_REQUESTS),
+        (true, false) => ("ok", StatusCode::OK),
+    };
+    let rejects = &snapshot.endpoint.rejects;
+    let body = serde_json::json!({
+        "status": status,
+        "log_accepting": accepting,
+        "log_next_offset": metrics.log_next_offset.get(),
+        "bound_refused_seconds_ago": refused_ago_ms.map(|ms| ms / 1_000),
+        "refused_too_many_streams": rejects.get(driftlog_protocol::wire::Reject::TooManyStreams),
+        "refused_device_quota": rejects.get(driftlog_protocol::wire::Reject::DeviceQuota),
+    });
+    (code, format!("{body}\n"))
 }
 
 async fn health(State(shared): State<Shared>) -> Response {
-    let (status, body) = health_answer(&shared.metrics);
+    let (status, body) = health_answer(&shared.metrics, crate::acceptor::now_unix_ms());
     (status, [(CONTENT_TYPE, "application/json")], body).into_response()
 }
 
@@ -118,11 +135,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn health_follows_the_log() {
+    fn health_follows_the_log_and_the_bounds() {
         let metrics = Metrics::new();
-        assert_eq!(health_answer(&metrics).0, StatusCode::OK);
+        assert_eq!(health_answer(&metrics, 1_000_000).0, StatusCode::OK);
+        metrics.snapshot.lock().unwrap().bound_refused_at_unix_ms = Some(1_000_000);
+        let (status, body) = health_answer(&metrics, 1_030_000);
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(body.contains("\"degraded\"") && body.contains("\"bound_refused_seconds_ago\":30"), "{body}");
+        assert_eq!(health_answer(&metrics, 1_000_000 + DEGRADED_FOR_MS).0, StatusCode::OK, "a minute later");
         metrics.set_log_accepting(false);
-        let (status, body) = health_answer(&metrics);
+        let (status, body) = health_answer(&metrics, 1_030_000);
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(body.contains("\"not_acknowledging\""), "{body}");
     }

@@ -9,9 +9,9 @@ use crate::config::CollectorConfig;
 use crate::ingest::udp::UdpSource;
 use crate::ingest::zmq::ZmqSource;
 use crate::ingest::{Source, Started};
-use crate::keys::Keys;
-use crate::log::{Log, LogConfig};
+use crate::log::{Commit, Log, LogConfig};
 use crate::metrics::{Metrics, Parts};
+use crate::stream_states::{StateLimits, StreamBounds, StreamStates};
 use anyhow::Context;
 use driftlog_http::HttpLimits;
 use driftlog_protocol::endpoint::{Endpoint, EndpointConfig};
@@ -46,14 +46,6 @@ pub fn log_config(config: &CollectorConfig) -> LogConfig {
     }
 }
 
-pub fn load_keys(config: &CollectorConfig) -> anyhow::Result<Keys> {
-    let keys = match &config.keys_file {
-        Some(path) => Keys::load(path)?,
-        None => Keys::default(),
-    };
-    Ok(if config.development_key { keys.with_development_key(config.development_device_id) } else { keys })
-}
-
 /// Runs the collector until `shutdown` is set. `on_listening` is called once everything is
 /// bound.
 pub fn run(
@@ -63,17 +55,26 @@ pub fn run(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
-    let keys = load_keys(config)?;
-    if config.development_key {
-        tracing::warn!(
-            device = config.development_device_id,
-            "accepting the published development key (key id 0): anyone can forge frames; set development_key = false in production"
-        );
-    }
+    let keys = crate::keys::load_keyring(config.keys_file.as_deref(), config.key_mode())?;
     let log = Arc::new(Log::open(&config.log_path(), log_config(config)).context("cannot open the log")?);
     let fresh = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let epoch = log.next_epoch(fresh >> 2)?;
+    // A restart on a full disk must not report healthy until the first commit fails: ask
+    // now whether a full commit fits, as the probe after a failed commit does.
+    let probe = Commit { reserve_bytes: config.log.max_commit_bytes as u64, ..Commit::default() };
+    let log_takes_a_full_commit = match log.commit(&probe, crate::acceptor::now_unix_ms()) {
+        Ok(_) => true,
+        Err(error) => {
+            tracing::error!(%error, "the log cannot take a full commit: not acknowledging until it can (probing once a second)");
+            if matches!(error, crate::log::LogError::Storage(_)) {
+                // redb refuses all work after an I/O error until reopened.
+                log.reopen()?;
+            }
+            false
+        }
+    };
     let metrics = Arc::new(Metrics::new());
+    metrics.set_log_accepting(log_takes_a_full_commit);
     let stats = log.stats()?;
     metrics.log_next_offset.set(stats.next_offset);
     metrics.log_first_offset.set(stats.first_offset);
@@ -82,14 +83,24 @@ pub fn run(
 
     let mut endpoint_config = EndpointConfig::new(epoch, epoch ^ 0x5EED);
     endpoint_config.max_streams = config.limits.max_streams;
+    endpoint_config.max_streams_per_device = config.limits.max_streams_per_device;
     endpoint_config.max_datagram_bytes = config.limits.max_datagram_bytes;
-    let mut endpoint = Endpoint::new(endpoint_config, keys.clone());
-    let restored = log.streams()?;
-    let restored_count = restored.len();
-    for (stream, key_id, state) in restored {
-        endpoint.restore(stream, key_id, state);
-    }
-    tracing::info!(epoch, streams = restored_count, keys = keys.len(), next_offset = stats.next_offset, "log opened");
+    let endpoint = Endpoint::new(endpoint_config, keys.clone());
+    // Receivers come back from the log on their stream's first frame, not all at start.
+    let limits = StateLimits {
+        max_states: config.limits.max_stream_states,
+        max_states_per_device: config.limits.max_stream_states_per_device,
+    };
+    let states = StreamStates::open(log.clone(), limits)?;
+    let state_stats = states.stats();
+    let bounds = StreamBounds::new(states, Duration::from_secs(config.limits.stream_idle_s));
+    tracing::info!(
+        epoch,
+        stream_states = state_stats.states,
+        keys = keys.len(),
+        next_offset = stats.next_offset,
+        "log opened"
+    );
 
     let (batch_tx, batch_rx) = std::sync::mpsc::sync_channel(config.limits.ingest_queue_batches);
     let source_shutdown = Arc::new(AtomicBool::new(false));
@@ -169,14 +180,24 @@ pub fn run(
         max_block_bytes: config.log.max_block_bytes,
         max_commit_bytes: config.log.max_commit_bytes,
         keys_file: config.keys_file.clone(),
-        development_device: config.development_key.then_some(config.development_device_id),
+        key_mode: config.key_mode(),
     };
     let mut clocks = crate::clocks::Clocks::new(config.clock.to_config(), config.clock.max_models);
     let clock_models = clocks.restore(log.clocks()?);
     tracing::info!(models = clock_models, "clock models restored");
-    let acceptor =
-        Acceptor::new(acceptor_config, endpoint, replies, committer.client(Writer::Ingest), batch_rx, metrics.clone())
-            .with_clocks(clocks);
+    let mut acceptor = Acceptor::new(
+        acceptor_config,
+        endpoint,
+        bounds,
+        replies,
+        committer.client(Writer::Ingest),
+        batch_rx,
+        metrics.clone(),
+    )
+    .with_clocks(clocks);
+    if !log_takes_a_full_commit {
+        acceptor = acceptor.refusing_until_a_probe_passes();
+    }
     // The window processor reads the log on its own thread; it stops after the acceptor so
     // it can take the last commit's events into its final checkpoint.
     let windows_shutdown = Arc::new(AtomicBool::new(false));

@@ -68,7 +68,13 @@ impl Source for UdpSource {
 
     fn start(self: Box<Self>, id: u16, sink: Sink, shutdown: Shutdown) -> anyhow::Result<Started> {
         let mut sockets: Vec<UdpSocket> = Vec::new();
-        let mut listen = self.listen;
+        let (mut listen, claim) = match self.multicast {
+            None => {
+                let (listen, claim) = super::claim::claim(self.listen)?;
+                (listen, Some(claim))
+            }
+            Some(_) => (self.listen, None),
+        };
         for _ in 0..self.sockets.max(1) {
             let socket: UdpSocket = bind(listen, self.receive_buffer_bytes)?.into();
             // Port 0: the first socket picks the port, the others share it.
@@ -95,7 +101,11 @@ impl Source for UdpSource {
         }
         // Replies for a peer go out of the socket the kernel hashes that peer to; any of
         // them works for UDP, and the first is as good as any.
-        Ok(Started { reply: Box::new(UdpReply { sockets: reply_sockets }), threads, local: listen.to_string() })
+        Ok(Started {
+            reply: Box::new(UdpReply { sockets: reply_sockets, _claim: claim }),
+            threads,
+            local: listen.to_string(),
+        })
     }
 }
 
@@ -183,6 +193,8 @@ fn receive(
 #[derive(Debug)]
 struct UdpReply {
     sockets: Vec<UdpSocket>,
+    /// The unicast address stays claimed as long as replies can go out.
+    _claim: Option<super::claim::AddressClaim>,
 }
 
 impl ReplyPath for UdpReply {

@@ -94,6 +94,11 @@ pub struct AcceptorSnapshot {
     /// Clock samples rejected as inconsistent, and models evicted for the bound.
     pub clock_samples_rejected: u64,
     pub clock_models_evicted: u64,
+    /// The stream states in the log.
+    pub stream_states: crate::stream_states::StateStats,
+    /// When a bound on streams last refused an authenticated frame (`/health` is degraded
+    /// for a while after).
+    pub bound_refused_at_unix_ms: Option<u64>,
 }
 
 /// Which optional parts run, so that only their metrics are exposed.

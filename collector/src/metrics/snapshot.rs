@@ -63,7 +63,36 @@ fn encode_acceptor(snapshot: &AcceptorSnapshot, out: &mut DescriptorEncoder<'_>)
     for (name, help, value) in counters {
         counter(out, name, help, value)?;
     }
-    gauge(out, "driftlog_streams", "Receivers (device, stream, epoch) held.", snapshot.streams as f64)?;
+    gauge(out, "driftlog_streams", "Receivers (device, stream, epoch) held in memory.", snapshot.streams as f64)?;
+    let states = &snapshot.stream_states;
+    gauge(out, "driftlog_stream_states", "Stream dedup states the log holds.", states.states as f64)?;
+    gauge(
+        out,
+        "driftlog_stream_floors",
+        "(device, stream) pairs whose finished epochs are compacted.",
+        states.floors as f64,
+    )?;
+    let stream_counters = [
+        (
+            "driftlog_streams_evicted",
+            "Idle receivers dropped from memory (their state stays in the log).",
+            endpoint.streams_evicted,
+        ),
+        (
+            "driftlog_streams_restored",
+            "Receivers brought back from the log for a frame of their stream.",
+            endpoint.streams_restored,
+        ),
+        (
+            "driftlog_streams_finished",
+            "Receivers for frames of finished (compacted) epochs: all duplicates.",
+            endpoint.streams_finished,
+        ),
+        ("driftlog_stream_states_compacted", "Stream states deleted because their epoch finished.", states.compacted),
+    ];
+    for (name, help, value) in stream_counters {
+        counter(out, name, help, value)?;
+    }
     family(
         out,
         "driftlog_frames_rejected",

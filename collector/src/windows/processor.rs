@@ -112,14 +112,14 @@ impl Processor {
             if let Err(error) = rustix::process::nice(NICE) {
                 tracing::warn!(%error, "cannot lower the window thread's priority; it competes with ingest");
             }
+            let mut outage = crate::outage::Outage::default();
             while !shutdown.load(Ordering::Relaxed) {
-                match self.step() {
+                let result = self.step();
+                report_outage(&mut outage, &result);
+                match result {
                     Ok(true) => {}
                     Ok(false) => std::thread::sleep(IDLE_POLL),
-                    Err(error) => {
-                        tracing::warn!(%error, "window processor: log unavailable; retrying");
-                        std::thread::sleep(RETRY);
-                    }
+                    Err(_) => std::thread::sleep(RETRY),
                 }
             }
             // Keep what was computed: the next run resumes from here.
@@ -209,5 +209,27 @@ impl Processor {
             next_offset: self.next_offset,
         };
         *self.metrics.windows.lock().unwrap_or_else(|p| p.into_inner()) = snapshot;
+    }
+}
+
+/// Logs a failing log (a full disk) once, then a summary a minute, then its recovery.
+fn report_outage(outage: &mut crate::outage::Outage, result: &Result<bool, ProcessorError>) {
+    use crate::outage::Report;
+    let now = Instant::now();
+    match result {
+        Ok(_) => {
+            if let Report::Recovered { failures, lasted } = outage.succeeded(now) {
+                tracing::info!(failures, lasted_s = lasted.as_secs(), "window processor: log available again");
+            }
+        }
+        Err(error) => match outage.failed(now) {
+            Report::Started => {
+                tracing::warn!(%error, "window processor: log unavailable; retrying (summarised once a minute)")
+            }
+            Report::Continuing { failures } => {
+                tracing::warn!(%error, failures, "window processor: log still unavailable")
+            }
+            Report::Recovered { .. } | Report::Quiet => {}
+        },
     }
 }

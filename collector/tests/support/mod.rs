@@ -3,6 +3,11 @@
 //! captured, and helpers for `/metrics`, `/health` and `log tail --json`.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod frames;
+/// The agent tests' tmpfs helper (mounting needs root, which CI has).
+#[path = "../../../agent/tests/support/tmpfs.rs"]
+pub mod tmpfs;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -51,17 +56,25 @@ impl CollectorProcess {
 
     /// As [`Self::start`], with `udp_extra` appended to the `[ingest.udp]` table.
     pub fn start_with_udp(dir: &Path, extra: &str, udp_extra: &str) -> CollectorProcess {
-        let udp: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
-        let http: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
-        let config_path = dir.join("collector.toml");
         let keys = dir.join("keys.toml");
         if !keys.exists() {
             std::fs::write(&keys, "").unwrap();
         }
+        CollectorProcess::start_configured(dir, &format!("keys_file = {keys:?}\n{extra}"), udp_extra)
+    }
+
+    /// As [`Self::start`] but with no keys file: a first run.
+    pub fn start_without_keys(dir: &Path, extra: &str) -> CollectorProcess {
+        CollectorProcess::start_configured(dir, extra, "")
+    }
+
+    fn start_configured(dir: &Path, extra: &str, udp_extra: &str) -> CollectorProcess {
+        let udp: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+        let http: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+        let config_path = dir.join("collector.toml");
         let text = format!(
-            "data_dir = {:?}\nkeys_file = {:?}\n{extra}\n[ingest.udp]\nlisten = \"{udp}\"\nsockets = 2\n{udp_extra}\n[http]\nlisten = \"{http}\"\n",
+            "data_dir = {:?}\n{extra}\n[ingest.udp]\nlisten = \"{udp}\"\nsockets = 2\n{udp_extra}\n[http]\nlisten = \"{http}\"\n",
             dir.join("data"),
-            keys,
         );
         std::fs::write(&config_path, text).unwrap();
         let mut collector = CollectorProcess {
