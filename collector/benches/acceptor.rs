@@ -102,6 +102,7 @@ fn run(frames: &Frames) -> Run {
         max_commit_bytes: defaults.log.max_commit_bytes,
         keys_file: None,
         key_mode: driftlog_collector::keys::KeyMode::KeysFile,
+        source_filter: defaults.source_filter(),
     };
     let limits = StateLimits {
         max_states: defaults.limits.max_stream_states,

@@ -19,6 +19,7 @@ use crate::log::block::BlockBuilder;
 use crate::log::record::{EventsHead, GapHead, RecordKind, encode_gap};
 use crate::log::{Commit, Dedup};
 use crate::metrics::{AcceptorSnapshot, Metrics};
+use crate::source_filter::{SourceFilter, SourceFilterConfig, is_unauthenticated};
 use crate::stream_states::StreamBounds;
 use driftlog_eventtime::clock::ClockConfig;
 use driftlog_protocol::endpoint::{Delivery, Endpoint, Received};
@@ -38,6 +39,7 @@ pub struct AcceptorConfig {
     pub max_commit_bytes: usize,
     pub keys_file: Option<PathBuf>,
     pub key_mode: crate::keys::KeyMode,
+    pub source_filter: SourceFilterConfig,
 }
 
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -58,6 +60,8 @@ pub struct Acceptor {
     endpoint: Endpoint<Keys>,
     /// The receivers' states in the log, and the bounds on them (see `stream_states`).
     bounds: StreamBounds,
+    /// Sheds frames from sources that keep failing authentication, before the MAC check.
+    filter: SourceFilter,
     replies: Vec<Box<dyn ReplyPath>>,
     /// The way each authenticated device's latest frame came, and when (collector ms since
     /// 1970). Bounded by the keyring.
@@ -115,7 +119,9 @@ impl Acceptor {
         let now = StdInstant::now();
         let keys_modified = modified(&config.keys_file);
         let builder = BlockBuilder::new(config.max_block_bytes);
+        let filter = SourceFilter::new(config.source_filter);
         Acceptor {
+            filter,
             config,
             endpoint,
             bounds,
@@ -251,6 +257,7 @@ impl Acceptor {
         }
         let endpoint_now = self.now();
         self.bounds.sweep(&mut self.endpoint, endpoint_now);
+        self.filter.cleanup(now);
         if now >= self.next_keys_check {
             self.reload_keys();
             self.next_keys_check = now + KEYS_CHECK_INTERVAL;
@@ -270,9 +277,19 @@ impl Acceptor {
         let now = self.now();
         let received_unix_ms = (batch.received_unix_us / 1_000).max(0) as u64;
         let mut accepted = false;
+        let arrived = StdInstant::now();
         for (datagram, route) in batch.iter() {
-            let Ok(received) = self.endpoint.handle_datagram_with(now, datagram, &mut self.bounds.states) else {
+            if !self.filter.admits(route.peer, arrived) {
                 continue;
+            }
+            let received = match self.endpoint.handle_datagram_with(now, datagram, &mut self.bounds.states) {
+                Ok(received) => received,
+                Err(reason) => {
+                    if is_unauthenticated(reason) {
+                        self.filter.failed(route.peer, arrived);
+                    }
+                    continue;
+                }
             };
             accepted = true;
             self.bounds.states.observe(&received);
@@ -483,6 +500,7 @@ impl Acceptor {
         let snapshot = AcceptorSnapshot {
             bound_refused_at_unix_ms: self.bounds.refused_at(&endpoint.rejects, now_unix_ms()),
             stream_states: self.bounds.states.stats(),
+            source_filter: self.filter.stats(),
             endpoint,
             streams: self.endpoint.stream_count(),
             devices_last_seen_unix_ms: self.routes.iter().map(|(device, (_, seen))| (*device, *seen)).collect(),
@@ -515,11 +533,20 @@ impl Acceptor {
     /// Per-packet problems are summarised at most every [`REJECT_LOG_INTERVAL`].
     fn log_rejects(&mut self) {
         let rejects = self.endpoint.stats().rejects;
-        let total = rejects.total();
+        // Frames shed unread by the source filter count here too: a flood is one line per
+        // interval, whatever its rate.
+        let filter = self.filter.stats();
+        let total = rejects.total() + filter.shed;
         if total > self.rejects_logged {
             let by_reason: Vec<String> =
                 rejects.iter().filter(|(_, n)| *n > 0).map(|(r, n)| format!("{}={n}", r.name())).collect();
-            tracing::warn!(new = total - self.rejects_logged, totals = %by_reason.join(","), "frames rejected");
+            tracing::warn!(
+                new = total - self.rejects_logged,
+                totals = %by_reason.join(","),
+                shed = filter.shed,
+                shedding_sources = filter.sources,
+                "frames rejected"
+            );
             self.rejects_logged = total;
         }
     }

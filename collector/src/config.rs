@@ -157,6 +157,14 @@ pub struct LimitsSection {
     /// heartbeat says it holds nothing older) are compacted and do not count.
     pub max_stream_states: u64,
     pub max_stream_states_per_device: u32,
+    /// Frames failing authentication (or replays) one source address may cost per second
+    /// once its burst is spent; past that its frames are dropped unread (counted as
+    /// `driftlog_frames_shed_total`), so a flood from one host cannot starve the devices.
+    /// 0 turns the filter off.
+    pub source_failures_per_s: u32,
+    pub source_failures_burst: u32,
+    /// Source addresses the filter tracks at once (only failing ones are tracked).
+    pub max_sources: usize,
     /// Receive batches queued between the sockets and the acceptor; a full queue makes the
     /// sockets wait, and the kernel's receive buffer (counted) takes the overflow.
     pub ingest_queue_batches: usize,
@@ -240,6 +248,9 @@ impl Default for LimitsSection {
             stream_idle_s: 60,
             max_stream_states: 1_000_000,
             max_stream_states_per_device: 1_024,
+            source_failures_per_s: 100,
+            source_failures_burst: 1_000,
+            max_sources: 65_536,
             ingest_queue_batches: 256,
             max_datagram_bytes: 1_472,
         }
@@ -328,6 +339,11 @@ impl CollectorConfig {
         if self.limits.max_streams_per_device == 0 || self.limits.max_streams_per_device > self.limits.max_streams {
             return Err(invalid("limits.max_streams_per_device", "must be between 1 and limits.max_streams"));
         }
+        if self.limits.source_failures_per_s > 0
+            && (self.limits.source_failures_burst == 0 || self.limits.max_sources == 0)
+        {
+            return Err(invalid("limits", "source_failures_burst and max_sources must be at least 1"));
+        }
         if self.limits.stream_idle_s == 0 {
             return Err(invalid("limits.stream_idle_s", "must be at least 1 s"));
         }
@@ -403,6 +419,14 @@ impl CollectorConfig {
             KeyMode::KeysFile => {}
         }
         warnings
+    }
+
+    pub fn source_filter(&self) -> crate::source_filter::SourceFilterConfig {
+        crate::source_filter::SourceFilterConfig {
+            failures_per_s: self.limits.source_failures_per_s,
+            burst: self.limits.source_failures_burst,
+            max_sources: self.limits.max_sources,
+        }
     }
 
     pub fn log_path(&self) -> PathBuf {

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod outage;
 pub mod replay;
 pub mod service;
+pub mod source_filter;
 pub mod stream_states;
 pub mod tail;
 pub mod windows;

@@ -181,6 +181,7 @@ pub fn run(
         max_commit_bytes: config.log.max_commit_bytes,
         keys_file: config.keys_file.clone(),
         key_mode: config.key_mode(),
+        source_filter: config.source_filter(),
     };
     let mut clocks = crate::clocks::Clocks::new(config.clock.to_config(), config.clock.max_models);
     let clock_models = clocks.restore(log.clocks()?);

@@ -99,6 +99,8 @@ pub struct AcceptorSnapshot {
     /// When a bound on streams last refused an authenticated frame (`/health` is degraded
     /// for a while after).
     pub bound_refused_at_unix_ms: Option<u64>,
+    /// The pre-authentication filter per source address.
+    pub source_filter: crate::source_filter::SourceFilterStats,
 }
 
 /// Which optional parts run, so that only their metrics are exposed.

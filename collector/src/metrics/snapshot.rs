@@ -93,6 +93,25 @@ fn encode_acceptor(snapshot: &AcceptorSnapshot, out: &mut DescriptorEncoder<'_>)
     for (name, help, value) in stream_counters {
         counter(out, name, help, value)?;
     }
+    let filter = &snapshot.source_filter;
+    counter(
+        out,
+        "driftlog_frames_shed",
+        "Frames dropped unread because their source address kept failing authentication (limits.source_failures_per_s).",
+        filter.shed,
+    )?;
+    gauge(
+        out,
+        "driftlog_source_filter_sources",
+        "Source addresses the pre-authentication filter tracks.",
+        filter.sources as f64,
+    )?;
+    counter(
+        out,
+        "driftlog_source_filter_untracked",
+        "Authentication failures of sources the full filter table could not track (limits.max_sources).",
+        filter.untracked,
+    )?;
     family(
         out,
         "driftlog_frames_rejected",
