@@ -15,40 +15,20 @@
 
 mod support;
 
-use driftlog_collector::tail::http_get;
 use driftlog_protocol::Instant;
 use driftlog_protocol::wire::{Body, DataWriter, Direction, Event, FrameKind, MacKey, Payload, Sample, Sealer, open};
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as StdInstant};
+use support::collector::{BIN, Collector, free_port, metrics};
 use support::cpu::thread_cpu_seconds;
 
-const BIN: &str = env!("CARGO_BIN_EXE_driftlog-collector");
 const KEY_ID: u32 = 5;
 const SECRET: [u8; 32] = [5; 32];
 const SEND_INTERVAL: Duration = Duration::from_millis(2);
 const RETRANSMIT_AFTER: Duration = Duration::from_millis(100);
-
-struct Collector {
-    child: Child,
-    udp: SocketAddr,
-    http: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn start_collector(failures_per_s: u32) -> Collector {
     let dir = tempfile::tempdir().unwrap();
@@ -66,33 +46,10 @@ fn start_collector(failures_per_s: u32) -> Collector {
         dir.path().join("keys.toml"),
     );
     std::fs::write(dir.path().join("collector.toml"), config).unwrap();
-    let child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(dir.path().join("collector.toml"))
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let udp = SocketAddr::from(([127, 0, 0, 1], udp.port()));
-    let collector = Collector { child, udp, http, _dir: dir };
-    let deadline = StdInstant::now() + Duration::from_secs(30);
-    while http_get(collector.http, "/health").is_err() {
-        assert!(StdInstant::now() < deadline, "collector did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    collector
-}
-
-fn metrics(http: SocketAddr) -> BTreeMap<String, f64> {
-    let Ok((_, body)) = http_get(http, "/metrics") else { return BTreeMap::new() };
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            Some((name.to_string(), value.parse().ok()?))
-        })
-        .collect()
+    let config_path = dir.path().join("collector.toml");
+    // Frames go to loopback; the socket is on 0.0.0.0 so 127.0.0.2 can reach it too.
+    let to = SocketAddr::from(([127, 0, 0, 1], udp.port()));
+    support::collector::spawn(BIN, &config_path, dir, to, http, "error")
 }
 
 /// A data frame of `events` gauges from `first_seq`, sealed with `key`.

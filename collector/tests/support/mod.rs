@@ -152,13 +152,7 @@ impl CollectorProcess {
     /// `/metrics` as name (with labels) → value.
     pub fn metrics(&self) -> BTreeMap<String, f64> {
         let Some((200, body)) = self.get("/metrics") else { return BTreeMap::new() };
-        body.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| {
-                let (name, value) = l.rsplit_once(' ')?;
-                Some((name.to_string(), value.parse().ok()?))
-            })
-            .collect()
+        driftlog_collector::tail::metric_values(&body)
     }
 
     pub fn metric(&self, name: &str) -> f64 {
