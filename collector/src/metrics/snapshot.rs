@@ -43,6 +43,7 @@ impl Collector for SnapshotCollector {
 fn encode_acceptor(snapshot: &AcceptorSnapshot, out: &mut DescriptorEncoder<'_>) -> Result<(), Error> {
     let endpoint = &snapshot.endpoint;
     let counters = [
+        ("driftlog_frames_accepted", "Frames that authenticated and were taken in.", endpoint.datagrams_accepted),
         ("driftlog_events_received", "Events admitted for the first time.", endpoint.events_new),
         ("driftlog_events_duplicate", "Events received again and dropped as duplicates.", endpoint.events_duplicate),
         ("driftlog_events_tombstoned", "Sequence numbers devices reported dropped (tombstones).", endpoint.tombstoned),

@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod frames;
+pub mod proxy;
 /// The agent tests' tmpfs helper (mounting needs root, which CI has).
 #[path = "../../../agent/tests/support/tmpfs.rs"]
 pub mod tmpfs;
@@ -113,6 +114,18 @@ impl CollectorProcess {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
+    }
+
+    /// `(VmRSS, VmHWM)` of the process, KiB: its resident memory now and at its peak.
+    pub fn rss_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().strip_suffix("kB")?.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
     }
 
     pub fn kill9(&mut self) {
