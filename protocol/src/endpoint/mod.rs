@@ -298,19 +298,22 @@ impl<K: Keyring> Endpoint<K> {
             Body::Ack(_) | Body::Nak(_) => return Err(Reject::UnexpectedKind),
         };
         let stream = StreamKey { device, stream: stream_id, epoch };
-        if !self.slots.contains_key(&stream) {
-            // A replay must not cost a lookup in the caller's log or evict anyone.
-            if let Some(guard) = self.replay.get(&header.key_id) {
-                guard.check(header.epoch, sent_at)?;
+        let slot = match self.slots.get_mut(&stream) {
+            Some(slot) => slot,
+            None => {
+                // A replay must not cost a lookup in the caller's log or evict anyone.
+                if let Some(guard) = self.replay.get(&header.key_id) {
+                    guard.check(header.epoch, sent_at)?;
+                }
+                self.admit_stream(now, stream, header.key_id, &header, store)?;
+                self.slots.get_mut(&stream).ok_or(Reject::TooManyStreams)?
             }
-            self.admit_stream(now, stream, header.key_id, &header, store)?;
-        }
+        };
         // Looked up once: checked now, updated only once the frame is accepted.
         let guard = self.replay.get_mut(&header.key_id);
         if let Some(guard) = &guard {
             guard.check(header.epoch, sent_at)?;
         }
-        let slot = self.slots.get_mut(&stream).ok_or(Reject::TooManyStreams)?;
         slot.key_id = header.key_id;
         slot.last_active = now;
         let receiver = &mut slot.receiver;
