@@ -88,6 +88,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     };
     let initial_backlog = outbox.held_events();
     let driver = Driver::new(driver_config, outbox, transport, crate::clock::SystemClock)?;
+    let status = driver.status_cell();
     let (submissions, queue) = mpsc::channel(config.ingest.queue_events);
     let (stop, stopped) = watch::channel(false);
 
@@ -103,7 +104,16 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on metrics.listen {listen}"))?;
-            Some(tokio::spawn(crate::metrics::serve(listener, config.status_path(), stopped.clone())))
+            let router = driftlog_http::metrics_router(std::sync::Arc::new(crate::metrics::registry(status)));
+            let mut stopped = stopped.clone();
+            Some(tokio::spawn(driftlog_http::serve(
+                listener,
+                router,
+                driftlog_http::HttpLimits::default(),
+                async move {
+                    let _ = stopped.changed().await;
+                },
+            )))
         }
         None => None,
     };

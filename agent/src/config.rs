@@ -3,6 +3,7 @@
 //! Loading goes raw TOML → [`AgentConfig`] → [`AgentConfig::validate`]; `driftlog-agent
 //! validate --config FILE` runs exactly that and nothing else.
 
+use crate::key::DEVELOPMENT_DEVICE;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -80,7 +81,9 @@ pub struct MetricsSection {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CollectorConfig {
-    /// Where frames go: the collector's address, or the multicast group and port.
+    /// Where frames go: the collector's address (`host:port`; a name is resolved once, at
+    /// start, preferring IPv4), or the multicast group and port.
+    #[serde(deserialize_with = "deserialize_address")]
     pub address: SocketAddr,
     pub transport: TransportKind,
     /// Multicast only: the local interface address to send from (`IP_MULTICAST_IF`).
@@ -224,6 +227,30 @@ impl Default for HostSection {
     }
 }
 
+/// `host:port` or `ip:port` as one address: the first IPv4 address a name resolves to, else
+/// its first address (`localhost` is 127.0.0.1, where a collector listens by default).
+pub fn resolve_address(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(address) = text.parse() {
+        return Ok(address);
+    }
+    let addresses: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|error| format!("{text:?} is not an address (host:port or ip:port): {error}"))?
+        .collect();
+    addresses
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addresses.first())
+        .copied()
+        .ok_or_else(|| format!("{text:?} resolves to no address"))
+}
+
+fn deserialize_address<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    resolve_address(&text).map_err(serde::de::Error::custom)
+}
+
 /// A config that cannot be used, naming the field.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -256,6 +283,20 @@ impl AgentConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.key_file.is_none() && self.device_id != DEVELOPMENT_DEVICE {
+            // The development key is device 1 at every collector: events sent as another
+            // id would be stored as device 1's over UDP, and never acknowledged over ZeroMQ
+            // (the ACKs go to topic d1.).
+            return Err(invalid(
+                "device_id",
+                format!(
+                    "is {} but there is no key_file: without one the agent signs with the published development key, \
+                     which a collector accepts as device 1 only; set device_id = 1, or create this device's key with \
+                     `driftlog-collector keygen --device {}` and set key_file",
+                    self.device_id, self.device_id
+                ),
+            ));
+        }
         if self.outbox.max_bytes < 64 * 1024 {
             return Err(invalid("outbox.max_bytes", "must be at least 65536 bytes"));
         }
@@ -373,5 +414,23 @@ mod tests {
         config = AgentConfig::default();
         config.collector.transport = TransportKind::Multicast;
         assert!(config.validate().unwrap_err().to_string().starts_with("collector.address"));
+    }
+
+    #[test]
+    fn without_a_key_file_the_device_is_1() {
+        let mut config = AgentConfig { device_id: 77, ..AgentConfig::default() };
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.starts_with("device_id") && error.contains("keygen --device 77"), "{error}");
+        config.key_file = Some(PathBuf::from("device.key"));
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn collector_addresses_may_be_host_names() {
+        assert_eq!(resolve_address("localhost:7400"), Ok(SocketAddr::from(([127, 0, 0, 1], 7400))));
+        assert_eq!(resolve_address("10.1.2.3:9"), Ok(SocketAddr::from(([10, 1, 2, 3], 9))));
+        assert!(resolve_address("localhost").is_err(), "a port is needed");
+        let config: AgentConfig = toml::from_str("[collector]\naddress = \"localhost:7401\"").unwrap();
+        assert_eq!(config.collector.address.port(), 7401);
     }
 }

@@ -74,6 +74,9 @@ pub struct Driver<T: Transport, C: Clock> {
     pending_events: usize,
     flush_at: Option<tokio::time::Instant>,
     status_at: tokio::time::Instant,
+    /// The last status published, for the metrics endpoint in this process (`status.json`
+    /// is for `driftlog-agent status`, another process).
+    published: crate::metrics::StatusCell,
     stats: DriverStats,
 }
 
@@ -106,6 +109,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
             pending_events: 0,
             flush_at: None,
             status_at: tokio::time::Instant::now(),
+            published: Default::default(),
             stats: DriverStats::default(),
         })
     }
@@ -353,16 +357,23 @@ impl<T: Transport, C: Clock> Driver<T, C> {
         }
     }
 
+    /// Where the driver publishes its status every second, for readers in this process.
+    pub fn status_cell(&self) -> crate::metrics::StatusCell {
+        self.published.clone()
+    }
+
     fn publish_status(&mut self) {
         // Release records otherwise wait for the next commit; a quiet agent writes them here.
         if let Err(error) = self.outbox.write_pending_releases(false) {
             tracing::debug!(%error, "cannot write release records");
         }
-        if let Some(path) = self.config.status_path.clone()
-            && let Err(error) = self.status().write(&path)
+        let status = self.status();
+        if let Some(path) = &self.config.status_path
+            && let Err(error) = status.write(path)
         {
             tracing::debug!(%error, "cannot write status");
         }
+        *self.published.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
     }
 
     pub fn sender_stats(&self, stream: StreamId) -> Option<driftlog_protocol::SenderStats> {

@@ -15,6 +15,8 @@ use std::path::Path;
 /// own config says so.
 pub const DEVELOPMENT_KEY_ID: KeyId = 0;
 pub const DEVELOPMENT_SECRET: [u8; 32] = [0; 32];
+/// The device id collectors give the development key; an agent without a key file must use it.
+pub const DEVELOPMENT_DEVICE: u64 = 1;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

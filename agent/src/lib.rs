@@ -13,7 +13,7 @@
 //! - [`host`]: CPU, memory, load, disk, network and thermal readings.
 //! - [`statsd`]: a local StatsD listener whose samples survive outages (stream 2).
 //! - [`simulate`]: N virtual devices with skewed clocks through the same code paths.
-//! - [`metrics`]: optional Prometheus `/metrics` on localhost, rendered from the status.
+//! - [`metrics`]: optional Prometheus `/metrics` on localhost (the driver's published status, at scrape time).
 //! - [`status`]: the `status.json` the driver publishes for `driftlog-agent status`.
 //! - [`agent`]: wiring for `driftlog-agent run`.
 //! - [`bridge`]: `driftlog-agent bridge`, the gateway between a microcontroller's serial link

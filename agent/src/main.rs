@@ -22,8 +22,8 @@ enum Command {
     Run {
         #[arg(long)]
         config: Option<PathBuf>,
-        /// The collector's address (or multicast group:port).
-        #[arg(long)]
+        /// The collector's address, host:port or ip:port (or multicast group:port).
+        #[arg(long, value_parser = driftlog_agent::config::resolve_address)]
         collector: Option<SocketAddr>,
         #[arg(long, value_parser = parse_transport)]
         transport: Option<TransportKind>,
@@ -42,6 +42,9 @@ enum Command {
     Status {
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The agent's data directory (as given to `run --data-dir`).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
         /// Print the raw JSON.
         #[arg(long)]
         json: bool,
@@ -66,7 +69,7 @@ enum Command {
         /// Largest drift; devices spread over [-Y, +Y].
         #[arg(long, default_value_t = 0.0)]
         clock_drift_ppm: f64,
-        #[arg(long, default_value = "127.0.0.1:7400")]
+        #[arg(long, default_value = "127.0.0.1:7400", value_parser = driftlog_agent::config::resolve_address)]
         collector: SocketAddr,
         #[arg(long, default_value = "driftlog-agent-data/simulate")]
         data_dir: PathBuf,
@@ -153,6 +156,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal: a log file or journald gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none())
         .init();
     let cli = Cli::parse();
     match cli.command {
@@ -300,14 +305,17 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Status { config, json } => {
-            let config = match AgentConfig::load(config.as_deref()) {
+        Command::Status { config, data_dir, json } => {
+            let mut config = match AgentConfig::load(config.as_deref()) {
                 Ok(config) => config,
                 Err(error) => {
                     eprintln!("error: {error}");
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
+            if let Some(data_dir) = data_dir {
+                config.data_dir = data_dir;
+            }
             match driftlog_agent::status::Status::read(&config.status_path()) {
                 Ok(status) if json => {
                     println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());

@@ -60,18 +60,57 @@ pub struct StreamStatus {
     pub in_flight_frames: u64,
 }
 
+/// Room the file keeps beyond its content (trailing spaces), so an overwrite in place on a
+/// full disk needs no new block even when the status grew (another stream, longer numbers).
+const SLACK_BYTES: usize = 2_048;
+const PAGE_BYTES: usize = 4_096;
+
 impl Status {
+    /// Replaces `path` atomically (write a temporary file, rename). When that fails, as it
+    /// does on a full disk, the file is overwritten in place instead: it keeps some slack for
+    /// exactly this, so the status stays current (and `status` does not report a running
+    /// agent as stopped) while the disk is full.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let mut bytes = serde_json::to_vec_pretty(self)?;
+        let padded = (bytes.len() + SLACK_BYTES).div_ceil(PAGE_BYTES) * PAGE_BYTES;
+        let content = bytes.len();
+        bytes.resize(padded, b' ');
         let temporary = path.with_extension("json.tmp");
-        std::fs::write(&temporary, serde_json::to_vec_pretty(self)?)?;
-        std::fs::rename(&temporary, path)
+        let atomic = std::fs::write(&temporary, &bytes).and_then(|()| std::fs::rename(&temporary, path));
+        let Err(error) = atomic else { return Ok(()) };
+        let _ = std::fs::remove_file(&temporary);
+        Self::overwrite(path, &mut bytes, content).map_err(|_| error)
     }
 
+    /// Writes `bytes[..content]` over the start of `path`, blanking the rest of what it held,
+    /// within the file's current length (no block to allocate).
+    fn overwrite(path: &Path, bytes: &mut Vec<u8>, content: usize) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new().write(true).open(path)?;
+        let length = file.metadata()?.len() as usize;
+        if content > length {
+            return Err(std::io::Error::other("status outgrew its file"));
+        }
+        bytes.resize(length, b' ');
+        file.write_all_at(bytes, 0)
+    }
+
+    /// Reads `path`, retrying briefly if it catches an overwrite in place half done.
     pub fn read(path: &Path) -> anyhow::Result<Status> {
         use anyhow::Context;
-        let bytes =
-            std::fs::read(path).with_context(|| format!("no status at {} (is the agent running?)", path.display()))?;
-        Ok(serde_json::from_slice(&bytes)?)
+        let mut attempts = 0;
+        loop {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("no status at {} (is the agent running?)", path.display()))?;
+            match serde_json::from_slice(&bytes) {
+                Ok(status) => return Ok(status),
+                Err(_) if attempts < 3 => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
     }
 
     /// The human-readable form.
@@ -135,5 +174,31 @@ impl Status {
             ));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_overwrite_in_place_reads_back_and_fits_a_grown_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("status.json");
+        let small = Status { backlog_events: 1, ..Status::default() };
+        small.write(&path).unwrap();
+        let length = std::fs::metadata(&path).unwrap().len() as usize;
+        assert_eq!(length % PAGE_BYTES, 0);
+        let grown = Status {
+            backlog_events: u64::MAX,
+            streams: vec![StreamStatus { stream: 7, ..StreamStatus::default() }],
+            ..Status::default()
+        };
+        let mut bytes = serde_json::to_vec_pretty(&grown).unwrap();
+        let content = bytes.len();
+        Status::overwrite(&path, &mut bytes, content).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, length, "no growth");
+        let read = Status::read(&path).unwrap();
+        assert_eq!((read.backlog_events, read.streams.len()), (u64::MAX, 1));
     }
 }

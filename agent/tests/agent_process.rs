@@ -300,7 +300,7 @@ fn prometheus_metrics_are_served_on_the_configured_port() {
     send_lines(&dir.path().join("data/ingest.sock"), "metric.value", 0..10);
     wait_for("metrics to show the appended events", || {
         let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
-        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
         let mut response = String::new();
         let _ = stream.read_to_string(&mut response);
         response.starts_with("HTTP/1.1 200") && response.contains("driftlog_agent_events_appended_total 10\n")
@@ -422,6 +422,38 @@ fn a_full_disk_refuses_events_without_stopping_the_agent_and_recovers_when_space
     });
     std::fs::remove_file(&ballast).unwrap();
     assert_eq!(send_and_count(&socket, "after", 1_000), 1_000, "the agent did not accept once space returned");
+    assert!(sigterm(&mut agent).success());
+}
+
+/// On a disk filled to the last byte (by something else), `status.json` cannot be replaced
+/// (the temporary file needs a block): it is overwritten in place, so `status` keeps
+/// reporting the running agent instead of calling it stopped.
+#[test]
+fn status_stays_current_on_a_full_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let Some(_mount) = tmpfs::mount_or_skip(&data, "4m") else { return };
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[collector]\naddress = \"127.0.0.1:9\"\n[host]\nenabled = false\n",
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut agent = start_agent(&config);
+    std::thread::sleep(Duration::from_millis(1_500)); // a first status.json
+    tmpfs::fill_with_files(&data, 16 << 10);
+    let status_of = || Command::new(AGENT).args(["status", "--config"]).arg(&config).output().unwrap();
+    std::thread::sleep(Duration::from_secs(7)); // longer than `status` allows a file to age
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let json = Command::new(AGENT).args(["status", "--json", "--config"]).arg(&config).output().unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let written = status["written_at_unix_s"].as_u64().unwrap();
+    assert!(now.saturating_sub(written) <= 3, "status.json is {} s old on a full disk", now - written);
+    let human = String::from_utf8(status_of().stdout).unwrap();
+    assert!(!human.contains("not running"), "{human}");
     assert!(sigterm(&mut agent).success());
 }
 

@@ -463,3 +463,70 @@ fn drop_oldest_makes_room_on_a_disk_filled_to_the_last_byte() {
     assert_eq!(appended.accepted, 64);
     assert!(outbox.stats().dropped > 0);
 }
+
+/// Segment files in `dir` with their sizes.
+fn segment_sizes(dir: &std::path::Path) -> BTreeMap<std::path::PathBuf, u64> {
+    segment_files(dir).into_iter().map(|path| (path.clone(), std::fs::metadata(&path).unwrap().len())).collect()
+}
+
+/// Issue 19: on a 4 MiB file system with the default 256 MiB bound, one out-of-space error
+/// dropped 23 552 of 23 676 held events (the only segment). Each append must drop at most
+/// 1/16 of the bound in force, through every out-of-space event, with every drop tombstoned.
+#[test]
+fn drop_oldest_stays_proportional_on_a_small_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk");
+    let Some(_mount) = tmpfs::mount_or_skip(&disk, "4m") else { return };
+    let outbox_dir = disk.join("outbox");
+    let mut outbox = Outbox::open(&outbox_dir, config(256 << 20, DropPolicy::DropOldest)).unwrap();
+    let (mut mono, mut generated, mut out_of_space, mut largest_drop) = (0u64, 0u64, 0u64, 0f64);
+    // Commits of 64 until the disk is full, then two disks' worth more.
+    let mut first_full_at = None;
+    while first_full_at.is_none_or(|at| generated < 3 * at) {
+        assert!(generated < 5_000_000, "the disk never filled");
+        let batch: Vec<Event<'_>> = (0..64).map(|i| gauge(mono + i, (generated + i) as f64)).collect();
+        let before = segment_sizes(&outbox_dir);
+        let dropped_before = outbox.stats().dropped;
+        match outbox.append(0, &batch) {
+            Ok(appended) => {
+                assert_eq!(appended.accepted, 64);
+                generated += 64;
+                mono += 64;
+            }
+            Err(error) => {
+                assert!(error.to_string().starts_with("storage"), "{error}");
+                out_of_space += 1;
+                first_full_at.get_or_insert(generated);
+                outbox.recover_from_storage_error().unwrap();
+                continue;
+            }
+        }
+        if outbox.stats().dropped > dropped_before {
+            let after = segment_sizes(&outbox_dir);
+            let dropped_bytes: u64 = before.iter().filter(|(path, _)| !after.contains_key(*path)).map(|(_, n)| n).sum();
+            let share = dropped_bytes as f64 / outbox.max_bytes() as f64;
+            largest_drop = largest_drop.max(share);
+            assert!(
+                share <= 1.0 / 16.0,
+                "one append dropped {dropped_bytes} bytes, {:.1} % of the bound {}",
+                share * 100.0,
+                outbox.max_bytes()
+            );
+        }
+    }
+    assert!(out_of_space >= 1, "the disk never filled");
+    assert!(out_of_space <= 3, "the bound did not settle: {out_of_space} out-of-space errors");
+    let dropped = outbox.stats().dropped;
+    assert!(dropped > 0 && dropped < generated);
+    println!(
+        "{generated} events, {out_of_space} out-of-space errors, {dropped} dropped, largest drop {:.1} % of the bound",
+        largest_drop * 100.0
+    );
+    // Every event is delivered or tombstoned, exactly once.
+    let (delivered, tombstoned) = drain(&mut outbox);
+    assert_eq!(delivered.len() as u64 + tombstoned.len() as u64, generated);
+    assert_eq!(tombstoned.len() as u64, dropped);
+    let delivered_seqs: BTreeSet<(u64, u64)> = delivered.iter().map(|(epoch, seq, _)| (*epoch, *seq)).collect();
+    assert_eq!(delivered_seqs.len(), delivered.len());
+    assert!(delivered_seqs.is_disjoint(&tombstoned));
+}

@@ -18,6 +18,7 @@ use driftlog_collector::ingest::{Batch, ReplyPath, Route};
 use driftlog_collector::keys::Keys;
 use driftlog_collector::log::{Log, LogConfig};
 use driftlog_collector::metrics::Metrics;
+use driftlog_collector::stream_states::{StateLimits, StreamBounds, StreamStates};
 use driftlog_protocol::DeviceId;
 use driftlog_protocol::endpoint::{Endpoint, EndpointConfig};
 use std::collections::BTreeMap;
@@ -100,13 +101,23 @@ fn run(frames: &Frames) -> Run {
         max_block_bytes: defaults.log.max_block_bytes,
         max_commit_bytes: defaults.log.max_commit_bytes,
         keys_file: None,
-        development_device: None,
         claim_interval_ms: Some(defaults.watermark.claim_interval_ms),
         max_streams: defaults.limits.max_streams,
+        key_mode: driftlog_collector::keys::KeyMode::KeysFile,
+        source_filter: defaults.source_filter(),
     };
+    let limits = StateLimits {
+        max_states: defaults.limits.max_stream_states,
+        max_states_per_device: defaults.limits.max_stream_states_per_device,
+    };
+    let bounds = StreamBounds::new(
+        StreamStates::open(log.clone(), limits).unwrap(),
+        Duration::from_secs(defaults.limits.stream_idle_s),
+    );
     let acceptor = Acceptor::new(
         config,
         endpoint,
+        bounds,
         vec![Box::new(Discard)],
         committer.client(Writer::Ingest),
         queue,
@@ -118,7 +129,7 @@ fn run(frames: &Frames) -> Run {
     let shutdown = Arc::new(AtomicBool::new(false));
     let flag = shutdown.clone();
     let thread = std::thread::Builder::new().name("acceptor".into()).spawn(move || acceptor.run(&flag)).unwrap();
-    while metrics.events_committed.load(Ordering::Relaxed) < frames.events {
+    while metrics.events_committed.get() < frames.events {
         assert!(started.elapsed() < Duration::from_secs(120), "the acceptor did not commit every event");
         std::thread::sleep(Duration::from_micros(200));
     }

@@ -22,14 +22,14 @@
 
 mod support;
 
-use driftlog_collector::tail::http_get;
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant as StdInstant};
+use support::collector::{BIN, Collector, free_port, metrics};
+use support::cpu::thread_cpu_seconds;
 use support::frames::{DEVICES, Frames, frame_runs, frames};
 
-const BIN: &str = env!("CARGO_BIN_EXE_driftlog-collector");
 const SENDERS: usize = 8;
 
 /// Queues every datagram to `to` from `SENDERS` sockets (so SO_REUSEPORT spreads them).
@@ -123,24 +123,6 @@ fn drain_recvmmsg(socket: &UdpSocket) -> (u64, StdInstant) {
     }
 }
 
-struct Collector {
-    child: Child,
-    udp: SocketAddr,
-    http: SocketAddr,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn start_collector(keys_toml: &str, extra: &str) -> Collector {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("keys.toml"), keys_toml).unwrap();
@@ -156,32 +138,7 @@ fn start_collector(keys_toml: &str, extra: &str) -> Collector {
     std::fs::write(&config_path, config).unwrap();
     // FIGURES_COLLECTOR_BIN: another build of the collector, for A/B comparisons.
     let bin = std::env::var("FIGURES_COLLECTOR_BIN").unwrap_or_else(|_| BIN.to_string());
-    let child = Command::new(bin)
-        .args(["run", "--config"])
-        .arg(&config_path)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let collector = Collector { child, udp, http, dir };
-    let deadline = StdInstant::now() + Duration::from_secs(30);
-    while http_get(collector.http, "/health").is_err() {
-        assert!(StdInstant::now() < deadline, "collector did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    collector
-}
-
-fn metrics(http: SocketAddr) -> BTreeMap<String, f64> {
-    let Ok((_, body)) = http_get(http, "/metrics") else { return BTreeMap::new() };
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            Some((name.to_string(), value.parse().ok()?))
-        })
-        .collect()
+    support::collector::spawn(&bin, &config_path, dir, udp, http, "warn")
 }
 
 fn signal(child: &Child, signal: nix::sys::signal::Signal) {
@@ -315,22 +272,6 @@ fn ingest(warm_up: Option<&Frames>, frames: &Frames, extra: &str) -> (Ingest, Co
 
 fn unix_seconds() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
-}
-
-/// User + system CPU seconds of each thread of `pid`, by thread name (digits dropped, so
-/// `udp-recv-0` and `udp-recv-1` add up).
-fn thread_cpu_seconds(pid: u32) -> BTreeMap<String, f64> {
-    let mut seconds = BTreeMap::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return seconds };
-    for task in tasks.flatten() {
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
-        let name: String = stat[open + 1..close].chars().filter(|c| !c.is_ascii_digit()).collect();
-        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-        *seconds.entry(name).or_insert(0.0) += (ticks(11) + ticks(12)) / 100.0;
-    }
-    seconds
 }
 
 /// Disk blocks the files under `dir` occupy: redb extends its file ahead of use with

@@ -20,6 +20,8 @@ use crate::log::block::BlockBuilder;
 use crate::log::record::{EventsHead, GapHead, RecordKind, encode_gap, encode_head};
 use crate::log::{Commit, Dedup};
 use crate::metrics::{AcceptorSnapshot, Metrics};
+use crate::source_filter::{SourceFilter, SourceFilterConfig, is_unauthenticated};
+use crate::stream_states::StreamBounds;
 use driftlog_eventtime::clock::ClockConfig;
 use driftlog_protocol::endpoint::{Delivery, Endpoint, Received};
 use driftlog_protocol::ids::StreamKey;
@@ -37,11 +39,12 @@ pub struct AcceptorConfig {
     pub max_block_bytes: usize,
     pub max_commit_bytes: usize,
     pub keys_file: Option<PathBuf>,
-    pub development_device: Option<DeviceId>,
     /// Completeness claims are stored at most this often per stream (see [`Claims`]); `None`
     /// stores none (no windows are computed, so nothing reads them).
     pub claim_interval_ms: Option<u64>,
     pub max_streams: usize,
+    pub key_mode: crate::keys::KeyMode,
+    pub source_filter: SourceFilterConfig,
 }
 
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -53,11 +56,17 @@ const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 struct InFlight {
     states: Vec<(StreamKey, Dedup)>,
     events: u64,
+    /// Stream floors in the commit, put back if it fails.
+    floors: Vec<((DeviceId, driftlog_protocol::StreamId), driftlog_protocol::Epoch)>,
 }
 
 pub struct Acceptor {
     config: AcceptorConfig,
     endpoint: Endpoint<Keys>,
+    /// The receivers' states in the log, and the bounds on them (see `stream_states`).
+    bounds: StreamBounds,
+    /// Sheds frames from sources that keep failing authentication, before the MAC check.
+    filter: SourceFilter,
     replies: Vec<Box<dyn ReplyPath>>,
     /// The way each authenticated device's latest frame came, and when (collector ms since
     /// 1970). Bounded by the keyring.
@@ -107,6 +116,7 @@ impl Acceptor {
     pub fn new(
         config: AcceptorConfig,
         endpoint: Endpoint<Keys>,
+        bounds: StreamBounds,
         replies: Vec<Box<dyn ReplyPath>>,
         committer: Client,
         batches: Receiver<Batch>,
@@ -116,9 +126,12 @@ impl Acceptor {
         let keys_modified = modified(&config.keys_file);
         let builder = BlockBuilder::new(config.max_block_bytes);
         let claims = config.claim_interval_ms.map(|interval| Claims::new(interval, config.max_streams));
+        let filter = SourceFilter::new(config.source_filter);
         Acceptor {
+            filter,
             config,
             endpoint,
+            bounds,
             replies,
             routes: IdMap::default(),
             builder,
@@ -143,6 +156,15 @@ impl Acceptor {
             rejects_logged: 0,
             out: vec![0; 2_048],
         }
+    }
+
+    /// Starts refusing frames, as after a failed commit, until a probe commit succeeds: the
+    /// log could not take a full commit when the collector started (a full disk).
+    pub fn refusing_until_a_probe_passes(mut self) -> Acceptor {
+        self.accepting = false;
+        self.next_probe = StdInstant::now() + PROBE_INTERVAL;
+        self.metrics.set_log_accepting(false);
+        self
     }
 
     /// Uses `clocks` (restored from the log, with the configured bounds).
@@ -170,7 +192,7 @@ impl Acceptor {
                 let waiting = StdInstant::now();
                 let result = self.committer.result_timeout(Duration::from_millis(50));
                 let waited_us = waiting.elapsed().as_micros() as u64;
-                self.metrics.ingest_waited_on_commit_us.fetch_add(waited_us, Ordering::Relaxed);
+                self.metrics.ingest_waited_on_commit.inc_by(waited_us as f64 / 1e6);
                 if let Some(result) = result {
                     self.handle_committed(result);
                 }
@@ -241,6 +263,9 @@ impl Acceptor {
             self.publish_snapshot();
             self.next_snapshot = now + SNAPSHOT_INTERVAL;
         }
+        let endpoint_now = self.now();
+        self.bounds.sweep(&mut self.endpoint, endpoint_now);
+        self.filter.cleanup(now);
         if now >= self.next_keys_check {
             self.reload_keys();
             self.next_keys_check = now + KEYS_CHECK_INTERVAL;
@@ -254,15 +279,28 @@ impl Acceptor {
     fn handle_batch(&mut self, batch: &Batch) {
         if !self.accepting {
             // Not admitted, so not remembered: the devices retransmit once we accept again.
-            self.metrics.frames_refused_log_unavailable.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            self.metrics.frames_refused_log_unavailable.inc_by(batch.len() as u64);
             return;
         }
         let now = self.now();
         let received_unix_ms = (batch.received_unix_us / 1_000).max(0) as u64;
         let mut accepted = false;
+        let arrived = StdInstant::now();
         for (datagram, route) in batch.iter() {
-            let Ok(received) = self.endpoint.handle_datagram(now, datagram) else { continue };
+            if !self.filter.admits(route.peer, arrived) {
+                continue;
+            }
+            let received = match self.endpoint.handle_datagram_with(now, datagram, &mut self.bounds.states) {
+                Ok(received) => received,
+                Err(reason) => {
+                    if is_unauthenticated(reason) {
+                        self.filter.failed(route.peer, arrived);
+                    }
+                    continue;
+                }
+            };
             accepted = true;
+            self.bounds.states.observe(&received);
             let device = received.stream.device;
             self.sample_clock(&received, batch.received_unix_us);
             self.routes.insert(device, (route, received_unix_ms));
@@ -371,7 +409,7 @@ impl Acceptor {
                 // Ask whether a full commit fits again; frames stay refused until it does.
                 let probe = Commit { reserve_bytes: self.config.max_commit_bytes as u64, ..Commit::default() };
                 if self.committer.submit(probe).is_ok() {
-                    self.in_flight = Some(InFlight { states: Vec::new(), events: 0 });
+                    self.in_flight = Some(InFlight { states: Vec::new(), events: 0, floors: Vec::new() });
                 }
                 self.next_probe = StdInstant::now() + PROBE_INTERVAL;
             }
@@ -394,11 +432,13 @@ impl Acceptor {
             .map(|(key, state)| (*key, self.endpoint.key_id(key).unwrap_or_default(), state.clone()))
             .collect();
         let changes = self.clocks.take_dirty(self.now().as_micros() as i64, shutting_down);
+        let floors = self.bounds.states.take_floors();
         let commit = Commit {
             blocks: self.builder.finish_into(now_unix_ms(), self.committer.spare_blocks()),
             streams,
             clocks: changes.changed.clone(),
             clocks_removed: changes.removed.clone(),
+            floors: floors.clone(),
             ..Commit::default()
         };
         self.clocks_in_flight = changes;
@@ -407,29 +447,31 @@ impl Acceptor {
         if let Err(error) = self.committer.submit(commit) {
             tracing::error!(%error, "commit not taken; rolling back");
             self.endpoint.rollback_uncommitted();
+            self.bounds.states.restore_floors(floors);
             return;
         }
-        self.in_flight = Some(InFlight { states, events });
+        self.in_flight = Some(InFlight { states, events, floors });
     }
 
     fn handle_committed(&mut self, result: CommitResult) {
         let Some(in_flight) = self.in_flight.take() else { return };
         let now = self.now();
         match result {
-            Ok(_) => {
+            Ok(committed) => {
+                self.bounds.states.committed(&committed.stream_states);
                 self.clocks_in_flight = Default::default();
                 for (stream, state) in &in_flight.states {
                     self.endpoint.handle_durable(now, *stream, state);
                 }
-                self.metrics.events_committed.fetch_add(in_flight.events, Ordering::Relaxed);
+                self.metrics.events_committed.inc_by(in_flight.events);
                 if in_flight.events > 0 {
                     let now_unix_us = crate::ingest::now_unix_us().max(0) as u64;
-                    self.metrics.last_events_commit_unix_us.store(now_unix_us, Ordering::Relaxed);
+                    self.metrics.last_events_commit.set(now_unix_us as f64 / 1e6);
                 }
                 if !self.accepting {
                     tracing::info!("log accepts writes again; acknowledging");
                     self.accepting = true;
-                    self.metrics.log_accepting.store(true, Ordering::Relaxed);
+                    self.metrics.set_log_accepting(true);
                 }
             }
             Err(error) => {
@@ -437,10 +479,11 @@ impl Acceptor {
                     tracing::error!(%error, "commit failed: not acknowledging until the log takes writes again");
                 }
                 self.accepting = false;
-                self.metrics.log_accepting.store(false, Ordering::Relaxed);
+                self.metrics.set_log_accepting(false);
                 // Forget everything not durable, including what was admitted after this
                 // commit was cut: the devices still hold it and will send it again.
                 self.endpoint.rollback_uncommitted();
+                self.bounds.states.restore_floors(in_flight.floors);
                 self.clocks.restore_dirty(std::mem::take(&mut self.clocks_in_flight));
                 if let Some(claims) = &mut self.claims {
                     claims.forget();
@@ -464,14 +507,18 @@ impl Acceptor {
                 None => false,
             };
             if !sent {
-                self.metrics.replies_dropped.fetch_add(1, Ordering::Relaxed);
+                self.metrics.replies_dropped.inc();
             }
         }
     }
 
-    fn publish_snapshot(&self) {
+    fn publish_snapshot(&mut self) {
+        let endpoint = self.endpoint.stats();
         let snapshot = AcceptorSnapshot {
-            endpoint: self.endpoint.stats(),
+            bound_refused_at_unix_ms: self.bounds.refused_at(&endpoint.rejects, now_unix_ms()),
+            stream_states: self.bounds.states.stats(),
+            source_filter: self.filter.stats(),
+            endpoint,
             streams: self.endpoint.stream_count(),
             devices_last_seen_unix_ms: self.routes.iter().map(|(device, (_, seen))| (*device, *seen)).collect(),
             clocks: self.clocks.estimates(),
@@ -488,12 +535,8 @@ impl Acceptor {
         }
         self.keys_modified = current;
         let Some(path) = &self.config.keys_file else { return };
-        match Keys::load(path) {
+        match crate::keys::load_keyring(Some(path), self.config.key_mode) {
             Ok(keys) => {
-                let keys = match self.config.development_device {
-                    Some(device) => keys.with_development_key(device),
-                    None => keys,
-                };
                 tracing::info!(keys = keys.len(), path = %path.display(), "keys file reloaded");
                 self.endpoint.replace_keyring(keys);
             }
@@ -507,11 +550,20 @@ impl Acceptor {
     /// Per-packet problems are summarised at most every [`REJECT_LOG_INTERVAL`].
     fn log_rejects(&mut self) {
         let rejects = self.endpoint.stats().rejects;
-        let total = rejects.total();
+        // Frames shed unread by the source filter count here too: a flood is one line per
+        // interval, whatever its rate.
+        let filter = self.filter.stats();
+        let total = rejects.total() + filter.shed;
         if total > self.rejects_logged {
             let by_reason: Vec<String> =
                 rejects.iter().filter(|(_, n)| *n > 0).map(|(r, n)| format!("{}={n}", r.name())).collect();
-            tracing::warn!(new = total - self.rejects_logged, totals = %by_reason.join(","), "frames rejected");
+            tracing::warn!(
+                new = total - self.rejects_logged,
+                totals = %by_reason.join(","),
+                shed = filter.shed,
+                shedding_sources = filter.sources,
+                "frames rejected"
+            );
             self.rejects_logged = total;
         }
     }

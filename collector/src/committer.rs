@@ -12,7 +12,6 @@ use crate::log::block::EncodedBlock;
 use crate::log::{Commit, Committed, Log, LogError};
 use crate::metrics::Metrics;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::Duration;
 
@@ -132,16 +131,16 @@ pub fn spawn(
                     if writer == Writer::Ingest && !commit.blocks.is_empty() {
                         metrics.observe_commit(started.elapsed().as_secs_f64());
                     }
-                    metrics.log_held_bytes.store(committed.held_bytes, Ordering::Relaxed);
-                    metrics.log_first_offset.store(committed.first_offset, Ordering::Relaxed);
-                    metrics.log_next_offset.store(committed.next_offset, Ordering::Relaxed);
-                    metrics.log_blocks_deleted.fetch_add(committed.blocks_deleted, Ordering::Relaxed);
+                    metrics.log_held_bytes.set(committed.held_bytes);
+                    metrics.log_first_offset.set(committed.first_offset);
+                    metrics.log_next_offset.set(committed.next_offset);
+                    metrics.log_blocks_deleted.inc_by(committed.blocks_deleted);
                     if let Ok(file) = std::fs::metadata(log.path()) {
-                        metrics.log_file_bytes.store(file.len(), Ordering::Relaxed);
+                        metrics.log_file_bytes.set(file.len());
                     }
                 }
                 Err(error) => {
-                    metrics.commit_failures.fetch_add(1, Ordering::Relaxed);
+                    metrics.commit_failures.inc();
                     if matches!(error, LogError::Storage(_)) {
                         // redb refuses all work after an I/O error until reopened.
                         if let Err(reopen) = log.reopen() {

@@ -3,6 +3,7 @@
 //! Loading goes raw TOML → [`CollectorConfig`] → [`CollectorConfig::validate`];
 //! `driftlog-collector validate --config FILE` runs exactly that and nothing else.
 
+use crate::keys::KeyMode;
 use crate::windows::config::{ClockSection, WatermarkSection, WindowSection, default_windows};
 use serde::Deserialize;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -18,10 +19,12 @@ pub struct CollectorConfig {
     /// Device keys: `[[device]] device_id, key_id, key` (what `keygen` appends to). Re-read
     /// when it changes, so new devices need no restart.
     pub keys_file: Option<PathBuf>,
-    /// Accept the published development key (key id 0, all-zero secret) as device
-    /// `development_device_id`. Anyone can forge frames with it: turn it off in production.
-    pub development_key: bool,
-    pub development_device_id: u64,
+    /// Accept the published development key (key id 0, all-zero secret: what an agent
+    /// without a key file signs with) as device 1. Anyone can forge frames with it. Unset
+    /// (the default) it is accepted only while no `keys_file` is configured, so a first run
+    /// works without setup; `true` with a keys file accepts it too (`validate` warns), but
+    /// never once device 1 has a real key; `false` refuses it always.
+    pub development_key: Option<bool>,
     pub ingest: IngestSection,
     pub log: LogSection,
     pub http: HttpSection,
@@ -144,8 +147,29 @@ pub struct JetStreamSection {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsSection {
-    /// Receivers `(device, stream, epoch)` held at once; frames for more are rejected.
+    /// Receivers `(device, stream, epoch)` held in memory at once (about 2 KiB each). Idle
+    /// ones leave memory (their state is in the log) to make room; a frame for another stream
+    /// while none is idle is refused (`too_many_streams`) and retransmitted.
     pub max_streams: usize,
+    /// Receivers one device holds in memory at once; its least recently active idle one
+    /// makes room, else the frame is refused (`device_quota`).
+    pub max_streams_per_device: usize,
+    /// A receiver with nothing in flight leaves memory after this long without a frame,
+    /// seconds; its stream's next frame brings it back from the log.
+    pub stream_idle_s: u64,
+    /// Stream dedup states the log holds, in total and per device: a frame that would start
+    /// another is refused (`too_many_streams`, `device_quota`). Finished epochs (a device's
+    /// heartbeat says it holds nothing older) are compacted and do not count.
+    pub max_stream_states: u64,
+    pub max_stream_states_per_device: u32,
+    /// Frames failing authentication (or replays) one source address may cost per second
+    /// once its burst is spent; past that its frames are dropped unread (counted as
+    /// `driftlog_frames_shed_total`), so a flood from one host cannot starve the devices.
+    /// 0 turns the filter off.
+    pub source_failures_per_s: u32,
+    pub source_failures_burst: u32,
+    /// Source addresses the filter tracks at once (only failing ones are tracked).
+    pub max_sources: usize,
     /// Receive batches queued between the sockets and the acceptor; a full queue makes the
     /// sockets wait, and the kernel's receive buffer (counted) takes the overflow.
     pub ingest_queue_batches: usize,
@@ -157,8 +181,7 @@ impl Default for CollectorConfig {
         CollectorConfig {
             data_dir: PathBuf::from("driftlog-data"),
             keys_file: None,
-            development_key: true,
-            development_device_id: 1,
+            development_key: None,
             ingest: IngestSection::default(),
             log: LogSection::default(),
             http: HttpSection::default(),
@@ -226,7 +249,18 @@ impl Default for JetStreamSection {
 
 impl Default for LimitsSection {
     fn default() -> Self {
-        LimitsSection { max_streams: 100_000, ingest_queue_batches: 256, max_datagram_bytes: 1_472 }
+        LimitsSection {
+            max_streams: 100_000,
+            max_streams_per_device: 64,
+            stream_idle_s: 60,
+            max_stream_states: 1_000_000,
+            max_stream_states_per_device: 1_024,
+            source_failures_per_s: 100,
+            source_failures_burst: 1_000,
+            max_sources: 65_536,
+            ingest_queue_batches: 256,
+            max_datagram_bytes: 1_472,
+        }
     }
 }
 
@@ -309,6 +343,25 @@ impl CollectorConfig {
         if self.limits.max_streams == 0 || self.limits.ingest_queue_batches == 0 {
             return Err(invalid("limits", "max_streams and ingest_queue_batches must be at least 1"));
         }
+        if self.limits.max_streams_per_device == 0 || self.limits.max_streams_per_device > self.limits.max_streams {
+            return Err(invalid("limits.max_streams_per_device", "must be between 1 and limits.max_streams"));
+        }
+        if self.limits.source_failures_per_s > 0
+            && (self.limits.source_failures_burst == 0 || self.limits.max_sources == 0)
+        {
+            return Err(invalid("limits", "source_failures_burst and max_sources must be at least 1"));
+        }
+        if self.limits.stream_idle_s == 0 {
+            return Err(invalid("limits.stream_idle_s", "must be at least 1 s"));
+        }
+        if self.limits.max_stream_states_per_device == 0
+            || u64::from(self.limits.max_stream_states_per_device) > self.limits.max_stream_states
+        {
+            return Err(invalid(
+                "limits.max_stream_states_per_device",
+                "must be between 1 and limits.max_stream_states",
+            ));
+        }
         if !(256..=driftlog_protocol::wire::MAX_DATAGRAM_BYTES).contains(&self.limits.max_datagram_bytes) {
             return Err(invalid("limits.max_datagram_bytes", "must be between 256 and 65507"));
         }
@@ -349,6 +402,47 @@ impl CollectorConfig {
     /// The event-time StatsD settings in force, if on.
     pub fn statsd_spec(&self) -> Option<crate::windows::statsd::StatsdSpec> {
         self.statsd_event_time.spec(self.statsd.as_ref())
+    }
+
+    /// Which keys this configuration accepts.
+    pub fn key_mode(&self) -> KeyMode {
+        match (self.keys_file.is_some(), self.development_key) {
+            (false, None | Some(true)) => KeyMode::DevelopmentOnly,
+            (true, Some(true)) => KeyMode::KeysFileAndDevelopment,
+            // No keys file and the development key refused: every frame is refused until
+            // a keys file is configured (validate says so).
+            (_, Some(false)) | (true, None) => KeyMode::KeysFile,
+        }
+    }
+
+    /// Settings that work but deserve a second look (`validate` prints them).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        match self.key_mode() {
+            KeyMode::KeysFileAndDevelopment => warnings.push(
+                "development_key = true with a keys_file: anyone can sign frames as device 1 with the published \
+                 development key until device 1 has a real key; remove it in production"
+                    .to_string(),
+            ),
+            KeyMode::DevelopmentOnly => warnings.push(
+                "no keys_file: only the published development key is accepted (as device 1), and anyone can \
+                 forge frames with it; create keys with `driftlog-collector keygen` and set keys_file"
+                    .to_string(),
+            ),
+            KeyMode::KeysFile if self.keys_file.is_none() => {
+                warnings.push("development_key = false and no keys_file: every frame will be refused".to_string())
+            }
+            KeyMode::KeysFile => {}
+        }
+        warnings
+    }
+
+    pub fn source_filter(&self) -> crate::source_filter::SourceFilterConfig {
+        crate::source_filter::SourceFilterConfig {
+            failures_per_s: self.limits.source_failures_per_s,
+            burst: self.limits.source_failures_burst,
+            max_sources: self.limits.max_sources,
+        }
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -405,6 +499,19 @@ mod tests {
         let config = parse("").unwrap();
         assert_eq!(config.ingest.udp.listen.port(), 7400);
         assert_eq!(config.data_dir, PathBuf::from("driftlog-data"));
+    }
+
+    #[test]
+    fn the_development_key_is_on_only_without_keys_or_when_asked_for() {
+        assert_eq!(parse("").unwrap().key_mode(), KeyMode::DevelopmentOnly);
+        let keys = parse("keys_file = \"k.toml\"").unwrap();
+        assert_eq!(keys.key_mode(), KeyMode::KeysFile);
+        assert!(keys.warnings().is_empty());
+        let both = parse("keys_file = \"k.toml\"\ndevelopment_key = true").unwrap();
+        assert_eq!(both.key_mode(), KeyMode::KeysFileAndDevelopment);
+        assert!(both.warnings()[0].contains("development_key = true"));
+        assert_eq!(parse("development_key = false").unwrap().key_mode(), KeyMode::KeysFile);
+        assert!(parse("development_device_id = 5").is_err(), "the development key is device 1, always");
     }
 
     #[test]

@@ -1,56 +1,109 @@
-//! `GET /metrics` (Prometheus text) and `GET /health` on a local port. A request per
-//! connection, bounded in size and in concurrent connections; no authentication, so keep it
-//! on localhost or behind a proxy.
+//! The collector's HTTP endpoints (axum, through `driftlog-http`'s bounded server):
+//! `/metrics` (the registry), `/health`, and `/log/tail|stats|replay` so the `log` commands
+//! can read a log the running collector holds open. No authentication: keep it on localhost
+//! (the default) or behind a reverse proxy.
 
 use crate::config::CollectorConfig;
 use crate::log::Log;
 use crate::metrics::Metrics;
-use crate::tail::{query_u64, read_lines};
+use crate::tail::read_lines;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
-
-const MAX_CONNECTIONS: usize = 32;
-
-fn response(status: &str, content_type: &str, body: &str) -> String {
-    format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-}
-
-/// `/health` is 200 while the log takes writes and 503 while the collector has stopped
-/// acknowledging (log full or storage failing), so a load balancer or systemd watchdog sees it.
-pub fn answer(request: &str, metrics: &Metrics) -> String {
-    if request.starts_with("GET /metrics ") {
-        response("200 OK", "text/plain; version=0.0.4", &metrics.render())
-    } else if request.starts_with("GET /health ") || request.starts_with("GET /health?") {
-        let accepting = metrics.log_accepting.load(Ordering::Relaxed);
-        let body = format!(
-            "{{\"status\":\"{}\",\"log_accepting\":{accepting},\"log_next_offset\":{}}}\n",
-            if accepting { "ok" } else { "not_acknowledging" },
-            metrics.log_next_offset.load(Ordering::Relaxed)
-        );
-        let status = if accepting { "200 OK" } else { "503 Service Unavailable" };
-        response(status, "application/json", &body)
-    } else {
-        response("404 Not Found", "text/plain", "")
-    }
-}
 
 /// Most offsets one `/log/tail` request returns.
 const TAIL_MAX: u64 = 10_000;
 
-/// `/log/tail?from=N&max=M`, `/log/stats`, `/log/replay?from=N`: the `log` commands while the
-/// collector holds the file. Blocking reads; call from a blocking task.
-pub fn answer_log(request: &str, log: &Log, config: &CollectorConfig) -> Option<String> {
-    let path = request.strip_prefix("GET ")?.split_whitespace().next()?;
-    let result = if path.starts_with("/log/tail") {
-        let from = query_u64(path, "from").unwrap_or(0);
-        let max = query_u64(path, "max").unwrap_or(1_000).min(TAIL_MAX) as usize;
-        read_lines(log, from, max).map(|(lines, next)| {
+#[derive(Clone, Debug)]
+struct Shared {
+    metrics: Arc<Metrics>,
+    log: Arc<Log>,
+    config: Arc<CollectorConfig>,
+}
+
+/// The collector's routes, `/metrics` included.
+pub fn router(registry: Arc<Registry>, metrics: Arc<Metrics>, log: Arc<Log>, config: Arc<CollectorConfig>) -> Router {
+    let shared = Shared { metrics, log, config };
+    let own = Router::new()
+        .route("/health", get(health))
+        .route("/log/tail", get(log_tail))
+        .route("/log/stats", get(log_stats))
+        .route("/log/replay", get(log_replay))
+        .with_state(shared);
+    driftlog_http::metrics_router(registry).merge(own)
+}
+
+/// How long `/health` stays degraded after a bound refused a frame.
+pub const DEGRADED_FOR_MS: u64 = 60_000;
+
+/// What `/health` reports, so a load balancer or a watchdog sees it:
+/// - 503 `not_acknowledging` while the log refuses writes (full, storage failing);
+/// - 429 `degraded` for a minute after a bound on streams (`too_many_streams`,
+///   `device_quota`) refused an authenticated frame: devices' work is being turned away
+///   (Consul reads 429 as "warning");
+/// - 200 `ok` otherwise.
+pub fn health_answer(metrics: &Metrics, now_unix_ms: u64) -> (StatusCode, String) {
+    let accepting = metrics.is_log_accepting();
+    let snapshot = metrics.snapshot.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let refused_ago_ms = snapshot.bound_refused_at_unix_ms.map(|at| now_unix_ms.saturating_sub(at));
+    let degraded = refused_ago_ms.is_some_and(|ago| ago < DEGRADED_FOR_MS);
+    let (status, code) = match (accepting, degraded) {
+        (false, _) => ("not_acknowledging", StatusCode::SERVICE_UNAVAILABLE),
+        (true, true) => ("degraded", StatusCode::TOO_MANY_REQUESTS),
+        (true, false) => ("ok", StatusCode::OK),
+    };
+    let rejects = &snapshot.endpoint.rejects;
+    let body = serde_json::json!({
+        "status": status,
+        "log_accepting": accepting,
+        "log_next_offset": metrics.log_next_offset.get(),
+        "bound_refused_seconds_ago": refused_ago_ms.map(|ms| ms / 1_000),
+        "refused_too_many_streams": rejects.get(driftlog_protocol::wire::Reject::TooManyStreams),
+        "refused_device_quota": rejects.get(driftlog_protocol::wire::Reject::DeviceQuota),
+    });
+    (code, format!("{body}\n"))
+}
+
+async fn health(State(shared): State<Shared>) -> Response {
+    let (status, body) = health_answer(&shared.metrics, crate::acceptor::now_unix_ms());
+    (status, [(CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct TailQuery {
+    #[serde(default)]
+    from: u64,
+    max: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct FromQuery {
+    #[serde(default)]
+    from: u64,
+}
+
+/// Runs a blocking log read off the runtime and answers with its NDJSON, or 500.
+async fn blocking_answer<E: std::fmt::Display + Send + 'static>(
+    read: impl FnOnce() -> Result<String, E> + Send + 'static,
+) -> Response {
+    match tokio::task::spawn_blocking(read).await {
+        Ok(Ok(body)) => ([(CONTENT_TYPE, "application/x-ndjson")], body).into_response(),
+        Ok(Err(error)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response(),
+    }
+}
+
+/// `/log/tail?from=N&max=M`: a head line with the next offset, then one record per line.
+async fn log_tail(State(shared): State<Shared>, Query(query): Query<TailQuery>) -> Response {
+    let max = query.max.unwrap_or(1_000).min(TAIL_MAX) as usize;
+    blocking_answer(move || {
+        read_lines(&shared.log, query.from, max).map(|(lines, next)| {
             let mut body = format!("{{\"next_offset\":{next}}}\n");
             for line in lines {
                 body.push_str(&line.to_string());
@@ -58,65 +111,29 @@ pub fn answer_log(request: &str, log: &Log, config: &CollectorConfig) -> Option<
             }
             body
         })
-    } else if path.starts_with("/log/stats") {
-        crate::log::census::census(log).map(|census| serde_json::to_string(&census).unwrap_or_default() + "\n")
-    } else if path.starts_with("/log/replay") {
-        let from = query_u64(path, "from").unwrap_or(0);
-        crate::replay::replay(log, from, &config.windows, &config.watermark, config.statsd_spec())
-            .map(|summary| serde_json::to_string(&summary).unwrap_or_default() + "\n")
-    } else {
-        return None;
-    };
-    Some(match result {
-        Ok(body) => response("200 OK", "application/x-ndjson", &body),
-        Err(error) => response("500 Internal Server Error", "text/plain", &format!("{error}\n")),
     })
+    .await
 }
 
-/// Reads until the end of the request head (or 1 KiB: only the request line matters).
-async fn read_head(stream: &mut tokio::net::TcpStream) -> std::io::Result<String> {
-    let mut request = Vec::with_capacity(256);
-    let mut buf = [0u8; 512];
-    while request.len() < 1_024 && !request.windows(4).any(|w| w == b"\r\n\r\n") {
-        let read = stream.read(&mut buf).await?;
-        if read == 0 {
-            break;
-        }
-        request.extend_from_slice(&buf[..read]);
-    }
-    Ok(String::from_utf8_lossy(&request).into_owned())
+async fn log_stats(State(shared): State<Shared>) -> Response {
+    blocking_answer(move || {
+        crate::log::census::census(&shared.log).map(|census| serde_json::to_string(&census).unwrap_or_default() + "\n")
+    })
+    .await
 }
 
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    log: Arc<Log>,
-    config: Arc<CollectorConfig>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            accepted = listener.accept() => {
-                let Ok((mut stream, _)) = accepted else { continue };
-                let Ok(permit) = slots.clone().try_acquire_owned() else { continue };
-                let (metrics, log, config) = (metrics.clone(), log.clone(), config.clone());
-                tokio::spawn(async move {
-                    let read = tokio::time::timeout(std::time::Duration::from_secs(5), read_head(&mut stream)).await;
-                    let Ok(Ok(request)) = read else { return };
-                    let text = if request.starts_with("GET /log/") {
-                        let answered = tokio::task::spawn_blocking(move || answer_log(&request, &log, &config)).await;
-                        answered.ok().flatten().unwrap_or_else(|| response("404 Not Found", "text/plain", ""))
-                    } else {
-                        answer(&request, &metrics)
-                    };
-                    let _ = stream.write_all(text.as_bytes()).await;
-                    drop(permit);
-                });
-            }
-        }
-    }
+async fn log_replay(State(shared): State<Shared>, Query(query): Query<FromQuery>) -> Response {
+    blocking_answer(move || {
+        crate::replay::replay(
+            &shared.log,
+            query.from,
+            &shared.config.windows,
+            &shared.config.watermark,
+            shared.config.statsd_spec(),
+        )
+        .map(|summary| serde_json::to_string(&summary).unwrap_or_default() + "\n")
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -124,13 +141,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn health_follows_the_log_and_metrics_render() {
+    fn health_follows_the_log_and_the_bounds() {
         let metrics = Metrics::new();
-        metrics.events_committed.store(5, Ordering::Relaxed);
-        assert!(answer("GET /health HTTP/1.1\r\n", &metrics).starts_with("HTTP/1.1 200"));
-        assert!(answer("GET /metrics HTTP/1.1\r\n", &metrics).contains("driftlog_events_committed_total 5\n"));
-        metrics.log_accepting.store(false, Ordering::Relaxed);
-        assert!(answer("GET /health HTTP/1.1\r\n", &metrics).starts_with("HTTP/1.1 503"));
-        assert!(answer("POST / HTTP/1.1\r\n", &metrics).starts_with("HTTP/1.1 404"));
+        assert_eq!(health_answer(&metrics, 1_000_000).0, StatusCode::OK);
+        metrics.snapshot.lock().unwrap().bound_refused_at_unix_ms = Some(1_000_000);
+        let (status, body) = health_answer(&metrics, 1_030_000);
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(body.contains("\"degraded\"") && body.contains("\"bound_refused_seconds_ago\":30"), "{body}");
+        assert_eq!(health_answer(&metrics, 1_000_000 + DEGRADED_FOR_MS).0, StatusCode::OK, "a minute later");
+        metrics.set_log_accepting(false);
+        let (status, body) = health_answer(&metrics, 1_030_000);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("\"not_acknowledging\""), "{body}");
     }
 }

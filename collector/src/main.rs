@@ -54,10 +54,14 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Create a key for a device, append it to the keys file, and print the agent's key file.
+    /// Create a key for a device, append it to the keys file (mode 0600), and print the
+    /// agent's key file (two lines) on stdout.
     Keygen {
         #[arg(long)]
         device: u64,
+        /// Replace the device's key: its old key id is retired and stops working.
+        #[arg(long)]
+        rotate: bool,
         /// The keys file to append to (default: the config's keys_file, else ./driftlog-keys.toml).
         #[arg(long)]
         keys: Option<PathBuf>,
@@ -72,7 +76,8 @@ enum Command {
         config: Option<PathBuf>,
         #[arg(long, global = true)]
         data_dir: Option<PathBuf>,
-        /// The running collector's HTTP address, used when it holds the log file.
+        /// Ask the collector running with this HTTP address (no data dir needed); without it
+        /// the log file is read, or the configured address asked when the collector holds it.
         #[arg(long, global = true)]
         http: Option<SocketAddr>,
     },
@@ -110,6 +115,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal: a log file or journald gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none())
         .init();
     match cli.command {
         Command::Run { config, listen, data_dir, http, keys, statsd_udp } => {
@@ -162,29 +169,38 @@ fn main() -> ExitCode {
             }
         }
         Command::Validate { config } => match CollectorConfig::load(Some(&config)) {
-            Ok(_) => {
+            Ok(loaded) => {
+                for warning in loaded.warnings() {
+                    eprintln!("driftlog-collector: warning: {warning}");
+                }
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS
             }
             Err(error) => usage_error(&error.to_string()),
         },
-        Command::Keygen { device, keys, config } => {
+        Command::Keygen { device, rotate, keys, config } => {
             let config = match CollectorConfig::load(config.as_deref()) {
                 Ok(config) => config,
                 Err(error) => return usage_error(&error.to_string()),
             };
             let path = keys.or(config.keys_file).unwrap_or_else(|| PathBuf::from("driftlog-keys.toml"));
-            match driftlog_collector::keys::keygen(&path, device) {
-                Ok((key_id, agent_file)) => {
-                    println!("# Added device {device} with key id {key_id} to {}.", path.display());
-                    println!("# Save the lines below as the agent's key file (mode 0600), for example");
-                    println!("# /etc/driftlog/agent.key, and set `key_file` in agent.toml or run");
-                    println!("# `driftlog-agent run --device-id {device} --key-file /etc/driftlog/agent.key`.");
-                    println!(
-                        "# A running collector with keys_file = {} picks the key up within seconds.",
+            match driftlog_collector::keys::keygen(&path, device, rotate) {
+                Ok(generated) => {
+                    // stdout is the agent's key file and nothing else (`> agent.key` works);
+                    // what happened goes to stderr.
+                    print!("{}", generated.agent_file);
+                    let retired = match generated.retired.as_slice() {
+                        [] => String::new(),
+                        ids => format!(
+                            " (retired key id {})",
+                            ids.iter().map(|id| id.to_string()).collect::<Vec<_>>().join(", ")
+                        ),
+                    };
+                    eprintln!(
+                        "driftlog-collector: device {device} has key id {}{retired} in {}; save the two lines above as the agent's key_file (mode 0600)",
+                        generated.key_id,
                         path.display()
                     );
-                    print!("{agent_file}");
                     ExitCode::SUCCESS
                 }
                 Err(error) => failure(&error),
@@ -198,8 +214,12 @@ fn main() -> ExitCode {
             if let Some(dir) = data_dir {
                 config.data_dir = dir;
             }
-            let http = http.or(config.http.listen);
-            match log_command(command, &config, http) {
+            // `--http` alone means "ask the running collector there": no data dir needed.
+            let access = match http {
+                Some(address) => Ok(LogAccess::Http(address)),
+                None => open_log(&config, config.http.listen),
+            };
+            match access.and_then(|access| log_command(command, &config, access)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => failure(&error),
             }
@@ -232,8 +252,7 @@ fn fetch(address: SocketAddr, path: &str) -> anyhow::Result<String> {
     Ok(body)
 }
 
-fn log_command(command: LogCommand, config: &CollectorConfig, http: Option<SocketAddr>) -> anyhow::Result<()> {
-    let access = open_log(config, http)?;
+fn log_command(command: LogCommand, config: &CollectorConfig, access: LogAccess) -> anyhow::Result<()> {
     match command {
         LogCommand::Tail { from, follow, json, max, kind } => {
             let mut next = from;

@@ -9,11 +9,13 @@ use crate::config::CollectorConfig;
 use crate::ingest::udp::UdpSource;
 use crate::ingest::zmq::ZmqSource;
 use crate::ingest::{Source, Started};
-use crate::keys::Keys;
-use crate::log::{Log, LogConfig};
-use crate::metrics::Metrics;
+use crate::log::{Commit, Log, LogConfig};
+use crate::metrics::{Metrics, Parts};
+use crate::stream_states::{StateLimits, StreamBounds, StreamStates};
 use anyhow::Context;
+use driftlog_http::HttpLimits;
 use driftlog_protocol::endpoint::{Endpoint, EndpointConfig};
+use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -44,14 +46,6 @@ pub fn log_config(config: &CollectorConfig) -> LogConfig {
     }
 }
 
-pub fn load_keys(config: &CollectorConfig) -> anyhow::Result<Keys> {
-    let keys = match &config.keys_file {
-        Some(path) => Keys::load(path)?,
-        None => Keys::default(),
-    };
-    Ok(if config.development_key { keys.with_development_key(config.development_device_id) } else { keys })
-}
-
 /// Runs the collector until `shutdown` is set. `on_listening` is called once everything is
 /// bound.
 pub fn run(
@@ -61,33 +55,52 @@ pub fn run(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
-    let keys = load_keys(config)?;
-    if config.development_key {
-        tracing::warn!(
-            device = config.development_device_id,
-            "accepting the published development key (key id 0): anyone can forge frames; set development_key = false in production"
-        );
-    }
+    let keys = crate::keys::load_keyring(config.keys_file.as_deref(), config.key_mode())?;
     let log = Arc::new(Log::open(&config.log_path(), log_config(config)).context("cannot open the log")?);
     let fresh = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let epoch = log.next_epoch(fresh >> 2)?;
+    // A restart on a full disk must not report healthy until the first commit fails: ask
+    // now whether a full commit fits, as the probe after a failed commit does.
+    let probe = Commit { reserve_bytes: config.log.max_commit_bytes as u64, ..Commit::default() };
+    let log_takes_a_full_commit = match log.commit(&probe, crate::acceptor::now_unix_ms()) {
+        Ok(_) => true,
+        Err(error) => {
+            tracing::error!(%error, "the log cannot take a full commit: not acknowledging until it can (probing once a second)");
+            if matches!(error, crate::log::LogError::Storage(_)) {
+                // redb refuses all work after an I/O error until reopened.
+                log.reopen()?;
+            }
+            false
+        }
+    };
     let metrics = Arc::new(Metrics::new());
+    metrics.set_log_accepting(log_takes_a_full_commit);
     let stats = log.stats()?;
-    metrics.log_next_offset.store(stats.next_offset, Ordering::Relaxed);
-    metrics.log_first_offset.store(stats.first_offset, Ordering::Relaxed);
-    metrics.log_held_bytes.store(stats.held_bytes, Ordering::Relaxed);
-    metrics.log_file_bytes.store(stats.file_bytes, Ordering::Relaxed);
+    metrics.log_next_offset.set(stats.next_offset);
+    metrics.log_first_offset.set(stats.first_offset);
+    metrics.log_held_bytes.set(stats.held_bytes);
+    metrics.log_file_bytes.set(stats.file_bytes);
 
     let mut endpoint_config = EndpointConfig::new(epoch, epoch ^ 0x5EED);
     endpoint_config.max_streams = config.limits.max_streams;
+    endpoint_config.max_streams_per_device = config.limits.max_streams_per_device;
     endpoint_config.max_datagram_bytes = config.limits.max_datagram_bytes;
-    let mut endpoint = Endpoint::new(endpoint_config, keys.clone());
-    let restored = log.streams()?;
-    let restored_count = restored.len();
-    for (stream, key_id, state) in restored {
-        endpoint.restore(stream, key_id, state);
-    }
-    tracing::info!(epoch, streams = restored_count, keys = keys.len(), next_offset = stats.next_offset, "log opened");
+    let endpoint = Endpoint::new(endpoint_config, keys.clone());
+    // Receivers come back from the log on their stream's first frame, not all at start.
+    let limits = StateLimits {
+        max_states: config.limits.max_stream_states,
+        max_states_per_device: config.limits.max_stream_states_per_device,
+    };
+    let states = StreamStates::open(log.clone(), limits)?;
+    let state_stats = states.stats();
+    let bounds = StreamBounds::new(states, Duration::from_secs(config.limits.stream_idle_s));
+    tracing::info!(
+        epoch,
+        stream_states = state_stats.states,
+        keys = keys.len(),
+        next_offset = stats.next_offset,
+        "log opened"
+    );
 
     let (batch_tx, batch_rx) = std::sync::mpsc::sync_channel(config.limits.ingest_queue_batches);
     let source_shutdown = Arc::new(AtomicBool::new(false));
@@ -135,41 +148,44 @@ pub fn run(
     }
     drop(batch_tx);
 
-    // Two clients: the acceptor and the window processor, one commit in flight each.
     // Two clients, the acceptor and the window processor, and StatsD's flusher when it runs.
     let clients = 2 + usize::from(config.statsd.is_some());
     let (committer, committer_thread) = crate::committer::spawn(log.clone(), clients, metrics.clone())?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let statsd = match &config.statsd {
+        Some(section) => {
+            let client = committer.client(Writer::Statsd);
+            let running = crate::statsd::start(section, runtime.handle(), client, config.log.max_block_bytes)?;
+            listening.sources.extend(running.listening.iter().cloned());
+            Some(running)
+        }
+        None => None,
+    };
     if let Some(address) = config.http.listen {
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind(address))
             .with_context(|| format!("cannot bind HTTP {address}"))?;
         listening.http = listener.local_addr().ok();
-        runtime.spawn(crate::http::serve(
-            listener,
-            metrics.clone(),
-            log.clone(),
-            Arc::new(config.clone()),
-            stop_rx.clone(),
-        ));
+        // Every module registers its metrics here, before the registry is shared.
+        let mut registry = Registry::default();
+        let parts = Parts { forwarder: config.forward.jetstream.is_some(), windows: !config.windows.is_empty() };
+        metrics.register(&mut registry, parts);
+        if let Some(running) = &statsd {
+            running.telemetry.register(&mut registry);
+        }
+        let router = crate::http::router(Arc::new(registry), metrics.clone(), log.clone(), Arc::new(config.clone()));
+        let mut stopped = stop_rx.clone();
+        runtime.spawn(driftlog_http::serve(listener, router, HttpLimits::default(), async move {
+            let _ = stopped.changed().await;
+        }));
     }
     let forwarder = config
         .forward
         .jetstream
         .clone()
         .map(|js| runtime.spawn(crate::forward::jetstream::run(js, log.clone(), metrics.clone(), stop_rx.clone())));
-    let statsd = match &config.statsd {
-        Some(section) => {
-            let client = committer.client(Writer::Statsd);
-            let running = crate::statsd::start(section, runtime.handle(), client, config.log.max_block_bytes)?;
-            let _ = metrics.statsd.set(running.telemetry.clone());
-            listening.sources.extend(running.listening.iter().cloned());
-            Some(running)
-        }
-        None => None,
-    };
     on_listening(&listening);
 
     let acceptor_config = AcceptorConfig {
@@ -177,23 +193,33 @@ pub fn run(
         max_block_bytes: config.log.max_block_bytes,
         max_commit_bytes: config.log.max_commit_bytes,
         keys_file: config.keys_file.clone(),
-        development_device: config.development_key.then_some(config.development_device_id),
         claim_interval_ms: (!config.windows.is_empty()).then_some(config.watermark.claim_interval_ms),
         max_streams: config.limits.max_streams,
+        key_mode: config.key_mode(),
+        source_filter: config.source_filter(),
     };
     let mut clocks = crate::clocks::Clocks::new(config.clock.to_config(), config.clock.max_models);
     let clock_models = clocks.restore(log.clocks()?);
     tracing::info!(models = clock_models, "clock models restored");
-    let acceptor =
-        Acceptor::new(acceptor_config, endpoint, replies, committer.client(Writer::Ingest), batch_rx, metrics.clone())
-            .with_clocks(clocks);
+    let mut acceptor = Acceptor::new(
+        acceptor_config,
+        endpoint,
+        bounds,
+        replies,
+        committer.client(Writer::Ingest),
+        batch_rx,
+        metrics.clone(),
+    )
+    .with_clocks(clocks);
+    if !log_takes_a_full_commit {
+        acceptor = acceptor.refusing_until_a_probe_passes();
+    }
     // The window processor reads the log on its own thread; it stops after the acceptor so
     // it can take the last commit's events into its final checkpoint.
     let windows_shutdown = Arc::new(AtomicBool::new(false));
     let windows_thread = if config.windows.is_empty() {
         None
     } else {
-        metrics.windows_enabled.store(true, Ordering::Relaxed);
         let processor = crate::windows::processor::Processor::open(
             log.clone(),
             committer.client(Writer::Windows),

@@ -173,6 +173,18 @@ pub fn http_get(address: std::net::SocketAddr, path: &str) -> std::io::Result<(u
     Ok((status, body.to_string()))
 }
 
+/// Prometheus text as series (name with labels) → value: for tests, benches and scripts
+/// that read `/metrics`.
+pub fn metric_values(text: &str) -> std::collections::BTreeMap<String, f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
 /// `name=value` pairs of a query string.
 pub fn query_u64(path: &str, name: &str) -> Option<u64> {
     let query = path.split_once('?')?.1;

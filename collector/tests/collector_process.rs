@@ -4,8 +4,7 @@
 
 mod support;
 
-use driftlog_protocol::Instant;
-use driftlog_protocol::wire::{DataWriter, Event, FrameKind, MacKey, Payload, Sample, Sealer};
+use driftlog_protocol::wire::{MacKey, Sealer};
 use std::time::Duration;
 use support::{CollectorProcess, event_ids, simulate, wait_until, write_fleet_keys};
 
@@ -48,16 +47,8 @@ fn every_acknowledged_event_is_in_the_log_once_across_repeated_kill_9() {
 }
 
 fn data_frame(sealer: &mut Sealer, sent_at_us: u64, seq: u64) -> Vec<u8> {
-    let header = sealer.header(FrameKind::Data, Instant::from_micros(sent_at_us));
-    let mut buf = vec![0u8; 256];
-    let mut writer = DataWriter::new(&mut buf, &header, 0, header.epoch, seq, 8).unwrap();
-    let sample = Sample { name: "probe", value: 1.0, tags: Default::default() };
-    writer
-        .push(&Event { mono: Instant::from_micros(sent_at_us), wall: None, payload: Payload::Gauge(sample) })
-        .unwrap();
-    let (buf, len) = writer.into_parts();
-    let total = sealer.seal(buf, len).unwrap();
-    buf[..total].to_vec()
+    let epoch = sealer.epoch();
+    support::frames::data_frame(sealer, sent_at_us, 0, epoch, seq, 1.0)
 }
 
 #[test]
@@ -255,6 +246,9 @@ fn a_full_disk_stops_acknowledging_and_everything_arrives_once_space_returns() {
     }
     assert!(collector.metric("driftlog_commit_failures_total") > failures, "probes went on");
     assert!(!collector.stderr.lock().unwrap().iter().any(|l| l.contains("accepts writes again")));
+    // The window processor says once that the log is unavailable, not at every retry.
+    let unavailable = collector.stderr.lock().unwrap().iter().filter(|l| l.contains("log unavailable")).count();
+    assert!(unavailable <= 1, "{unavailable} lines about the unavailable log in under a minute");
 
     // Space returns: the next probe commit succeeds and the agents' backlog is delivered.
     std::fs::remove_file(&ballast).unwrap();

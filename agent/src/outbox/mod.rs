@@ -38,6 +38,7 @@ mod codes;
 mod damage;
 mod ranges;
 mod segment;
+mod sizing;
 mod tombstones;
 
 pub use backlog::StreamBacklog;
@@ -56,9 +57,6 @@ use tombstones::Tombstones;
 
 /// Largest stored event record. An event this large cannot fit a datagram anyway.
 pub const MAX_RECORD_BYTES: usize = MAX_PAYLOAD_BYTES;
-/// Largest segment file; smaller bounds get 16 segments, so `drop_oldest` drops at most a
-/// sixteenth of the buffer at a time.
-const MAX_SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
 /// Room kept for new tombstones under the drop policies: four (one append starts at most
 /// two of its own; dropped segments mostly extend existing ones).
 const TOMBSTONE_RESERVE_BYTES: u64 = 4 * tombstones::TOMBSTONE_DISK_BYTES;
@@ -215,12 +213,12 @@ impl Outbox {
             None => (random_u64() >> 33 << 32) | 1,
         };
         write_epoch(dir, epoch)?;
-        let segment_bytes = (config.max_bytes / 16).clamp(1, MAX_SEGMENT_BYTES);
         let mut outbox = Outbox {
             dir: dir.to_path_buf(),
             max_bytes: config.max_bytes,
             config,
-            segment_bytes,
+            // Set when a segment is opened (see `sizing`).
+            segment_bytes: sizing::MAX_SEGMENT_BYTES,
             epoch,
             next_seq: BTreeMap::new(),
             segments: VecDeque::new(),
@@ -318,7 +316,8 @@ impl Outbox {
 
     /// Recovers from a failed write (typically a full disk): cuts the segment being written
     /// back to its last commit, reloads everything from disk, and lowers the byte bound to
-    /// 90 % of what is held, so the drop policy makes room from now on instead of failing.
+    /// what is held, so the drop policy makes room from now on (one oldest segment, 1/16 of
+    /// the bound, per append that needs it) instead of the disk refusing the write.
     pub fn recover_from_storage_error(&mut self) -> Result<(), OutboxError> {
         self.stats.storage_errors += 1;
         if let (Some(active), Some(segment)) = (&self.active, self.segments.back()) {
@@ -328,7 +327,9 @@ impl Outbox {
         self.tombstones = Tombstones::open(&self.dir.join("tombstones"))?;
         self.tombstones.forgotten = forgotten;
         self.load()?;
-        self.max_bytes = self.max_bytes.min(self.held_bytes() / 10 * 9);
+        // The next commit opens a new segment (`load` closed the active one), cut to the
+        // lowered bound.
+        self.max_bytes = sizing::bound_after_storage_error(self.max_bytes, self.held_bytes());
         Ok(())
     }
 
@@ -555,8 +556,11 @@ impl Outbox {
         Ok(())
     }
 
-    /// Seals the active segment (if any) and creates the next one, durably named.
+    /// Seals the active segment (if any) and creates the next one, durably named, cut at 1/16
+    /// of the bound in force (see `sizing`).
     fn open_new_segment(&mut self) -> std::io::Result<()> {
+        let available = sizing::available_bytes(&self.dir);
+        self.segment_bytes = sizing::segment_target(self.max_bytes, self.held_bytes(), available);
         let id = self.next_segment_id;
         let file =
             std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(segment::path(&self.dir, id))?;

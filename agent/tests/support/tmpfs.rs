@@ -27,3 +27,27 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg(&self.0).status();
     }
 }
+
+/// A tmpfs of `size` on `dir`, or `None` (with a note on stderr) when not root: the test
+/// then passes without running.
+pub fn mount_or_skip(dir: &Path, size: &str) -> Option<Tmpfs> {
+    if !is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root (CI runs as root)");
+        return None;
+    }
+    Some(Tmpfs::mount(dir, size))
+}
+
+/// Fills the file system holding `dir` with files of `chunk_bytes` until a write fails;
+/// returns the files written (`ballast-0`, `ballast-1`, ...).
+pub fn fill_with_files(dir: &Path, chunk_bytes: usize) -> usize {
+    let chunk = vec![0u8; chunk_bytes];
+    for index in 0.. {
+        let path = dir.join(format!("ballast-{index}"));
+        if std::fs::write(&path, &chunk).is_err() {
+            let _ = std::fs::remove_file(&path);
+            return index;
+        }
+    }
+    unreachable!("the loop returns")
+}

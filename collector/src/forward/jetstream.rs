@@ -19,7 +19,6 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -45,11 +44,10 @@ enum ForwardError {
 
 /// Runs until `shutdown` changes, reconnecting after errors.
 pub async fn run(config: JetStreamSection, log: Arc<Log>, metrics: Arc<Metrics>, mut shutdown: watch::Receiver<bool>) {
-    metrics.forwarder_enabled.store(true, Ordering::Relaxed);
     // Until the first connection, the lag counts from the stored offset, not from 0.
     let (log2, reader) = (log.clone(), config.reader.clone());
     if let Ok(Ok(Some(stored))) = tokio::task::spawn_blocking(move || log2.reader_offset(&reader)).await {
-        metrics.forwarder_offset.store(stored, Ordering::Relaxed);
+        metrics.forwarder_offset.set(stored);
     }
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -58,10 +56,10 @@ pub async fn run(config: JetStreamSection, log: Arc<Log>, metrics: Arc<Metrics>,
             result = attempt => result,
             _ = shutdown.changed() => break,
         };
-        metrics.forwarder_connected.store(false, Ordering::Relaxed);
+        metrics.forwarder_connected.set(0);
         store_acknowledged(&config, &log, &metrics).await;
         if let Err(error) = result {
-            metrics.forwarder_errors.fetch_add(1, Ordering::Relaxed);
+            metrics.forwarder_errors.inc();
             tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "JetStream forwarder failed; will resume from its stored offset");
         }
         tokio::select! {
@@ -70,7 +68,7 @@ pub async fn run(config: JetStreamSection, log: Arc<Log>, metrics: Arc<Metrics>,
         }
         backoff = (backoff * 2).min(Duration::from_secs(10));
     }
-    metrics.forwarder_connected.store(false, Ordering::Relaxed);
+    metrics.forwarder_connected.set(0);
     store_acknowledged(&config, &log, &metrics).await;
 }
 
@@ -80,7 +78,7 @@ pub async fn run(config: JetStreamSection, log: Arc<Log>, metrics: Arc<Metrics>,
 /// a graceful stop, would resend acknowledged messages the server no longer recognises,
 /// and the stream would hold them twice. Never moves the stored offset back.
 async fn store_acknowledged(config: &JetStreamSection, log: &Arc<Log>, metrics: &Metrics) {
-    let acked = metrics.forwarder_offset.load(Ordering::Relaxed);
+    let acked = metrics.forwarder_offset.get();
     let (log2, reader) = (log.clone(), config.reader.clone());
     let stored = match tokio::task::spawn_blocking(move || log2.reader_offset(&reader)).await {
         Ok(Ok(stored)) => stored.unwrap_or(0),
@@ -122,7 +120,7 @@ async fn forward(
         })
         .await
         .map_err(|e| ForwardError::Stream(e.to_string()))?;
-    metrics.forwarder_connected.store(true, Ordering::Relaxed);
+    metrics.forwarder_connected.set(1);
     tracing::info!(url = %config.url, stream = %config.stream, "JetStream forwarder connected");
 
     let reader = config.reader.clone();
@@ -134,7 +132,7 @@ async fn forward(
     let mut next_read = start;
     let mut acked = start;
     let mut stored = start;
-    metrics.forwarder_offset.store(acked, Ordering::Relaxed);
+    metrics.forwarder_offset.set(acked);
     let mut pending: VecDeque<Message> = VecDeque::new();
     let mut in_flight = FuturesOrdered::new();
     let mut last_store = tokio::time::Instant::now();
@@ -143,7 +141,7 @@ async fn forward(
             return Err(ForwardError::Disconnected);
         }
         // Refill from the log when the queue ran dry and the log has more.
-        if pending.is_empty() && metrics.log_next_offset.load(Ordering::Relaxed) > next_read {
+        if pending.is_empty() && metrics.log_next_offset.get() > next_read {
             let (log2, from) = (log.clone(), next_read);
             let blocks = tokio::task::spawn_blocking(move || log2.read_blocks(from, BLOCKS_PER_READ)).await??;
             // Records that become no message (the window processor's ticks) still count as
@@ -181,7 +179,7 @@ async fn forward(
             // Nothing pending or in flight: everything read is acknowledged or had no message.
             if next_read > acked {
                 acked = next_read;
-                metrics.forwarder_offset.store(acked, Ordering::Relaxed);
+                metrics.forwarder_offset.set(acked);
             }
             if acked > stored {
                 store(log, &reader, acked).await?;
@@ -199,8 +197,8 @@ async fn forward(
         if let Some((offset, result)) = next {
             result?;
             acked = offset + 1;
-            metrics.forwarder_published.fetch_add(1, Ordering::Relaxed);
-            metrics.forwarder_offset.store(acked, Ordering::Relaxed);
+            metrics.forwarder_published.inc();
+            metrics.forwarder_offset.set(acked);
             *backoff = Duration::from_millis(100);
         }
         if last_store.elapsed() >= OFFSET_STORE_INTERVAL && acked > stored {

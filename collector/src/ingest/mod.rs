@@ -3,6 +3,7 @@
 //! acceptor in [`Batch`]es over one bounded queue and gives it a [`ReplyPath`], so ACKs and
 //! NAKs go back the way the frame came.
 
+mod claim;
 pub mod kernel_drops;
 pub mod udp;
 pub mod zmq;

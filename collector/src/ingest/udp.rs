@@ -68,7 +68,13 @@ impl Source for UdpSource {
 
     fn start(self: Box<Self>, id: u16, sink: Sink, shutdown: Shutdown) -> anyhow::Result<Started> {
         let mut sockets: Vec<UdpSocket> = Vec::new();
-        let mut listen = self.listen;
+        let (mut listen, claim) = match self.multicast {
+            None => {
+                let (listen, claim) = super::claim::claim(self.listen)?;
+                (listen, Some(claim))
+            }
+            Some(_) => (self.listen, None),
+        };
         for _ in 0..self.sockets.max(1) {
             let socket: UdpSocket = bind(listen, self.receive_buffer_bytes)?.into();
             // Port 0: the first socket picks the port, the others share it.
@@ -95,7 +101,11 @@ impl Source for UdpSource {
         }
         // Replies for a peer go out of the socket the kernel hashes that peer to; any of
         // them works for UDP, and the first is as good as any.
-        Ok(Started { reply: Box::new(UdpReply { sockets: reply_sockets }), threads, local: listen.to_string() })
+        Ok(Started {
+            reply: Box::new(UdpReply { sockets: reply_sockets, _claim: claim }),
+            threads,
+            local: listen.to_string(),
+        })
     }
 }
 
@@ -123,7 +133,7 @@ fn receive_loop(
     let mut next_drops_read = Instant::now() + DROPS_INTERVAL;
     while !shutdown.load(Ordering::Relaxed) {
         if Instant::now() >= next_drops_read {
-            metrics.kernel_drops.fetch_add(drops.poll(), Ordering::Relaxed);
+            metrics.kernel_drops.inc_by(drops.poll());
             next_drops_read = Instant::now() + DROPS_INTERVAL;
         }
         match receive(fd, &mut headers, &mut slots, slot_bytes, &mut received) {
@@ -142,13 +152,13 @@ fn receive_loop(
             batch.push(&slot[..len.min(slot.len())], Route { source, peer });
         }
         let bytes = bytes as u64;
-        metrics.datagrams_received.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        metrics.datagram_bytes_received.fetch_add(bytes, Ordering::Relaxed);
+        metrics.datagrams_received.inc_by(batch.len() as u64);
+        metrics.datagram_bytes_received.inc_by(bytes);
         if !batch.is_empty() && sink.send(batch).is_err() {
             return; // The acceptor has gone: shutting down.
         }
     }
-    metrics.kernel_drops.fetch_add(drops.poll(), Ordering::Relaxed);
+    metrics.kernel_drops.inc_by(drops.poll());
 }
 
 /// One received datagram: `(length, peer)`.
@@ -183,6 +193,8 @@ pub(crate) fn receive(
 #[derive(Debug)]
 struct UdpReply {
     sockets: Vec<UdpSocket>,
+    /// The unicast address stays claimed as long as replies can go out.
+    _claim: Option<super::claim::AddressClaim>,
 }
 
 impl ReplyPath for UdpReply {

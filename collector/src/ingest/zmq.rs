@@ -64,8 +64,8 @@ impl Source for ZmqSource {
                     // Agents send one frame per message; extra parts are ignored.
                     if let Some(frame) = message.get(0) {
                         batch.push(frame, Route { source: id, peer: None });
-                        metrics.datagrams_received.fetch_add(1, Ordering::Relaxed);
-                        metrics.datagram_bytes_received.fetch_add(frame.len() as u64, Ordering::Relaxed);
+                        metrics.datagrams_received.inc();
+                        metrics.datagram_bytes_received.inc_by(frame.len() as u64);
                     }
                     if !batch.is_empty() && sink.send(batch).is_err() {
                         return;

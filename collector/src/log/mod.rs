@@ -12,14 +12,15 @@
 pub mod block;
 pub mod census;
 pub mod record;
+pub mod streams;
 mod varint;
 
 use crate::windows::store::{StateStore, StoredEntry};
 use block::{BlockHead, EncodedBlock, block_records, decode_block};
-use driftlog_protocol::KeyId;
 use driftlog_protocol::endpoint::RECEIVER_RANGES;
 use driftlog_protocol::ids::StreamKey;
 use driftlog_protocol::receiver::DedupState;
+use driftlog_protocol::{DeviceId, Epoch, KeyId, StreamId};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -130,6 +131,9 @@ pub struct Commit {
     /// A processor's outputs (in `block`) committed with the offset it has read up to and its
     /// state, so a crash redoes exactly the work after the checkpoint.
     pub checkpoint: Option<Checkpoint>,
+    /// New floors of `(device, stream)`: the states of the epochs below are finished and go
+    /// (see [`streams`]).
+    pub floors: Vec<((DeviceId, StreamId), Epoch)>,
 }
 
 /// See [`Commit::checkpoint`].
@@ -145,13 +149,15 @@ pub struct Checkpoint {
     pub reset_window_state: bool,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Committed {
     pub first_offset: u64,
     pub next_offset: u64,
     pub held_bytes: u64,
     /// Blocks retention deleted in this commit.
     pub blocks_deleted: u64,
+    /// Stream states each device gained or lost (new states, floors).
+    pub stream_states: Vec<(DeviceId, i64)>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -236,6 +242,7 @@ impl Log {
         txn.open_table(CHECKPOINTS)?;
         txn.open_table(WINDOW_UNITS)?;
         txn.open_table(WINDOW_STORED)?;
+        txn.open_table(streams::FLOORS)?;
         {
             let mut meta = txn.open_table(META)?;
             let format = meta.get(FORMAT)?.map(|v| v.value());
@@ -293,22 +300,6 @@ impl Log {
         Ok(epoch)
     }
 
-    /// Every receiver's committed dedup state.
-    pub fn streams(&self) -> Result<Vec<(StreamKey, KeyId, Dedup)>, LogError> {
-        let db = self.db();
-        let txn = db.begin_read()?;
-        let table = txn.open_table(STREAMS)?;
-        let mut out = Vec::new();
-        for entry in table.iter()? {
-            let (key, value) = entry?;
-            let (device, stream, epoch) = key.value();
-            let key = StreamKey { device, stream, epoch };
-            let stored: StoredStream = postcard::from_bytes(value.value()).map_err(|_| LogError::CorruptState(key))?;
-            out.push((key, stored.key_id, stored.state));
-        }
-        Ok(out)
-    }
-
     /// Appends `commit` in one fsynced transaction, applying retention first.
     pub fn commit(&self, commit: &Commit, now_unix_ms: u64) -> Result<Committed, LogError> {
         let db = self.db();
@@ -360,12 +351,7 @@ impl Log {
             held += incoming;
             meta.insert(NEXT_OFFSET, next)?;
             meta.insert(HELD_BYTES, held)?;
-            let mut streams = txn.open_table(STREAMS)?;
-            for (key, key_id, state) in &commit.streams {
-                let stored = postcard::to_allocvec(&StoredStream { key_id: *key_id, state: state.clone() })
-                    .map_err(|_| LogError::CorruptState(*key))?;
-                streams.insert((key.device, key.stream, key.epoch), stored.as_slice())?;
-            }
+            let stream_states = streams::write_stream_states(&txn, &commit.floors, &commit.streams)?;
             if !commit.clocks.is_empty() || !commit.clocks_removed.is_empty() {
                 let mut clocks = txn.open_table(CLOCKS)?;
                 for (key, bytes) in &commit.clocks {
@@ -381,7 +367,7 @@ impl Log {
                 write_window_state(&txn, checkpoint)?;
             }
             let first_offset = blocks.first()?.map_or(next, |(k, _)| k.value());
-            Committed { first_offset, next_offset: next, held_bytes: held, blocks_deleted: deleted }
+            Committed { first_offset, next_offset: next, held_bytes: held, blocks_deleted: deleted, stream_states }
         };
         txn.commit()?;
         Ok(committed)

@@ -56,7 +56,6 @@ impl Drop {
 
 #[derive(Debug, Default)]
 pub struct Telemetry {
-    registry: Registry,
     packets: Family<Label, Counter>,
     lines: Counter,
     samples: Counter,
@@ -79,8 +78,16 @@ pub struct Telemetry {
 
 impl Telemetry {
     pub fn new() -> Telemetry {
-        let mut telemetry = Telemetry::default();
-        let r = &mut telemetry.registry;
+        let telemetry = Telemetry::default();
+        for reason in ErrorReason::ALL {
+            let _ = telemetry.bad_samples.get_or_create(&[("reason", reason.name().to_string())]);
+        }
+        telemetry
+    }
+
+    /// Registers every StatsD metric (and the latest flush) in the collector's registry.
+    pub fn register(&self, r: &mut Registry) {
+        let telemetry = self;
         r.register(
             "driftlog_statsd_packets_received",
             "StatsD packets (datagrams, stream chunks) received, by transport.",
@@ -142,10 +149,6 @@ impl Telemetry {
             telemetry.graphite_errors.clone(),
         );
         r.register_collector(Box::new(telemetry.latest.clone()));
-        for reason in ErrorReason::ALL {
-            let _ = telemetry.bad_samples.get_or_create(&[("reason", reason.name().to_string())]);
-        }
-        telemetry
     }
 
     pub fn packets(&self, transport: &'static str, packets: u64) {
@@ -181,12 +184,11 @@ impl Telemetry {
         *self.latest.flush.lock().unwrap_or_else(|p| p.into_inner()) = Some(flush);
     }
 
-    /// Prometheus text (0.0.4), as the collector's `/metrics` serves it.
+    /// Prometheus text (0.0.4) of these metrics alone.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
-        out
+        let mut registry = Registry::default();
+        self.register(&mut registry);
+        driftlog_http::render(&registry).unwrap_or_default()
     }
 }
 

@@ -115,25 +115,15 @@ impl Processor {
             if let Err(error) = rustix::process::nice(NICE) {
                 tracing::warn!(%error, "cannot lower the window thread's priority; it competes with ingest");
             }
-            let mut failing = false;
+            let mut outage = crate::outage::Outage::default();
             while !shutdown.load(Ordering::Relaxed) {
-                match self.step() {
-                    Ok(progressed) => {
-                        if failing {
-                            tracing::info!("window processor: the log is available again");
-                            failing = false;
-                        }
-                        if !progressed {
-                            std::thread::sleep(IDLE_POLL);
-                        }
-                    }
+                let result = self.step();
+                report_outage(&mut outage, &result);
+                match result {
+                    Ok(true) => {}
+                    Ok(false) => std::thread::sleep(IDLE_POLL),
                     Err(error) => {
-                        // Once per outage, not twice a second while the disk stays full.
-                        if !failing {
-                            tracing::warn!(%error, "window processor: log unavailable; retrying");
-                            failing = true;
-                        }
-                        self.metrics.windows_errors.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.windows_errors.inc();
                         std::thread::sleep(RETRY);
                         if matches!(error, ProcessorError::MidRecord(_)) {
                             self.reopen();
@@ -163,7 +153,7 @@ impl Processor {
                 }
                 if offset > self.next_offset {
                     // Retention removed records we had not read (only when unprotected).
-                    self.metrics.windows_offsets_skipped.fetch_add(offset - self.next_offset, Ordering::Relaxed);
+                    self.metrics.windows_offsets_skipped.inc_by(offset - self.next_offset);
                 }
                 self.pipeline.handle(&record, store, &mut self.pending).map_err(ProcessorError::MidRecord)?;
                 self.next_offset = end;
@@ -222,8 +212,8 @@ impl Processor {
         let committed = self.committer.commit(commit).ok_or(ProcessorError::CommitterStopped)??;
         self.pipeline.checkpoint_committed();
         self.reset_state = false;
-        self.metrics.log_next_offset.fetch_max(committed.next_offset, Ordering::Relaxed);
-        self.metrics.windows_outputs_committed.fetch_add(self.pending.len() as u64, Ordering::Relaxed);
+        self.metrics.log_next_offset.inner().fetch_max(committed.next_offset, Ordering::Relaxed);
+        self.metrics.windows_outputs_committed.inc_by(self.pending.len() as u64);
         self.pending.clear();
         self.checkpointed_offset = self.next_offset;
         self.last_checkpoint = Instant::now();
@@ -281,5 +271,27 @@ fn restore(
             tracing::error!(%error, "window checkpoint unusable: starting the windows empty at the log's end");
             Ok((Pipeline::new(sections, watermark).with_statsd(statsd), log.stats()?.next_offset, true))
         }
+    }
+}
+
+/// Logs a failing log (a full disk) once, then a summary a minute, then its recovery.
+fn report_outage(outage: &mut crate::outage::Outage, result: &Result<bool, ProcessorError>) {
+    use crate::outage::Report;
+    let now = Instant::now();
+    match result {
+        Ok(_) => {
+            if let Report::Recovered { failures, lasted } = outage.succeeded(now) {
+                tracing::info!(failures, lasted_s = lasted.as_secs(), "window processor: log available again");
+            }
+        }
+        Err(error) => match outage.failed(now) {
+            Report::Started => {
+                tracing::warn!(%error, "window processor: log unavailable; retrying (summarised once a minute)")
+            }
+            Report::Continuing { failures } => {
+                tracing::warn!(%error, failures, "window processor: log still unavailable")
+            }
+            Report::Recovered { .. } | Report::Quiet => {}
+        },
     }
 }

@@ -79,12 +79,9 @@ pub struct StatsdStats {
 }
 
 impl StatsdStats {
-    /// The counters in the Prometheus text format: `driftlog_statsd_event_time_total{what}`.
-    pub fn encode(&self) -> String {
-        use prometheus_client::metrics::counter::Counter;
-        use prometheus_client::metrics::family::Family as Series;
-        let series = Series::<[(&'static str, &'static str); 1], Counter>::default();
-        for (what, value) in [
+    /// The counters by name (`driftlog_statsd_event_time_total{what}` on `/metrics`).
+    pub fn series(&self) -> [(&'static str, u64); 10] {
+        [
             ("samples", self.samples),
             ("results", self.results),
             ("retractions", self.retractions),
@@ -95,19 +92,7 @@ impl StatsdStats {
             ("set_members_dropped", self.set_members_dropped),
             ("not_samples", self.not_samples),
             ("timestamped", self.timestamped),
-        ] {
-            series.get_or_create(&[("what", what)]).inc_by(value);
-        }
-        let mut registry = prometheus_client::registry::Registry::default();
-        registry.register(
-            "driftlog_statsd_event_time",
-            "StatsD by event time (agents' samples per device, |T lines per source): samples aggregated, results and retractions emitted, samples late or refused by a bound.",
-            series,
-        );
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry);
-        out
+        ]
     }
 }
 

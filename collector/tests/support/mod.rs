@@ -3,7 +3,12 @@
 //! captured, and helpers for `/metrics`, `/health` and `log tail --json`.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod frames;
+pub mod proxy;
 pub mod relay;
+/// The agent tests' tmpfs helper (mounting needs root, which CI has).
+#[path = "../../../agent/tests/support/tmpfs.rs"]
+pub mod tmpfs;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -53,17 +58,25 @@ impl CollectorProcess {
 
     /// As [`Self::start`], with `udp_extra` appended to the `[ingest.udp]` table.
     pub fn start_with_udp(dir: &Path, extra: &str, udp_extra: &str) -> CollectorProcess {
-        let udp: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
-        let http: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
-        let config_path = dir.join("collector.toml");
         let keys = dir.join("keys.toml");
         if !keys.exists() {
             std::fs::write(&keys, "").unwrap();
         }
+        CollectorProcess::start_configured(dir, &format!("keys_file = {keys:?}\n{extra}"), udp_extra)
+    }
+
+    /// As [`Self::start`] but with no keys file: a first run.
+    pub fn start_without_keys(dir: &Path, extra: &str) -> CollectorProcess {
+        CollectorProcess::start_configured(dir, extra, "")
+    }
+
+    fn start_configured(dir: &Path, extra: &str, udp_extra: &str) -> CollectorProcess {
+        let udp: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+        let http: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+        let config_path = dir.join("collector.toml");
         let text = format!(
-            "data_dir = {:?}\nkeys_file = {:?}\n{extra}\n[ingest.udp]\nlisten = \"{udp}\"\nsockets = 2\n{udp_extra}\n[http]\nlisten = \"{http}\"\n",
+            "data_dir = {:?}\n{extra}\n[ingest.udp]\nlisten = \"{udp}\"\nsockets = 2\n{udp_extra}\n[http]\nlisten = \"{http}\"\n",
             dir.join("data"),
-            keys,
         );
         std::fs::write(&config_path, text).unwrap();
         let mut collector = CollectorProcess {
@@ -104,6 +117,18 @@ impl CollectorProcess {
         self.child.as_ref().unwrap().id()
     }
 
+    /// `(VmRSS, VmHWM)` of the process, KiB: its resident memory now and at its peak.
+    pub fn rss_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().strip_suffix("kB")?.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -141,13 +166,7 @@ impl CollectorProcess {
     /// `/metrics` as name (with labels) → value.
     pub fn metrics(&self) -> BTreeMap<String, f64> {
         let Some((200, body)) = self.get("/metrics") else { return BTreeMap::new() };
-        body.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| {
-                let (name, value) = l.rsplit_once(' ')?;
-                Some((name.to_string(), value.parse().ok()?))
-            })
-            .collect()
+        driftlog_collector::tail::metric_values(&body)
     }
 
     pub fn metric(&self, name: &str) -> f64 {

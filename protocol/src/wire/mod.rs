@@ -69,12 +69,14 @@ pub enum Reject {
     Malformed,
     #[error("no room for another stream receiver")]
     TooManyStreams,
+    #[error("the device holds as many stream receivers as it may")]
+    DeviceQuota,
     #[error("out-of-order window full; the sender will retransmit")]
     ReorderWindowFull,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 12] = [
+    pub const ALL: [Reject; 13] = [
         Reject::Truncated,
         Reject::Oversized,
         Reject::BadMagic,
@@ -86,6 +88,7 @@ impl Reject {
         Reject::Replayed,
         Reject::Malformed,
         Reject::TooManyStreams,
+        Reject::DeviceQuota,
         Reject::ReorderWindowFull,
     ];
 
@@ -103,6 +106,7 @@ impl Reject {
             Reject::Replayed => "replayed",
             Reject::Malformed => "malformed",
             Reject::TooManyStreams => "too_many_streams",
+            Reject::DeviceQuota => "device_quota",
             Reject::ReorderWindowFull => "reorder_window_full",
         }
     }

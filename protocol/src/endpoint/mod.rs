@@ -6,6 +6,10 @@
 //! caller passes datagrams and `now` in, and takes sealed datagrams out with the device they
 //! are for.
 
+mod bounds;
+
+pub use bounds::{Lookup, NoStore, StreamStore};
+
 use crate::ids::StreamKey;
 use crate::receiver::{Control, DedupState, Receiver, ReceiverConfig};
 use crate::wire::{
@@ -13,7 +17,7 @@ use crate::wire::{
     ReplayGuard, Sealer, open, seal_control,
 };
 use crate::{DeviceId, Epoch, Instant, KeyId, Seq, SeqRange};
-use alloc::collections::{BTreeMap, BTreeSet, btree_map};
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 use core::time::Duration;
 
@@ -36,9 +40,13 @@ impl Keyring for BTreeMap<KeyId, (DeviceId, MacKey)> {
 #[derive(Clone, Debug)]
 pub struct EndpointConfig {
     pub max_datagram_bytes: usize,
-    /// Bound on receivers held at once; a frame for another stream is rejected
-    /// (`too_many_streams`) and the device retransmits later.
+    /// Bound on receivers held at once. Idle ones make room (see [`bounds`]); a frame for
+    /// another stream while none is idle is rejected (`too_many_streams`) and the device
+    /// retransmits later.
     pub max_streams: usize,
+    /// Bound on one device's receivers: its least recently active idle one makes room, and
+    /// without one the frame is rejected (`device_quota`).
+    pub max_streams_per_device: usize,
     pub receiver: ReceiverConfig,
     /// Frames delayed more than this behind newer ones from the same key are replays.
     pub replay_window: Duration,
@@ -53,6 +61,7 @@ impl EndpointConfig {
         EndpointConfig {
             max_datagram_bytes: 1_472,
             max_streams: 100_000,
+            max_streams_per_device: 256,
             receiver: ReceiverConfig::default(),
             replay_window: Duration::from_secs(10),
             epoch,
@@ -71,6 +80,12 @@ pub struct EndpointStats {
     pub unrecoverable: u64,
     pub acks_sent: u64,
     pub naks_sent: u64,
+    /// Receivers dropped from memory (idle; their state is in the caller's log).
+    pub streams_evicted: u64,
+    /// Receivers brought back from the caller's log for a frame of their stream.
+    pub streams_restored: u64,
+    /// Frames of epochs the caller's log holds as finished (all duplicates).
+    pub streams_finished: u64,
 }
 
 /// What an accepted datagram brought.
@@ -127,11 +142,13 @@ struct Slot {
     deadline: Option<Instant>,
     /// Whether the stream is in `Endpoint::dirty`.
     dirty: bool,
+    /// The last frame for this stream (eviction picks the least recent).
+    last_active: Instant,
 }
 
 impl Slot {
     fn new(receiver: Receiver<RECEIVER_RANGES>, key_id: KeyId) -> Slot {
-        Slot { receiver, key_id, deadline: None, dirty: false }
+        Slot { receiver, key_id, deadline: None, dirty: false, last_active: Instant::ZERO }
     }
 
     /// Files the receiver's next deadline in `timers` (a no-op when it did not move, which is
@@ -178,6 +195,9 @@ pub struct Endpoint<K: Keyring> {
     timers: BTreeSet<(Instant, StreamKey)>,
     /// Receivers whose admitted state is ahead of their durable state.
     dirty: BTreeSet<StreamKey>,
+    /// Receivers held per device (see [`bounds`]).
+    per_device: BTreeMap<DeviceId, u32>,
+    last_full_sweep: Option<Instant>,
     stats: EndpointStats,
 }
 
@@ -191,6 +211,8 @@ impl<K: Keyring> Endpoint<K> {
             sealers: BTreeMap::new(),
             timers: BTreeSet::new(),
             dirty: BTreeSet::new(),
+            per_device: BTreeMap::new(),
+            last_full_sweep: None,
             stats: EndpointStats::default(),
         }
     }
@@ -216,17 +238,33 @@ impl<K: Keyring> Endpoint<K> {
     pub fn restore(&mut self, stream: StreamKey, key_id: KeyId, state: DedupState<RECEIVER_RANGES>) {
         let seed = receiver_seed(self.config.seed, &stream);
         let receiver = Receiver::restore(self.config.receiver.clone(), stream.stream, stream.epoch, seed, state);
-        if let Some(old) = self.slots.insert(stream, Slot::new(receiver, key_id))
-            && let Some(deadline) = old.deadline
-        {
-            self.timers.remove(&(deadline, stream));
+        match self.slots.insert(stream, Slot::new(receiver, key_id)) {
+            Some(old) => {
+                if let Some(deadline) = old.deadline {
+                    self.timers.remove(&(deadline, stream));
+                }
+            }
+            None => *self.per_device.entry(stream.device).or_insert(0) += 1,
         }
         self.dirty.remove(&stream);
     }
 
     /// Handles one datagram from a device. Rejections are counted and change nothing else.
+    /// Every receiver stays in memory until evicted; a caller that evicts them passes its
+    /// log to [`Self::handle_datagram_with`] instead.
     pub fn handle_datagram<'a>(&mut self, now: Instant, datagram: &'a [u8]) -> Result<Received<'a>, Reject> {
-        let result = self.accept(now, datagram);
+        self.handle_datagram_with(now, datagram, &mut NoStore)
+    }
+
+    /// [`Self::handle_datagram`], with `store` consulted for a stream that has no receiver in
+    /// memory (evicted, or held by the log from before a restart).
+    pub fn handle_datagram_with<'a>(
+        &mut self,
+        now: Instant,
+        datagram: &'a [u8],
+        store: &mut impl StreamStore,
+    ) -> Result<Received<'a>, Reject> {
+        let result = self.accept(now, datagram, store);
         match &result {
             Ok(_) => self.stats.datagrams_accepted += 1,
             Err(reason) => self.stats.rejects.record(*reason),
@@ -234,7 +272,12 @@ impl<K: Keyring> Endpoint<K> {
         result
     }
 
-    fn accept<'a>(&mut self, now: Instant, datagram: &'a [u8]) -> Result<Received<'a>, Reject> {
+    fn accept<'a>(
+        &mut self,
+        now: Instant,
+        datagram: &'a [u8],
+        store: &mut impl StreamStore,
+    ) -> Result<Received<'a>, Reject> {
         let keyring = &self.keyring;
         // The key's device is noted while `open` looks the key up: one keyring lookup.
         let mut device = None;
@@ -247,11 +290,6 @@ impl<K: Keyring> Endpoint<K> {
         let header = opened.header;
         let device = device.ok_or(Reject::UnknownKey)?;
         let sent_at = header.sent_at.as_micros();
-        // Looked up once: checked now, updated only once the frame is accepted.
-        let guard = self.replay.get_mut(&header.key_id);
-        if let Some(guard) = &guard {
-            guard.check(header.epoch, sent_at)?;
-        }
         let (stream_id, epoch) = match &opened.body {
             Body::Data(frame) => (frame.stream, frame.epoch),
             Body::Tombstone(t) => (t.stream, t.epoch),
@@ -260,13 +298,24 @@ impl<K: Keyring> Endpoint<K> {
             Body::Ack(_) | Body::Nak(_) => return Err(Reject::UnexpectedKind),
         };
         let stream = StreamKey { device, stream: stream_id, epoch };
-        let streams = self.slots.len();
-        let slot = match self.slots.entry(stream) {
-            btree_map::Entry::Occupied(slot) => slot.into_mut(),
-            btree_map::Entry::Vacant(_) if streams >= self.config.max_streams => return Err(Reject::TooManyStreams),
-            btree_map::Entry::Vacant(vacant) => vacant.insert(new_slot(&self.config, stream, header.key_id)),
+        let slot = match self.slots.get_mut(&stream) {
+            Some(slot) => slot,
+            None => {
+                // A replay must not cost a lookup in the caller's log or evict anyone.
+                if let Some(guard) = self.replay.get(&header.key_id) {
+                    guard.check(header.epoch, sent_at)?;
+                }
+                self.admit_stream(now, stream, header.key_id, &header, store)?;
+                self.slots.get_mut(&stream).ok_or(Reject::TooManyStreams)?
+            }
         };
+        // Looked up once: checked now, updated only once the frame is accepted.
+        let guard = self.replay.get_mut(&header.key_id);
+        if let Some(guard) = &guard {
+            guard.check(header.epoch, sent_at)?;
+        }
         slot.key_id = header.key_id;
+        slot.last_active = now;
         let receiver = &mut slot.receiver;
         let before = receiver.stats();
         let delivery = match opened.body {
