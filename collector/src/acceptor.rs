@@ -424,7 +424,7 @@ impl Acceptor {
         }
         let states = self.endpoint.uncommitted();
         self.block_started = None;
-        if states.is_empty() && self.builder.is_empty() {
+        if states.is_empty() && self.builder.is_empty() && !self.bounds.states.has_pending_floors() {
             return; // Nothing changed (a heartbeat, a duplicate).
         }
         let streams = states

@@ -10,7 +10,7 @@
 //! [`crate::log::streams`]), so reboots do not use the bound up.
 
 use crate::log::Log;
-use crate::log::streams::Floors;
+use crate::log::streams::{Floors, StateChanges};
 use driftlog_protocol::endpoint::{Delivery, Lookup, Received, StreamStore};
 use driftlog_protocol::ids::StreamKey;
 use driftlog_protocol::wire::{Header, Reject};
@@ -90,6 +90,11 @@ impl StreamStates {
         }
     }
 
+    /// Whether raised floors wait for a commit (a commit is cut for them alone if need be).
+    pub fn has_pending_floors(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// The floors to commit with the next commit.
     pub fn take_floors(&mut self) -> Vec<((DeviceId, StreamId), Epoch)> {
         std::mem::take(&mut self.pending).into_iter().collect()
@@ -102,14 +107,12 @@ impl StreamStates {
         }
     }
 
-    /// A commit stored (or compacted away) states: `changes` per device.
-    pub fn committed(&mut self, changes: &[(DeviceId, i64)]) {
-        for &(device, change) in changes {
+    /// A commit stored (or compacted away) states.
+    pub fn committed(&mut self, changes: &StateChanges) {
+        self.stats.compacted += changes.compacted;
+        for &(device, change) in &changes.per_device {
             let count = self.per_device.entry(device).or_insert(0);
             *count = (i64::from(*count) + change).max(0) as u32;
-            if change < 0 {
-                self.stats.compacted += change.unsigned_abs();
-            }
             if *count == 0 {
                 self.per_device.remove(&device);
             }
@@ -188,5 +191,129 @@ impl StreamBounds {
             self.refused_at_unix_ms = Some(now_unix_ms);
         }
         self.refused_at_unix_ms
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::{Commit, LogConfig};
+    use driftlog_protocol::endpoint::{Endpoint, EndpointConfig};
+    use driftlog_protocol::receiver::DedupState;
+    use driftlog_protocol::wire::{ControlRef, HeartbeatRepr, MacKey, Sealer, seal_control};
+    use std::collections::BTreeMap;
+
+    const LIMITS: StateLimits = StateLimits { max_states: 100, max_states_per_device: 3 };
+
+    fn log() -> (tempfile::TempDir, Arc<Log>) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(Log::open(&dir.path().join("log.redb"), LogConfig::default()).unwrap());
+        (dir, log)
+    }
+
+    fn state(cumulative: u64) -> DedupState<32> {
+        let mut state = DedupState::default();
+        state.cumulative = cumulative;
+        state
+    }
+
+    fn key(device: u64, stream: u32, epoch: u64) -> StreamKey {
+        StreamKey { device, stream, epoch }
+    }
+
+    fn header(epoch: u64) -> Header {
+        Header {
+            kind: driftlog_protocol::wire::FrameKind::Data,
+            key_id: 1,
+            epoch,
+            sent_at: driftlog_protocol::Instant::ZERO,
+        }
+    }
+
+    /// Commits `streams` (and the floors `states` has pending) as the acceptor does.
+    fn commit(log: &Log, states: &mut StreamStates, streams: &[StreamKey]) {
+        let commit = Commit {
+            streams: streams.iter().map(|k| (*k, 1, state(5))).collect(),
+            floors: states.take_floors(),
+            ..Commit::default()
+        };
+        let committed = log.commit(&commit, 0).unwrap();
+        states.committed(&committed.stream_states);
+    }
+
+    /// A heartbeat of `(device 7, stream 0, epoch)` sent by boot `boot`, as the endpoint
+    /// delivers it.
+    fn heartbeat(states: &mut StreamStates, epoch: u64, boot: u64, oldest: u64) {
+        let mut sealer = Sealer::new(1, MacKey::new(&[3; 32]), boot);
+        let repr = HeartbeatRepr {
+            stream: 0,
+            epoch,
+            oldest_available: oldest,
+            next_seq: oldest,
+            wall_now: None,
+            ack_timing: None,
+            assigned_end: oldest,
+            held_epochs_back: 0,
+            draining: false,
+        };
+        let mut buf = [0u8; 128];
+        let len = seal_control(
+            &mut sealer,
+            driftlog_protocol::Instant::from_micros(boot),
+            ControlRef::Heartbeat(&repr),
+            &mut buf,
+        )
+        .unwrap();
+        let keys: BTreeMap<u32, (u64, MacKey)> = BTreeMap::from([(1, (7, MacKey::new(&[3; 32])))]);
+        let mut endpoint = Endpoint::new(EndpointConfig::new(1, 1), keys);
+        let received = endpoint.handle_datagram(driftlog_protocol::Instant::from_micros(1), &buf[..len]).unwrap();
+        states.observe(&received);
+    }
+
+    #[test]
+    fn states_come_back_and_new_ones_are_bounded_per_device_and_in_total() {
+        let (_dir, log) = log();
+        let mut states = StreamStates::open(log.clone(), LIMITS).unwrap();
+        commit(&log, &mut states, &[key(7, 0, 1), key(7, 1, 1), key(7, 2, 1)]);
+        assert_eq!(states.stats().states, 3);
+        assert_eq!(states.lookup(&key(7, 0, 1), &header(1)), Lookup::Restore(state(5)));
+        assert_eq!(states.lookup(&key(7, 3, 1), &header(1)), Lookup::Refuse(Reject::DeviceQuota));
+        assert_eq!(states.lookup(&key(8, 0, 1), &header(1)), Lookup::New, "another device is not affected");
+        // The counts come back from the log after a restart.
+        let reopened = StreamStates::open(log, LIMITS).unwrap();
+        assert_eq!(reopened.stats().states, 3);
+        let mut full =
+            StreamStates::open(reopened.log.clone(), StateLimits { max_states: 3, max_states_per_device: 3 }).unwrap();
+        assert_eq!(full.lookup(&key(9, 0, 1), &header(1)), Lookup::Refuse(Reject::TooManyStreams));
+    }
+
+    #[test]
+    fn a_heartbeat_past_the_old_epochs_compacts_them_and_their_replays_are_finished() {
+        let (_dir, log) = log();
+        let mut states = StreamStates::open(log.clone(), LIMITS).unwrap();
+        commit(&log, &mut states, &[key(7, 0, 10), key(7, 0, 11), key(7, 1, 10)]);
+        // Boot 12's heartbeat with its oldest held sequence number at 0 says nothing yet.
+        heartbeat(&mut states, 12, 12, 0);
+        assert!(!states.has_pending_floors());
+        // Above 0: the device holds nothing of stream 0's earlier epochs.
+        heartbeat(&mut states, 12, 12, 4);
+        assert!(states.has_pending_floors());
+        commit(&log, &mut states, &[key(7, 0, 12)]);
+        assert_eq!(states.stats().compacted, 2);
+        assert_eq!(states.stats().states, 2, "stream 0 at epoch 12, stream 1 untouched");
+        assert!(log.stream_state(&key(7, 0, 10)).unwrap().is_none());
+        assert!(log.stream_state(&key(7, 1, 10)).unwrap().is_some(), "another stream keeps its epochs");
+        // A boot at or above the floor resending epoch 10 (release records lost in a crash):
+        // all duplicates. A device whose boot counter started over below the floor (a fresh
+        // disk) starts new streams instead.
+        assert_eq!(states.lookup(&key(7, 0, 10), &header(13)), Lookup::Finished);
+        assert_eq!(states.lookup(&key(7, 0, 3), &header(3)), Lookup::New);
+        // That reinstalled device's own heartbeat lowers the floor to its epochs.
+        heartbeat(&mut states, 3, 3, 2);
+        assert!(states.has_pending_floors());
+        // A late heartbeat of an older epoch from a boot above the floor changes nothing.
+        let mut again = StreamStates::open(log.clone(), LIMITS).unwrap();
+        heartbeat(&mut again, 11, 12, 9);
+        assert!(!again.has_pending_floors());
     }
 }

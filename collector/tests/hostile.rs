@@ -12,7 +12,7 @@ use driftlog_protocol::wire::{MacKey, Sealer};
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
-use support::frames::{data_frame, development_sealer, keys_entry, tombstone};
+use support::frames::{data_frame, development_sealer, heartbeat, keys_entry, tombstone};
 use support::proxy::CapturingProxy;
 use support::{CollectorProcess, event_ids, simulate, wait_until, write_fleet_keys};
 
@@ -219,9 +219,49 @@ fn one_key_cannot_take_the_stream_table_from_the_fleet() {
     collector.kill9();
     collector.spawn();
     assert_eq!(collector.metric("driftlog_streams"), 0.0, "no receiver restored at start");
-    let again = simulate(collector.udp, &agents, 3, 100, 300.0, Duration::from_secs(30));
+    // The acceptor publishes its counts a moment after /health answers.
+    assert!(wait_until(Duration::from_secs(5), || collector.metric("driftlog_stream_states") > 0.0));
+    let states_before = collector.metric("driftlog_stream_states");
+    let again = simulate(collector.udp, &agents, 3, 900, 300.0, Duration::from_secs(30));
     assert_eq!(again.backlog_remaining, 0);
     let ids = event_ids(&collector.log_json());
-    assert_eq!(ids.len(), 1_200);
+    assert_eq!(ids.len() as u64, report.generated + again.generated);
     assert!(ids.values().all(|n| *n == 1));
+    // The agents rebooted (a new epoch each); once their heartbeats said they hold nothing
+    // older, the old epochs' states were compacted: reboots do not use the bound up.
+    assert!(
+        wait_until(Duration::from_secs(10), || collector.metric("driftlog_stream_states_compacted_total") >= 3.0),
+        "{:?}",
+        collector.metrics()
+    );
+    assert_eq!(collector.metric("driftlog_stream_states"), states_before);
+}
+
+/// A device that rebooted and went quiet: its last frames are heartbeats that change no
+/// receiver state but say the earlier epoch is finished. On the previous build the raised
+/// floor waited for the next commit with events in it, which an idle fleet never cuts, so the
+/// finished epoch's state stayed and counted against the bound.
+#[test]
+fn a_heartbeat_alone_compacts_a_finished_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("keys.toml"), keys_entry(STOLEN_DEVICE, STOLEN_DEVICE as u32, &STOLEN_SECRET))
+        .unwrap();
+    let collector = CollectorProcess::start(dir.path(), "");
+    let socket = attacker(7);
+    let states = || collector.metric("driftlog_stream_states");
+    // Boot 10 sends seq 0 of epoch 10; boot 11 sends seq 0 of epoch 11.
+    let mut boot10 = Sealer::new(STOLEN_DEVICE as u32, MacKey::new(&STOLEN_SECRET), 10);
+    send_all(&socket, collector.udp, [data_frame(&mut boot10, 1_000, 0, 10, 0, 1.0)]);
+    let mut boot11 = Sealer::new(STOLEN_DEVICE as u32, MacKey::new(&STOLEN_SECRET), 11);
+    send_all(&socket, collector.udp, [data_frame(&mut boot11, 2_000, 0, 11, 0, 2.0)]);
+    assert!(wait_until(Duration::from_secs(10), || states() == 2.0), "{:?}", collector.metrics());
+    // Boot 11 has released seq 0 (it was acknowledged): it holds nothing of epoch 10.
+    send_all(&socket, collector.udp, [heartbeat(&mut boot11, 3_000, 0, 11, 1, 1)]);
+    assert!(
+        wait_until(Duration::from_secs(10), || collector.metric("driftlog_stream_states_compacted_total") == 1.0),
+        "{:?}",
+        collector.metrics()
+    );
+    assert!(wait_until(Duration::from_secs(5), || states() == 1.0), "{:?}", collector.metrics());
+    assert_eq!(event_ids(&collector.log_json()).len(), 2);
 }

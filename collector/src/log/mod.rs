@@ -156,8 +156,8 @@ pub struct Committed {
     pub held_bytes: u64,
     /// Blocks retention deleted in this commit.
     pub blocks_deleted: u64,
-    /// Stream states each device gained or lost (new states, floors).
-    pub stream_states: Vec<(DeviceId, i64)>,
+    /// What the commit did to the stream states (new ones, compacted ones).
+    pub stream_states: streams::StateChanges,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]

@@ -65,15 +65,24 @@ impl Log {
     }
 }
 
+/// What a commit did to the stream states.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StateChanges {
+    /// States each device gained (positive) or lost, net.
+    pub per_device: Vec<(DeviceId, i64)>,
+    /// States deleted below a raised floor.
+    pub compacted: u64,
+}
+
 /// Raises (or, for a reinstalled device, sets) floors and writes states, inside a commit's
 /// transaction: first the states below each new floor go, then the commit's states are
-/// written (so a state the commit carries survives its floor). Returns how many states each
-/// device gained (positive) or lost.
+/// written (so a state the commit carries survives its floor).
 pub(super) fn write_stream_states(
     txn: &WriteTransaction,
     floors: &[((DeviceId, StreamId), Epoch)],
     streams: &[(StreamKey, KeyId, Dedup)],
-) -> Result<Vec<(DeviceId, i64)>, LogError> {
+) -> Result<StateChanges, LogError> {
+    let mut compacted = 0;
     let mut changes: BTreeMap<DeviceId, i64> = BTreeMap::new();
     let mut table = txn.open_table(STREAMS)?;
     if !floors.is_empty() {
@@ -87,6 +96,7 @@ pub(super) fn write_stream_states(
             for key in finished {
                 table.remove(key)?;
                 *changes.entry(device).or_insert(0) -= 1;
+                compacted += 1;
             }
         }
     }
@@ -97,5 +107,6 @@ pub(super) fn write_stream_states(
             *changes.entry(key.device).or_insert(0) += 1;
         }
     }
-    Ok(changes.into_iter().filter(|(_, change)| *change != 0).collect())
+    let per_device = changes.into_iter().filter(|(_, change)| *change != 0).collect();
+    Ok(StateChanges { per_device, compacted })
 }
