@@ -23,8 +23,10 @@ mkdir -p "$demo"
   --data-dir "$demo/devices" --drain-timeout 0 >/dev/null 2>&1 || true
 
 echo "== an application sends StatsD to its device's agent (127.0.0.1:8126) for 6 s, from before the collector is up"
+# Device 1 gets its own key (the development key is refused once a keys file is configured).
+(umask 077; "$bin/driftlog-collector" keygen --device 1 --keys "$demo/keys.toml" >"$demo/statsd-agent.key" 2>/dev/null)
 "$bin/driftlog-agent" run --collector 127.0.0.1:7400 --data-dir "$demo/statsd-agent" --statsd-udp 127.0.0.1:8126 \
-  2>"$demo/statsd-agent.log" &
+  --device-id 1 --key-file "$demo/statsd-agent.key" 2>"$demo/statsd-agent.log" &
 agent=$!
 sleep 0.5
 python3 - "$demo/statsd-sent" <<'PY' &

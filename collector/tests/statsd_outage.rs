@@ -125,7 +125,7 @@ fn replay_windows(collector: &CollectorProcess) -> Value {
 /// with `kill -9` just after the link comes back, and starts it again.
 fn outage(outage: Duration, kill_during_drain: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let mut collector = CollectorProcess::start(dir.path(), CONFIG);
+    let mut collector = CollectorProcess::start_without_keys(dir.path(), CONFIG);
     let relay = Relay::start(collector.udp);
     let statsd: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
     let (stop, agent) = start_agent(&dir.path().join("agent"), relay.addr, statsd);
