@@ -43,6 +43,15 @@ gap_ms = 300
 allowed_lateness_ms = 5000
 "#;
 
+/// This host's boot time in Unix seconds (`/proc/uptime` counts since boot, suspend
+/// included, as `CLOCK_BOOTTIME`, the agents' monotonic clock, does; 10 ms resolution).
+fn host_boot_unix_s() -> f64 {
+    let uptime = std::fs::read_to_string("/proc/uptime").unwrap();
+    let uptime_s: f64 = uptime.split_whitespace().next().unwrap().parse().unwrap();
+    let now_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    now_s - uptime_s
+}
+
 /// The changelog of one window, applied: `(key, start, end)` → count. Panics on an INSERT
 /// over a live result or a RETRACT of something not there: the changelog must be consistent.
 fn materialise(lines: &[Value], window: &str) -> BTreeMap<(String, i64, i64), u64> {
@@ -122,28 +131,51 @@ fn corrected_times_and_windows_account_for_every_event_once() {
 
     let lines = collector.log_json();
     assert_eq!(event_ids(&lines).len() as u64, events);
-    // The simulated clocks are 5 s off and drift 50 ppm; corrected times land within the
-    // delay before their receive time, never after it. That delay is the device's flush
-    // interval and outbox fsync plus loopback, tens of ms, which a loaded CI machine
-    // stretches (a p99 of 104 ms was seen): the bound is well inside the 5 s skew removed.
-    let mut errors: Vec<i64> = lines
+    // The simulated clocks are 5 s off and drift 50 ppm; corrected times are never after
+    // their receive time. How long before it an event was received is the device's own wait
+    // (flush interval, outbox fsync, pacing: t2 - t1 on its clock, which a loaded machine
+    // stretches) plus the frame's way to the collector; with the device's wait taken out,
+    // what is left is the one-way delay and the model's error, which must be small.
+    let events_lines: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "event").collect();
+    let mut before_receive: Vec<i64> = events_lines
         .iter()
-        .filter(|l| l["kind"] == "event")
         .map(|l| l["t3_received_unix_us"].as_i64().unwrap() - l["event_unix_us"].as_i64().unwrap())
         .collect();
-    errors.sort_unstable();
-    assert!(errors[0] >= 0, "a corrected time postdates its receive time by {} us", -errors[0]);
-    let p99 = errors[errors.len() * 99 / 100];
-    assert!(p99 < 1_000_000, "p99 of receive minus corrected time is {p99} us");
+    before_receive.sort_unstable();
+    assert!(before_receive[0] >= 0, "a corrected time postdates its receive time by {} us", -before_receive[0]);
+    let mut error_us: Vec<i64> = events_lines
+        .iter()
+        .map(|l| {
+            let waited_on_device = l["t2_sent_us"].as_i64().unwrap() - l["t1_mono_us"].as_i64().unwrap();
+            l["t3_received_unix_us"].as_i64().unwrap() - l["event_unix_us"].as_i64().unwrap() - waited_on_device
+        })
+        .collect();
+    error_us.sort_unstable();
+    let (p50, p99) = (error_us[error_us.len() / 2], error_us[error_us.len() * 99 / 100]);
+    eprintln!("receive minus corrected time, less the device's own wait: p50 {p50} us, p99 {p99} us");
+    // Measured on a loaded 2-core machine: p50 0.3 ms, p99 0.6 ms.
+    assert!(p99 < 10_000 && error_us[0] > -10_000, "p1 {} us, p99 {p99} us", error_us[error_us.len() / 100]);
     assert!(lines.iter().filter(|l| l["kind"] == "event").all(|l| l.get("quarantine").is_none()));
     check_accounting(&lines, events);
     // Per-device keys and quantiles are in the results.
     let result = lines.iter().find(|l| l["kind"] == "window" && l["window"] == "w1s").unwrap();
     assert!(result["key"].as_str().unwrap().contains(" device="));
     assert!(result["quantiles"]["p50"].is_number());
-    // Per-device clock metrics are exported.
+    // Per-device clock metrics: the offset is the device's boot time on the collector clock.
+    // The simulated devices' monotonic clocks are this host's boot clock (drifting 50 ppm
+    // over seconds: microseconds) and only their wall clocks are 5 s off, so each device's
+    // offset is this host's boot time, the wall skew ignored.
     let metrics = collector.metrics();
-    assert!(metrics.keys().any(|k| k.starts_with("driftlog_device_clock_offset_seconds{")));
+    let offsets: Vec<f64> = metrics
+        .iter()
+        .filter(|(k, _)| k.starts_with("driftlog_device_clock_offset_seconds{"))
+        .map(|(_, v)| *v)
+        .collect();
+    assert_eq!(offsets.len(), devices);
+    let boot_unix_s = host_boot_unix_s();
+    for offset in offsets {
+        assert!((offset - boot_unix_s).abs() < 0.05, "offset {offset} s, host booted at {boot_unix_s} s");
+    }
     let windows = replay_identical(&collector);
     assert_eq!(windows["comparable"], true);
     assert_eq!(windows["identical"], true, "{windows}");
