@@ -17,6 +17,11 @@ demo=driftlog-demo
 # boot epochs, so the collector's kept state never mistakes them for old ones).
 rm -rf "$demo/devices" "$demo/statsd-agent"
 mkdir -p "$demo"
+# Windows of this run start here (10 s windows); a previous run's last windows, which close
+# only now that its devices' new epochs show the old ones complete, are left out below.
+since_s=$(( $(date +%s) / 10 * 10 ))
+since=$(date -u -d "@$since_s" +%Y-%m-%dT%H:%M:%S.000000Z)
+this_run() { awk -v since="$since" 'match($0, /\[[^ ]+/) && substr($0, RSTART + 1, RLENGTH - 1) >= since'; }
 
 # The fleet's keys (simulate derives them from a seed); the collector re-reads the file.
 "$bin/driftlog-agent" simulate --devices 3 --events 0 --keys-out "$demo/keys.toml" \
@@ -55,8 +60,8 @@ timeout 3 "$bin/driftlog-collector" log tail --follow --from "${first:-0}" | hea
 sleep 14
 echo "== 18 s in: device 10000 has been away for 10 s; the others' windows closed on their own completeness, its wait"
 curl -s http://127.0.0.1:9400/metrics | grep -E '^driftlog_windows_devices(_open)? '
-"$bin/driftlog-collector" log tail --kind windows --from "${first:-0}" | grep -c 'device=10000' \
-  | sed 's/^/   window results of device 10000 so far: /'
+so_far=$("$bin/driftlog-collector" log tail --kind windows --from "${first:-0}" | { grep 'device=10000' || true; } | this_run | wc -l)
+echo "   window results of device 10000 so far: $so_far (its window open at the cut waits for the backlog)"
 if ! wait "$agents"; then
   echo "the simulated devices failed; see $demo/agents.log:" >&2
   tail -n 5 "$demo/agents.log" >&2
@@ -70,7 +75,7 @@ echo "== replay (the pipeline over the stored events; windows.identical: the liv
 sleep 1.5 # results are committed with the processor's next checkpoint (every second)
 echo "== device 10000's window results (10 s per device and metric, corrected event time): the windows over its"
 echo "   outage fired once each, after its backlog landed, with every event: INSERT only, closed by completeness"
-"$bin/driftlog-collector" log tail --kind windows --from "${first:-0}" | grep 'device=10000' | head -n 6
+"$bin/driftlog-collector" log tail --kind windows --from "${first:-0}" | { grep 'device=10000' || true; } | this_run | head -n 6
 echo "   late records (events that missed their window): $("$bin/driftlog-collector" log tail --kind late --from "${first:-0}" | wc -l)"
 echo "   (each device's last window stays open: a device that stopped may still send; it closes after watermark.max_outage_ms, 24 h, as closed by timeout)"
 echo "== StatsD on 127.0.0.1:8125: an application's counters, timers, gauges and sets, flushed into the log (SIGUSR1 flushes now)"
@@ -100,14 +105,16 @@ sent=$(cat "$demo/statsd-sent")
 counted() {
   "$bin/driftlog-collector" log tail --kind statsd --json --from "${first:-0}" | python3 -c '
 import json, sys
+since_ms = int(sys.argv[1]) * 1000
 flushes = [json.loads(line) for line in sys.stdin]
-print(int(sum(f["counters"].get("app.requests", 0) for f in flushes if f.get("source") == "device-1" and f.get("change") == "insert")))'
+print(int(sum(f["counters"].get("app.requests", 0) for f in flushes
+              if f.get("source") == "device-1" and f.get("change") == "insert" and f["window_start_unix_ms"] >= since_ms)))' "$since_s"
 }
 for _ in $(seq 1 80); do
   [ "$(counted)" = "$sent" ] && break
   sleep 0.5
 done
-"$bin/driftlog-collector" log tail --kind statsd --from "${first:-0}" | grep ' device-1 ' || true
+"$bin/driftlog-collector" log tail --kind statsd --from "${first:-0}" | grep ' device-1 ' | this_run || true
 echo "sent $sent increments to the agent, the collector's flushes for device 1 count $(counted)"
 echo "== metrics (drift is fitted only over at least clock.regression_min_span_s of device time (10 min), so 0 ppm in a run this short; the offsets are each device's boot time on the collector clock)"
 curl -s http://127.0.0.1:9400/metrics | grep -E '^driftlog_(events_received_total|events_duplicate_total|events_committed_total|acks_sent_total|log_bytes|streams|window_results_total|window_claims_total|windows_devices_open|late_events_total.*|device_clock_(offset_seconds|drift_ppm|uncertainty_seconds).*|statsd_(counter|timer)\{key="checkout.*) '

@@ -306,8 +306,7 @@ fn log_command(command: LogCommand, config: &CollectorConfig, access: LogAccess)
                     serde_json::to_string_pretty(&value)?
                 }
             };
-            println!("{text}");
-            Ok(())
+            print_all(&text)
         }
         LogCommand::Replay { from } => {
             let text = match &access {
@@ -324,9 +323,18 @@ fn log_command(command: LogCommand, config: &CollectorConfig, access: LogAccess)
                     serde_json::to_string_pretty(&value)?
                 }
             };
-            println!("{text}");
-            Ok(())
+            print_all(&text)
         }
+    }
+}
+
+/// Prints `text` and a newline; a closed stdout (a pipe into `head`) ends the output quietly.
+fn print_all(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.write_all(b"\n")).and_then(|()| out.flush()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(error.into()),
+        _ => Ok(()),
     }
 }
 

@@ -259,3 +259,25 @@ fn a_full_disk_stops_acknowledging_and_everything_arrives_once_space_returns() {
     assert_eq!(ids.len(), 20_000);
     assert!(ids.values().all(|n| *n == 1));
 }
+
+/// `log stats` and `log replay` piped into a reader that is gone (`| head` that has read
+/// enough) end quietly with status 0 instead of panicking on the broken pipe.
+#[test]
+fn log_commands_end_quietly_when_their_reader_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut collector = CollectorProcess::start(dir.path(), "");
+    collector.kill9();
+    for command in ["stats", "replay"] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader); // Every write now fails with EPIPE.
+        let output = std::process::Command::new(support::BIN)
+            .args(["log", command, "--config"])
+            .arg(dir.path().join("collector.toml"))
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "log {command}: {:?} {stderr}", output.status);
+        assert!(!stderr.contains("panicked"), "log {command}: {stderr}");
+    }
+}

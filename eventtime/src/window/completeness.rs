@@ -22,6 +22,11 @@
 //!    are in the log before the claim. Such a claim makes its epoch the stream's *base*; the
 //!    prefix of rule 1 counts for the base epoch only (a rebooted device's newer epoch may run
 //!    ahead while the old one's backlog drains). Before any such claim, nothing is known.
+//! 4. **A counter that started over.** A claim of a *lower* epoch sent after the stream's
+//!    latest claim (its time is later) can only come from a device whose epoch counter started
+//!    again (a fresh disk, a reinstalled device): its earlier epochs are gone with the disk,
+//!    so once such a claim holds nothing older it becomes the base as in rule 3. A lower
+//!    epoch's claim sent earlier is a reordered heartbeat and is ignored (counted).
 //!
 //! The stream is complete through `C = max(prefix time of the base epoch, satisfied claim
 //! times)`. The device is complete through the minimum of `C` over its *live* streams: those
@@ -180,9 +185,9 @@ impl StreamCompleteness {
     }
 
     fn prefix(&mut self, epoch: u64, stats: &mut CompletenessStats) -> Option<&mut EpochPrefix> {
-        if self.base.is_some_and(|base| epoch < base) {
-            return None; // Already complete.
-        }
+        // Epochs below the base are tracked too (within the bound): an honest device sends
+        // none after the claim that made the base, except one whose counter started over
+        // (rule 4), whose prefix must be known when its first claim arrives.
         if !self.epochs.contains_key(&epoch) && self.epochs.len() >= MAX_EPOCHS {
             stats.epochs_dropped += 1;
             return None;
@@ -199,11 +204,19 @@ impl StreamCompleteness {
     }
 
     fn handle_claim(&mut self, claim: &Claim, stats: &mut CompletenessStats) {
-        if let Some((epoch, at, end)) = self.last_claim
-            && (claim.epoch < epoch || claim.at < at || (claim.epoch == epoch && claim.assigned_end < end))
-        {
-            stats.claims_ignored += 1;
-            return;
+        if let Some((epoch, at, end)) = self.last_claim {
+            let backwards = claim.at < at || (claim.epoch == epoch && claim.assigned_end < end);
+            let lower = claim.epoch < epoch;
+            if backwards || (lower && claim.older_epochs_held) {
+                stats.claims_ignored += 1;
+                return;
+            }
+            if lower {
+                // Rule 4: the device's epoch counter started over; what it had before is gone.
+                self.base = None;
+                self.pending.clear();
+                self.epochs.retain(|e, _| *e <= claim.epoch);
+            }
         }
         self.last_claim = Some((claim.epoch, claim.at, claim.assigned_end));
         self.draining = claim.draining || claim.older_epochs_held;
@@ -365,7 +378,8 @@ mod tests {
         let mut device = DeviceCompleteness::default();
         device.handle_claim(&claim(0, 2, 100, 0));
         device.handle_claim(&claim(0, 2, 90, 0));
-        device.handle_claim(&claim(0, 1, 200, 0));
+        // A reordered heartbeat of an older epoch, sent before the latest claim.
+        device.handle_claim(&claim(0, 1, 95, 0));
         device.handle_events(0, 2, 0, 5, 150);
         device.handle_claim(&claim(0, 2, 160, 5));
         device.handle_claim(&claim(0, 2, 170, 4));
@@ -393,5 +407,26 @@ mod tests {
         device.handle_claim(&claim(0, 2, 1_010, 3));
         assert_eq!(device.complete_through(30), 1_010);
         assert!(!device.draining(30));
+    }
+
+    #[test]
+    fn a_device_whose_epoch_counter_started_over_is_followed() {
+        let mut device = DeviceCompleteness::default();
+        device.handle_events(0, 9, 0, 10, 95);
+        device.handle_claim(&claim(0, 9, 100, 10));
+        assert_eq!(device.complete_through(30), 100);
+        // Reinstalled on a fresh disk: epoch 3, lower than 9. Its events come before its
+        // first claim, which is sent later than epoch 9's last.
+        device.handle_events(0, 3, 0, 4, 500);
+        assert_eq!(device.complete_through(30), 100);
+        device.handle_claim(&claim(0, 3, 510, 4));
+        assert_eq!(device.complete_through(30), 510);
+        device.handle_events(0, 3, 4, 2, 600);
+        device.handle_claim(&claim(0, 3, 620, 6));
+        assert_eq!(device.complete_through(30), 620);
+        // A heartbeat of epoch 9 delayed in the network changes nothing.
+        device.handle_claim(&claim(0, 9, 101, 10));
+        assert_eq!(device.complete_through(30), 620);
+        assert_eq!(device.stats().claims_ignored, 1);
     }
 }
