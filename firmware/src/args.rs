@@ -42,15 +42,17 @@ impl ArgsError {
     }
 }
 
-/// Parses the command line; the first word (the kernel path) is skipped.
-pub fn parse(cmdline: &str) -> Result<Args, ArgsError> {
+/// Parses the command line; the first word (the kernel path) is skipped. Bytes, not `str`:
+/// UTF-8 validation, `str` splitting and `str::parse` cost flash these words never need.
+pub fn parse(cmdline: &[u8]) -> Result<Args, ArgsError> {
     let mut args = Args { epoch: 0, key: None, events: 0, interval_ms: 100, drain_s: 600 };
-    for word in cmdline.split_ascii_whitespace().skip(1) {
-        let (name, value) = word.split_once('=').ok_or(ArgsError::Unknown)?;
+    for word in cmdline.split(u8::is_ascii_whitespace).filter(|w| !w.is_empty()).skip(1) {
+        let at = word.iter().position(|&b| b == b'=').ok_or(ArgsError::Unknown)?;
+        let (name, value) = (&word[..at], &word[at + 1..]);
         match name {
-            "epoch" => args.epoch = number(value, "epoch must be a number")?,
-            "events" => args.events = number(value, "events must be a number")?,
-            "interval_ms" => {
+            b"epoch" => args.epoch = number(value, "epoch must be a number")?,
+            b"events" => args.events = number(value, "events must be a number")?,
+            b"interval_ms" => {
                 let message = "interval_ms must be a number of at most 3600000 (an hour)";
                 let interval_ms = number(value, message)?;
                 args.interval_ms = u32::try_from(interval_ms)
@@ -59,8 +61,8 @@ pub fn parse(cmdline: &str) -> Result<Args, ArgsError> {
                     .ok_or(ArgsError::BadValue(message))?
                     .max(1);
             }
-            "drain_s" => args.drain_s = number(value, "drain_s must be a number")?,
-            "key" => args.key = Some(key(value).ok_or(ArgsError::BadValue("key must be ID:64-hex-digits"))?),
+            b"drain_s" => args.drain_s = number(value, "drain_s must be a number")?,
+            b"key" => args.key = Some(key(value).ok_or(ArgsError::BadValue("key must be ID:64-hex-digits"))?),
             _ => return Err(ArgsError::Unknown),
         }
     }
@@ -70,15 +72,25 @@ pub fn parse(cmdline: &str) -> Result<Args, ArgsError> {
     Ok(args)
 }
 
-fn number(value: &str, message: &'static str) -> Result<u64, ArgsError> {
-    value.parse().map_err(|_| ArgsError::BadValue(message))
+fn number(value: &[u8], message: &'static str) -> Result<u64, ArgsError> {
+    decimal(value).ok_or(ArgsError::BadValue(message))
 }
 
-fn key(value: &str) -> Option<(KeyId, [u8; 32])> {
-    let (id, hex) = value.split_once(':')?;
-    let id = id.parse().ok()?;
-    // Bytes, not string slices: slicing a `str` pulls in its char-boundary panic machinery.
-    let hex = hex.as_bytes();
+/// A decimal number of at least one digit that fits `u64`.
+fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &digit| {
+        let digit = digit.checked_sub(b'0').filter(|d| *d <= 9)?;
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
+}
+
+fn key(value: &[u8]) -> Option<(KeyId, [u8; 32])> {
+    let colon = value.iter().position(|&b| b == b':')?;
+    let id = KeyId::try_from(decimal(&value[..colon])?).ok()?;
+    let hex = &value[colon + 1..];
     if hex.len() != 64 {
         return None;
     }

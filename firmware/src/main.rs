@@ -20,6 +20,7 @@ mod agent;
 mod args;
 mod board;
 mod link;
+mod mem;
 mod ring;
 mod semihosting;
 mod sensors;

@@ -27,7 +27,7 @@ pub fn exit(code: u32) -> ! {
 
 /// The arguments QEMU got with `-append`, written into `buf` (argv[0], the kernel path,
 /// comes first, so the buffer must hold that too). Empty when the host gives none.
-pub fn cmdline(buf: &mut [u8]) -> &str {
+pub fn cmdline(buf: &mut [u8]) -> &[u8] {
     let mut block = [buf.as_mut_ptr() as usize, buf.len()];
     // SAFETY: the host writes at most `buf.len()` bytes into `buf` and the length into
     // `block[1]`; the raw pointer (not a shared reference) tells the compiler it changes.
@@ -35,9 +35,14 @@ pub fn cmdline(buf: &mut [u8]) -> &str {
     // SAFETY: `block` is a live local.
     let len = unsafe { core::ptr::read_volatile(&block[1]) }.min(buf.len());
     if result != 0 {
-        return "";
+        return &[];
     }
-    core::str::from_utf8(&buf[..len]).unwrap_or("").trim_end_matches('\0')
+    // Bytes, not `str`: UTF-8 validation and `str` splitting cost flash the words never need.
+    let mut line = &buf[..len];
+    while let [rest @ .., 0] = line {
+        line = rest;
+    }
+    line
 }
 
 /// One report line on the host's stdout: `driftlog-firmware: WORD name=value ...`.
