@@ -1,5 +1,6 @@
 //! Control frames: `Ack` and `Nak` (collector → device), `Heartbeat` and `Tombstone`
-//! (device → collector). Bodies are postcard structs; device frames name the events' epoch
+//! (device → collector). Bodies are postcard's layout of these structs (written and read by
+//! `control_codec.rs`, without serde); device frames name the events' epoch
 //! relative to the header's (`epoch_back`), collector frames name it in full.
 
 use super::{Header, Reject};
@@ -128,25 +129,27 @@ pub struct TombstoneRepr {
     pub reason: DropReason,
 }
 
-#[derive(Serialize, Deserialize)]
+/// A heartbeat as the wire carries it (the epoch relative to the header's).
+#[cfg_attr(test, derive(Debug, PartialEq, Serialize, Deserialize))]
 pub(super) struct HeartbeatWire {
-    stream: StreamId,
-    epoch_back: u64,
-    oldest_available: Seq,
-    next_seq: Seq,
-    wall_now: Option<WallTime>,
-    ack_timing: Option<AckTiming>,
-    assigned_end: Seq,
-    held_epochs_back: u64,
-    draining: bool,
+    pub(super) stream: StreamId,
+    pub(super) epoch_back: u64,
+    pub(super) oldest_available: Seq,
+    pub(super) next_seq: Seq,
+    pub(super) wall_now: Option<WallTime>,
+    pub(super) ack_timing: Option<AckTiming>,
+    pub(super) assigned_end: Seq,
+    pub(super) held_epochs_back: u64,
+    pub(super) draining: bool,
 }
 
-#[derive(Serialize, Deserialize)]
+/// A tombstone as the wire carries it (the epoch relative to the header's).
+#[cfg_attr(test, derive(Debug, PartialEq, Serialize, Deserialize))]
 pub(super) struct TombstoneWire {
-    stream: StreamId,
-    epoch_back: u64,
-    range: SeqRange,
-    reason: DropReason,
+    pub(super) stream: StreamId,
+    pub(super) epoch_back: u64,
+    pub(super) range: SeqRange,
+    pub(super) reason: DropReason,
 }
 
 impl HeartbeatRepr {

@@ -32,9 +32,8 @@ use super::codec::{Overflow, Reader, Writer};
 use super::event::{Event, MAX_TAGS, Member, Opaque, Payload, Sample, Tags};
 use super::{EncodeError, Header, MAC_BYTES, Reject};
 use crate::{ClockQuality, Epoch, Instant, Seq, SeqRange, StreamId, WallTime};
-use serde::{Deserialize, Serialize};
 
-#[derive(Serialize, Deserialize)]
+/// What a data body starts with: three varints (postcard's layout of this struct).
 struct DataHead {
     stream: StreamId,
     epoch_back: u64,
@@ -259,9 +258,11 @@ impl<'b> DataWriter<'b> {
         if header_len > body_limit {
             return Err(EncodeError::BufferTooSmall);
         }
-        let head = DataHead { stream, epoch_back, first_seq };
-        let head_len =
-            postcard::to_slice(&head, &mut buf[header_len..body_limit]).map_err(|_| EncodeError::BufferTooSmall)?.len();
+        let mut head = Writer::new(&mut buf[header_len..body_limit]);
+        let written =
+            head.varint(u64::from(stream)).and_then(|()| head.varint(epoch_back)).and_then(|()| head.varint(first_seq));
+        written.map_err(|_| EncodeError::BufferTooSmall)?;
+        let head_len = head.len();
         Ok(DataWriter {
             buf,
             len: header_len + head_len,
@@ -332,7 +333,13 @@ impl<'a> DataFrame<'a> {
         body: &'a [u8],
         mut each: impl FnMut(Seq, Event<'a>),
     ) -> Result<DataFrame<'a>, Reject> {
-        let (head, events) = postcard::take_from_bytes::<DataHead>(body).map_err(|_| Reject::Malformed)?;
+        let mut head_reader = Reader::new(body);
+        let head = (|| {
+            let stream = StreamId::try_from(head_reader.varint()?).ok()?;
+            Some(DataHead { stream, epoch_back: head_reader.varint()?, first_seq: head_reader.varint()? })
+        })()
+        .ok_or(Reject::Malformed)?;
+        let events = head_reader.rest();
         let epoch = header.epoch.checked_sub(head.epoch_back).ok_or(Reject::Malformed)?;
         let mut count = 0u32;
         let mut chain = Chain::default();

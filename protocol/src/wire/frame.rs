@@ -1,6 +1,8 @@
 //! Opening (verify + decode) and sealing whole frames.
 
-use super::control::{HeartbeatWire, TombstoneWire, ranges_are_canonical};
+use super::codec::Writer;
+use super::control::ranges_are_canonical;
+use super::control_codec as body;
 use super::{
     AckRepr, DataFrame, EncodeError, FrameKind, Header, HeartbeatRepr, MAC_BYTES, MacKey, NakRepr, Reject, Sealer,
     TombstoneRepr,
@@ -79,17 +81,21 @@ fn decode_body<'a>(
 ) -> Result<Opened<'a>, Reject> {
     let body = match header.kind {
         FrameKind::Data => Body::Data(decode_data(&header, body)?),
-        FrameKind::Heartbeat => Body::Heartbeat(HeartbeatRepr::from_wire(&header, decode_all::<HeartbeatWire>(body)?)?),
-        FrameKind::Tombstone => Body::Tombstone(TombstoneRepr::from_wire(&header, decode_all::<TombstoneWire>(body)?)?),
+        FrameKind::Heartbeat => {
+            Body::Heartbeat(HeartbeatRepr::from_wire(&header, decode_all(body, body::read_heartbeat)?)?)
+        }
+        FrameKind::Tombstone => {
+            Body::Tombstone(TombstoneRepr::from_wire(&header, decode_all(body, body::read_tombstone)?)?)
+        }
         FrameKind::Ack => {
-            let ack = decode_all::<AckRepr>(body)?;
+            let ack = decode_all(body, body::read_ack)?;
             if !ranges_are_canonical(&ack.sack) || ack.sack.first().is_some_and(|r| r.start <= ack.cumulative) {
                 return Err(Reject::Malformed);
             }
             Body::Ack(ack)
         }
         FrameKind::Nak => {
-            let nak = decode_all::<NakRepr>(body)?;
+            let nak = decode_all(body, body::read_nak)?;
             if nak.missing.is_empty() || !ranges_are_canonical(&nak.missing) {
                 return Err(Reject::Malformed);
             }
@@ -99,11 +105,11 @@ fn decode_body<'a>(
     Ok(Opened { header, body })
 }
 
-fn decode_all<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, Reject> {
-    match postcard::take_from_bytes::<T>(body) {
-        Ok((value, [])) => Ok(value),
-        _ => Err(Reject::Malformed),
-    }
+fn decode_all<'a, T>(
+    bytes: &'a [u8],
+    read: impl FnOnce(&mut super::codec::Reader<'a>) -> Option<T>,
+) -> Result<T, Reject> {
+    body::decode_all(bytes, read).ok_or(Reject::Malformed)
 }
 
 /// A control frame to seal.
@@ -132,15 +138,18 @@ pub fn seal_control(
     let header_len = header.emit(buf)?;
     let body_limit = buf.len().checked_sub(MAC_BYTES).ok_or(EncodeError::BufferTooSmall)?;
     let target = buf.get_mut(header_len..body_limit).ok_or(EncodeError::BufferTooSmall)?;
-    let body_len = match frame {
-        ControlRef::Heartbeat(h) => to_slice(&h.to_wire(&header).ok_or(EncodeError::OutOfRange)?, target)?,
-        ControlRef::Tombstone(t) => to_slice(&t.to_wire(&header).ok_or(EncodeError::OutOfRange)?, target)?,
-        ControlRef::Ack(a) => to_slice(a, target)?,
-        ControlRef::Nak(n) => to_slice(n, target)?,
+    let mut writer = Writer::new(target);
+    let written = match frame {
+        ControlRef::Heartbeat(h) => {
+            body::write_heartbeat(&mut writer, &h.to_wire(&header).ok_or(EncodeError::OutOfRange)?)
+        }
+        ControlRef::Tombstone(t) => {
+            body::write_tombstone(&mut writer, &t.to_wire(&header).ok_or(EncodeError::OutOfRange)?)
+        }
+        ControlRef::Ack(a) => body::write_ack(&mut writer, a),
+        ControlRef::Nak(n) => body::write_nak(&mut writer, n),
     };
+    written.map_err(|_| EncodeError::BufferTooSmall)?;
+    let body_len = writer.len();
     sealer.seal(buf, header_len + body_len)
-}
-
-fn to_slice<T: serde::Serialize>(value: &T, target: &mut [u8]) -> Result<usize, EncodeError> {
-    postcard::to_slice(value, target).map(|written| written.len()).map_err(|_| EncodeError::BufferTooSmall)
 }

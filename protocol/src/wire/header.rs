@@ -1,8 +1,8 @@
 //! The frame header: two fixed bytes, then three varints.
 
+use super::codec::{Reader, Writer};
 use super::{EncodeError, Reject};
 use crate::{Epoch, Instant, KeyId};
-use serde::{Deserialize, Serialize};
 
 pub const MAGIC: u8 = 0xD7;
 /// 2: heartbeats carry a completeness claim (`assigned_end`, `held_epochs_back`, `draining`).
@@ -56,13 +56,6 @@ pub struct Header {
     pub sent_at: Instant,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Varints {
-    key_id: KeyId,
-    epoch: Epoch,
-    sent_at: u64,
-}
-
 impl Header {
     /// Writes the header at the start of `buf` and returns its length.
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, EncodeError> {
@@ -71,9 +64,14 @@ impl Header {
         }
         buf[0] = MAGIC;
         buf[1] = (VERSION << 4) | self.kind as u8;
-        let varints = Varints { key_id: self.key_id, epoch: self.epoch, sent_at: self.sent_at.as_micros() };
-        let written = postcard::to_slice(&varints, &mut buf[2..]).map_err(|_| EncodeError::BufferTooSmall)?;
-        Ok(2 + written.len())
+        // Three varints, as postcard lays out a struct of them.
+        let mut writer = Writer::new(&mut buf[2..]);
+        let written = writer
+            .varint(u64::from(self.key_id))
+            .and_then(|()| writer.varint(self.epoch))
+            .and_then(|()| writer.varint(self.sent_at.as_micros()));
+        written.map_err(|_| EncodeError::BufferTooSmall)?;
+        Ok(2 + writer.len())
     }
 
     /// Parses the header from `bytes` (the datagram without its tag). Returns the header and
@@ -88,18 +86,26 @@ impl Header {
             return Err(Reject::UnknownVersion);
         }
         let kind = FrameKind::from_nibble(version_kind & 0x0F).ok_or(Reject::UnknownKind)?;
-        let (varints, body) = postcard::take_from_bytes::<Varints>(rest).map_err(|error| match error {
-            postcard::Error::DeserializeUnexpectedEnd => Reject::Truncated,
-            _ => Reject::Malformed,
-        })?;
-        let header = Header {
-            kind,
-            key_id: varints.key_id,
-            epoch: varints.epoch,
-            sent_at: Instant::from_micros(varints.sent_at),
-        };
-        Ok((header, body))
+        let mut reader = Reader::new(rest);
+        let key_id = KeyId::try_from(header_varint(&mut reader)?).map_err(|_| Reject::Malformed)?;
+        let epoch: Epoch = header_varint(&mut reader)?;
+        let sent_at = Instant::from_micros(header_varint(&mut reader)?);
+        Ok((Header { kind, key_id, epoch, sent_at }, reader.rest()))
     }
+}
+
+/// A varint of the header: `Truncated` when the bytes end inside it, `Malformed` when it
+/// overflows 64 bits.
+fn header_varint(reader: &mut Reader<'_>) -> Result<u64, Reject> {
+    let before = reader.rest();
+    reader.varint().ok_or_else(|| {
+        // Every byte left had its continuation bit set (or none was left): cut short.
+        if before.iter().take(10).all(|byte| byte & 0x80 != 0) && before.len() < 10 {
+            Reject::Truncated
+        } else {
+            Reject::Malformed
+        }
+    })
 }
 
 #[cfg(test)]

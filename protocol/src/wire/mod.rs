@@ -19,6 +19,7 @@ mod auth;
 mod blake2s;
 mod codec;
 mod control;
+mod control_codec;
 mod data;
 mod event;
 mod frame;
