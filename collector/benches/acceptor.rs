@@ -57,15 +57,12 @@ fn thread_cpu_ns() -> BTreeMap<String, u64> {
 }
 
 fn batches(frames: &Frames) -> Vec<Batch> {
-    let start_us = driftlog_collector::ingest::now_unix_us();
     frames
         .datagrams
         .chunks(BATCH)
         .enumerate()
         .map(|(index, chunk)| {
-            // About as far apart as the collector receives them.
-            let mut batch =
-                Batch::with_capacity(chunk.len(), chunk.iter().map(Vec::len).sum(), start_us + index as i64 * 50);
+            let mut batch = Batch::with_capacity(chunk.len(), chunk.iter().map(Vec::len).sum());
             for (offset, datagram) in chunk.iter().enumerate() {
                 let device = (index * BATCH + offset) as u64 % DEVICES;
                 let peer = SocketAddr::from(([127, 0, 0, 1], 20_000 + device as u16));

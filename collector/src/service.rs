@@ -62,7 +62,7 @@ pub fn run(
     // A restart on a full disk must not report healthy until the first commit fails: ask
     // now whether a full commit fits, as the probe after a failed commit does.
     let probe = Commit { reserve_bytes: config.log.max_commit_bytes as u64, ..Commit::default() };
-    let log_takes_a_full_commit = match log.commit(&probe, crate::acceptor::now_unix_ms()) {
+    let log_takes_a_full_commit = match log.commit(&probe, crate::wall_clock::now_unix_ms()) {
         Ok(_) => true,
         Err(error) => {
             tracing::error!(%error, "the log cannot take a full commit: not acknowledging until it can (probing once a second)");

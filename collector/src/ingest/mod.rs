@@ -26,13 +26,13 @@ pub struct Batch {
     pub bytes: Vec<u8>,
     /// `(start, len, route)` into `bytes`.
     pub datagrams: Vec<(u32, u32, Route)>,
-    /// The collector's wall clock when the batch arrived (t3), µs since 1970.
-    pub received_unix_us: i64,
 }
 
 impl Batch {
-    pub fn with_capacity(datagrams: usize, bytes: usize, received_unix_us: i64) -> Batch {
-        Batch { bytes: Vec::with_capacity(bytes), datagrams: Vec::with_capacity(datagrams), received_unix_us }
+    /// The receive time is not stamped here: the acceptor reads its one clock when it takes
+    /// the batch (see [`crate::wall_clock`]).
+    pub fn with_capacity(datagrams: usize, bytes: usize) -> Batch {
+        Batch { bytes: Vec::with_capacity(bytes), datagrams: Vec::with_capacity(datagrams) }
     }
 
     pub fn push(&mut self, datagram: &[u8], route: Route) {
@@ -81,10 +81,4 @@ pub trait Source: Send {
     fn name(&self) -> &'static str;
     /// Binds and starts receiving into `sink` under source index `id`.
     fn start(self: Box<Self>, id: u16, sink: Sink, shutdown: Shutdown) -> anyhow::Result<Started>;
-}
-
-pub fn now_unix_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }

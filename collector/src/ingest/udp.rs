@@ -6,7 +6,7 @@
 //! ACKs and NAKs are sent on the socket the frame arrived on.
 
 use super::kernel_drops::DropWatch;
-use super::{Batch, ReplyPath, Route, Shutdown, Sink, Source, Started, now_unix_us};
+use super::{Batch, ReplyPath, Route, Shutdown, Sink, Source, Started};
 use crate::metrics::Metrics;
 use anyhow::Context;
 use driftlog_protocol::DeviceId;
@@ -147,7 +147,7 @@ fn receive_loop(
         };
         let bytes: usize = received.iter().map(|(len, _)| *len).sum();
         // Sized once, so filling it does not reallocate.
-        let mut batch = Batch::with_capacity(received.len(), bytes, now_unix_us());
+        let mut batch = Batch::with_capacity(received.len(), bytes);
         for ((len, peer), slot) in received.drain(..).zip(slots.chunks(slot_bytes)) {
             batch.push(&slot[..len.min(slot.len())], Route { source, peer });
         }
