@@ -209,10 +209,9 @@ impl Processor {
             ..Commit::default()
         };
         // On failure nothing changes: the same outputs and state are committed next time.
-        let committed = self.committer.commit(commit).ok_or(ProcessorError::CommitterStopped)??;
+        self.committer.commit(commit).ok_or(ProcessorError::CommitterStopped)??;
         self.pipeline.checkpoint_committed();
         self.reset_state = false;
-        self.metrics.log_next_offset.inner().fetch_max(committed.next_offset, Ordering::Relaxed);
         self.metrics.windows_outputs_committed.inc_by(self.pending.len() as u64);
         self.pending.clear();
         self.checkpointed_offset = self.next_offset;
