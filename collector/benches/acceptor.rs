@@ -24,7 +24,6 @@ use driftlog_protocol::endpoint::{Endpoint, EndpointConfig};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant as StdInstant};
 use support::frames::{DEVICES, Frames, frames};
 
@@ -123,16 +122,14 @@ fn run(frames: &Frames) -> Run {
     drop(committer);
     let before = thread_cpu_ns();
     let started = StdInstant::now();
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let flag = shutdown.clone();
-    let thread = std::thread::Builder::new().name("acceptor".into()).spawn(move || acceptor.run(&flag)).unwrap();
+    let thread = std::thread::Builder::new().name("acceptor".into()).spawn(move || acceptor.run()).unwrap();
     while metrics.events_committed.get() < frames.events {
         assert!(started.elapsed() < Duration::from_secs(120), "the acceptor did not commit every event");
         std::thread::sleep(Duration::from_micros(200));
     }
     let elapsed = started.elapsed().as_secs_f64();
     let after = thread_cpu_ns();
-    shutdown.store(true, Ordering::Relaxed);
+    // The acceptor ends when its queue closes.
     drop(sink);
     thread.join().unwrap();
     committer_thread.join().unwrap();

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod outage;
 pub mod replay;
 pub mod service;
+pub mod shutdown;
 pub mod source_filter;
 pub mod statsd;
 pub mod stream_states;

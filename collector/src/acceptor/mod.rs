@@ -131,10 +131,12 @@ impl Acceptor {
         self
     }
 
-    /// Runs until `shutdown` is set (or every source is gone), then commits what it holds,
-    /// sends the last ACKs and returns.
-    pub fn run(mut self, shutdown: &std::sync::atomic::AtomicBool) {
-        while !shutdown.load(std::sync::atomic::Ordering::Relaxed) {
+    /// Runs until every source is gone (their queue's senders dropped: the sources stop on
+    /// the service's shutdown signal), then commits what it holds, sends the last ACKs and
+    /// returns. Nothing the sources queued is left behind: the queue closes only after
+    /// their last batch.
+    pub fn run(mut self) {
+        loop {
             // Commit outcomes first: they release ACKs.
             while let Some(result) = self.committer.try_result() {
                 self.committed(result);

@@ -14,6 +14,7 @@ use super::message::{Message, messages};
 use crate::config::JetStreamSection;
 use crate::log::Log;
 use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
 use async_nats::jetstream;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
@@ -44,8 +45,9 @@ enum ForwardError {
     Join(#[from] tokio::task::JoinError),
 }
 
-/// Runs until `shutdown` changes, reconnecting after errors.
-pub async fn run(config: JetStreamSection, log: Arc<Log>, metrics: Arc<Metrics>, mut shutdown: watch::Receiver<bool>) {
+/// Runs until `shutdown` (the service signals it once the committer has ended), reconnecting
+/// after errors.
+pub async fn run(config: JetStreamSection, log: Arc<Log>, metrics: Arc<Metrics>, mut shutdown: Shutdown) {
     // Until the first connection, the lag counts from the stored offset, not from 0.
     let (log2, reader) = (log.clone(), config.reader.clone());
     // Everything below it is in the stream: kept here across attempts, so what an attempt
@@ -60,7 +62,7 @@ pub async fn run(config: JetStreamSection, log: Arc<Log>, metrics: Arc<Metrics>,
         let attempt = forward(&config, &log, &metrics, &mut backoff, &mut acked);
         let result = tokio::select! {
             result = attempt => result,
-            _ = shutdown.changed() => break,
+            _ = shutdown.recv() => break,
         };
         metrics.forwarder_connected.set(0);
         store_acknowledged(&config, &log, acked).await;
@@ -70,7 +72,7 @@ pub async fn run(config: JetStreamSection, log: Arc<Log>, metrics: Arc<Metrics>,
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.changed() => break,
+            _ = shutdown.recv() => break,
         }
         backoff = (backoff * 2).min(Duration::from_secs(10));
     }

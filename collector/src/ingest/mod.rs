@@ -10,8 +10,6 @@ pub mod zmq;
 
 use driftlog_protocol::DeviceId;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 /// Where a datagram came from: the source's index and, for UDP, the peer address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,8 +56,8 @@ impl Batch {
 
 pub type Sink = std::sync::mpsc::SyncSender<Batch>;
 
-/// Set once to stop every source.
-pub type Shutdown = Arc<AtomicBool>;
+/// Stops every source (and with them, once their queues close, the acceptor).
+pub use crate::shutdown::Shutdown;
 
 /// Sends an ACK or NAK back to a device.
 pub trait ReplyPath: Send + std::fmt::Debug {

@@ -16,7 +16,6 @@ use std::io::IoSliceMut;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 const READ_TIMEOUT: Duration = Duration::from_millis(100);
@@ -131,7 +130,7 @@ fn receive_loop(
     let mut received = Vec::with_capacity(shape.datagrams);
     let fd = socket.as_raw_fd();
     let mut next_drops_read = Instant::now() + DROPS_INTERVAL;
-    while !shutdown.load(Ordering::Relaxed) {
+    while !shutdown.is_shutdown() {
         if Instant::now() >= next_drops_read {
             metrics.kernel_drops.inc_by(drops.poll());
             next_drops_read = Instant::now() + DROPS_INTERVAL;

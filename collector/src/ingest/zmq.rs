@@ -12,7 +12,6 @@ use anyhow::Context;
 use driftlog_protocol::DeviceId;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use zeromq::prelude::*;
 
@@ -56,7 +55,7 @@ impl Source for ZmqSource {
                     return;
                 }
                 let _ = bound_tx.send(Ok(bound));
-                while !sub_shutdown.load(Ordering::Relaxed) {
+                while !sub_shutdown.is_shutdown() {
                     let Ok(Ok(message)) = tokio::time::timeout(Duration::from_millis(100), sub.recv()).await else {
                         continue;
                     };
