@@ -24,7 +24,6 @@ use driftlog_protocol::endpoint::{Endpoint, EndpointConfig};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant as StdInstant};
 use support::frames::{DEVICES, Frames, frames};
 
@@ -57,15 +56,12 @@ fn thread_cpu_ns() -> BTreeMap<String, u64> {
 }
 
 fn batches(frames: &Frames) -> Vec<Batch> {
-    let start_us = driftlog_collector::ingest::now_unix_us();
     frames
         .datagrams
         .chunks(BATCH)
         .enumerate()
         .map(|(index, chunk)| {
-            // About as far apart as the collector receives them.
-            let mut batch =
-                Batch::with_capacity(chunk.len(), chunk.iter().map(Vec::len).sum(), start_us + index as i64 * 50);
+            let mut batch = Batch::with_capacity(chunk.len(), chunk.iter().map(Vec::len).sum());
             for (offset, datagram) in chunk.iter().enumerate() {
                 let device = (index * BATCH + offset) as u64 % DEVICES;
                 let peer = SocketAddr::from(([127, 0, 0, 1], 20_000 + device as u16));
@@ -126,16 +122,14 @@ fn run(frames: &Frames) -> Run {
     drop(committer);
     let before = thread_cpu_ns();
     let started = StdInstant::now();
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let flag = shutdown.clone();
-    let thread = std::thread::Builder::new().name("acceptor".into()).spawn(move || acceptor.run(&flag)).unwrap();
+    let thread = std::thread::Builder::new().name("acceptor".into()).spawn(move || acceptor.run()).unwrap();
     while metrics.events_committed.get() < frames.events {
         assert!(started.elapsed() < Duration::from_secs(120), "the acceptor did not commit every event");
         std::thread::sleep(Duration::from_micros(200));
     }
     let elapsed = started.elapsed().as_secs_f64();
     let after = thread_cpu_ns();
-    shutdown.store(true, Ordering::Relaxed);
+    // The acceptor ends when its queue closes.
     drop(sink);
     thread.join().unwrap();
     committer_thread.join().unwrap();

@@ -7,10 +7,10 @@
 //! so it can run at a lower CPU priority without starving ingest (priority inversion).
 //! Why a thread of its own: the acceptor keeps admitting the next block while the disk works.
 
-use crate::acceptor::now_unix_ms;
 use crate::log::block::EncodedBlock;
 use crate::log::{Commit, Committed, Log, LogError};
 use crate::metrics::Metrics;
+use crate::wall_clock::now_unix_ms;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::Duration;

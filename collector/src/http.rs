@@ -71,7 +71,7 @@ pub fn health_answer(metrics: &Metrics, now_unix_ms: u64) -> (StatusCode, String
 }
 
 async fn health(State(shared): State<Shared>) -> Response {
-    let (status, body) = health_answer(&shared.metrics, crate::acceptor::now_unix_ms());
+    let (status, body) = health_answer(&shared.metrics, crate::wall_clock::now_unix_ms());
     (status, [(CONTENT_TYPE, "application/json")], body).into_response()
 }
 

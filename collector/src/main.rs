@@ -9,8 +9,6 @@ use driftlog_collector::tail::{http_get, human, kind_matches, read_lines};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Blocks are built on the acceptor thread and freed on the committer's, received batches
@@ -151,8 +149,8 @@ fn main() -> ExitCode {
             if let Err(error) = config.validate() {
                 return usage_error(&error.to_string());
             }
-            let shutdown = Arc::new(AtomicBool::new(false));
-            if let Err(error) = install_signal_handlers(shutdown.clone()) {
+            let (trigger, shutdown) = driftlog_collector::shutdown::channel();
+            if let Err(error) = install_signal_handlers(trigger) {
                 return failure(&anyhow::anyhow!(error).context("cannot install signal handlers"));
             }
             let result = service::run(&config, shutdown, |listening| {
@@ -338,9 +336,9 @@ fn print_all(text: &str) -> anyhow::Result<()> {
     }
 }
 
-/// SIGTERM and SIGINT set `shutdown`; registered before start-up so an early signal is not
-/// fatal.
-fn install_signal_handlers(shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
+/// SIGTERM and SIGINT drop `trigger` (the service's one shutdown signal); registered before
+/// start-up so an early signal is not fatal.
+fn install_signal_handlers(trigger: driftlog_collector::shutdown::Trigger) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (mut terminate, mut interrupt) = runtime.block_on(async {
@@ -353,7 +351,7 @@ fn install_signal_handlers(shutdown: Arc<AtomicBool>) -> std::io::Result<()> {
                 _ = interrupt.recv() => {}
             }
         });
-        shutdown.store(true, Ordering::Relaxed);
+        drop(trigger);
     })?;
     Ok(())
 }

@@ -1,7 +1,15 @@
 //! `driftlog-collector run`: opens the log, restores every receiver's dedup state, starts the
 //! sources, the acceptor, the committer, HTTP and the forwarder, and shuts them down in
-//! order on SIGTERM or ctrl-c: stop ingest, commit what was admitted, send the last ACKs,
-//! stop the forwarder, exit 0.
+//! order on SIGTERM or ctrl-c, the mini-redis way: one signal (a dropped
+//! [`crate::shutdown::Trigger`]) stops the sources and StatsD's listeners; then each part is
+//! awaited in turn, and each stage's end starts the next one's stop (a closed queue, a
+//! client gone, a dropped trigger), with no flag and no sleep:
+//! 1. the sources' threads end; their queue closes after their last batch;
+//! 2. the acceptor drains that queue, commits what it admitted, sends the last ACKs;
+//! 3. StatsD flushes a last time, committed;
+//! 4. the window processor takes the last commits into its final checkpoint;
+//! 5. the committer ends with its last client;
+//! 6. the forwarder and the HTTP server stop; exit 0.
 
 use crate::acceptor::{Acceptor, AcceptorConfig};
 use crate::committer::Writer;
@@ -11,13 +19,13 @@ use crate::ingest::zmq::ZmqSource;
 use crate::ingest::{Source, Started};
 use crate::log::{Commit, Log, LogConfig};
 use crate::metrics::{Metrics, Parts};
+use crate::shutdown::Shutdown;
 use crate::stream_states::{StateLimits, StreamBounds, StreamStates};
 use anyhow::Context;
 use driftlog_http::HttpLimits;
 use driftlog_protocol::endpoint::{Endpoint, EndpointConfig};
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Where a running collector listens (tests and logs).
@@ -46,11 +54,11 @@ pub fn log_config(config: &CollectorConfig) -> LogConfig {
     }
 }
 
-/// Runs the collector until `shutdown` is set. `on_listening` is called once everything is
-/// bound.
+/// Runs the collector until `shutdown` (its trigger dropped), then stops it in order.
+/// `on_listening` is called once everything is bound.
 pub fn run(
     config: &CollectorConfig,
-    shutdown: Arc<AtomicBool>,
+    mut shutdown: Shutdown,
     on_listening: impl FnOnce(&Listening),
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
@@ -62,7 +70,7 @@ pub fn run(
     // A restart on a full disk must not report healthy until the first commit fails: ask
     // now whether a full commit fits, as the probe after a failed commit does.
     let probe = Commit { reserve_bytes: config.log.max_commit_bytes as u64, ..Commit::default() };
-    let log_takes_a_full_commit = match log.commit(&probe, crate::acceptor::now_unix_ms()) {
+    let log_takes_a_full_commit = match log.commit(&probe, crate::wall_clock::now_unix_ms()) {
         Ok(_) => true,
         Err(error) => {
             tracing::error!(%error, "the log cannot take a full commit: not acknowledging until it can (probing once a second)");
@@ -103,7 +111,6 @@ pub fn run(
     );
 
     let (batch_tx, batch_rx) = std::sync::mpsc::sync_channel(config.limits.ingest_queue_batches);
-    let source_shutdown = Arc::new(AtomicBool::new(false));
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
     let udp = &config.ingest.udp;
     if udp.enabled {
@@ -140,7 +147,7 @@ pub fn run(
     let mut source_threads = Vec::new();
     for (id, source) in sources.into_iter().enumerate() {
         let name = source.name();
-        let Started { reply, threads, local } = source.start(id as u16, batch_tx.clone(), source_shutdown.clone())?;
+        let Started { reply, threads, local } = source.start(id as u16, batch_tx.clone(), shutdown.clone())?;
         tracing::info!(source = name, listen = %local, "ingest started");
         listening.sources.push((name.to_string(), local));
         replies.push(reply);
@@ -153,11 +160,15 @@ pub fn run(
     let (committer, committer_thread) = crate::committer::spawn(log.clone(), clients, metrics.clone())?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Stages after the sources: the window processor stops once ingest has committed its
+    // last block, the forwarder and HTTP once the committer has written the last commit.
+    let (ingest_running, ingest_stopped) = crate::shutdown::channel();
+    let (writers_running, writers_stopped) = crate::shutdown::channel();
     let statsd = match &config.statsd {
         Some(section) => {
             let client = committer.client(Writer::Statsd);
-            let running = crate::statsd::start(section, runtime.handle(), client, config.log.max_block_bytes)?;
+            let running =
+                crate::statsd::start(section, runtime.handle(), client, config.log.max_block_bytes, shutdown.clone())?;
             listening.sources.extend(running.listening.iter().cloned());
             Some(running)
         }
@@ -176,16 +187,14 @@ pub fn run(
             running.telemetry.register(&mut registry);
         }
         let router = crate::http::router(Arc::new(registry), metrics.clone(), log.clone(), Arc::new(config.clone()));
-        let mut stopped = stop_rx.clone();
+        let mut stopped = writers_stopped.clone();
         runtime.spawn(driftlog_http::serve(listener, router, HttpLimits::default(), async move {
-            let _ = stopped.changed().await;
+            stopped.recv().await;
         }));
     }
-    let forwarder = config
-        .forward
-        .jetstream
-        .clone()
-        .map(|js| runtime.spawn(crate::forward::jetstream::run(js, log.clone(), metrics.clone(), stop_rx.clone())));
+    let forwarder = config.forward.jetstream.clone().map(|js| {
+        runtime.spawn(crate::forward::jetstream::run(js, log.clone(), metrics.clone(), writers_stopped.clone()))
+    });
     on_listening(&listening);
 
     let acceptor_config = AcceptorConfig {
@@ -216,7 +225,6 @@ pub fn run(
     }
     // The window processor reads the log on its own thread; it stops after the acceptor so
     // it can take the last commit's events into its final checkpoint.
-    let windows_shutdown = Arc::new(AtomicBool::new(false));
     let windows_thread = if config.windows.is_empty() {
         None
     } else {
@@ -229,26 +237,21 @@ pub fn run(
             config.statsd_spec(),
         )?
         .with_max_block_bytes(config.log.max_block_bytes);
-        Some(processor.spawn(windows_shutdown.clone())?)
+        Some(processor.spawn(ingest_stopped)?)
     };
     // The committer runs until its last client (the acceptor, the processor) is gone.
     drop(committer);
-    // The acceptor runs until shutdown; sources stop first so it can drain what they queued.
-    let acceptor_shutdown = Arc::new(AtomicBool::new(false));
-    let acceptor_flag = acceptor_shutdown.clone();
-    let acceptor_thread =
-        std::thread::Builder::new().name("acceptor".into()).spawn(move || acceptor.run(&acceptor_flag))?;
-    while !shutdown.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // The acceptor runs until the sources' queue closes (step 2 of the order above).
+    let acceptor_thread = std::thread::Builder::new().name("acceptor".into()).spawn(move || acceptor.run())?;
+    runtime.block_on(shutdown.recv());
     tracing::info!("shutting down: stopping ingest");
-    source_shutdown.store(true, Ordering::Relaxed);
-    // The acceptor drains what the sources queued, commits it and sends the last ACKs.
-    acceptor_shutdown.store(true, Ordering::Relaxed);
+    // The sources saw the signal; the acceptor drains what they queued, commits it and sends
+    // the last ACKs once the last of them is gone.
     let _ = acceptor_thread.join();
-    // StatsD's listeners stop and its last flush is committed while the committer runs.
+    // StatsD's listeners saw the signal too; its last flush is committed while the
+    // committer runs.
     if let Some(statsd) = statsd {
-        statsd.stop();
+        statsd.join();
     }
     // Reply threads (the ZeroMQ PUB) end when the acceptor drops their queues.
     for thread in source_threads {
@@ -256,12 +259,12 @@ pub fn run(
     }
     // The window processor takes the last commit's events into its final checkpoint, which
     // it commits through the committer; then the committer's last client is gone.
-    windows_shutdown.store(true, Ordering::Relaxed);
+    drop(ingest_running);
     if let Some(thread) = windows_thread {
         let _ = thread.join();
     }
     let _ = committer_thread.join();
-    let _ = stop_tx.send(true);
+    drop(writers_running);
     if let Some(forwarder) = forwarder {
         let _ = runtime.block_on(forwarder);
     }

@@ -15,10 +15,11 @@
 //! are keyed by their /64: one host commonly owns a whole /64. A flood from random spoofed
 //! source addresses is not stopped by this (each address fails once); it is counted.
 
+use driftlog_protocol::Instant;
 use driftlog_protocol::wire::Reject;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SourceFilterConfig {
@@ -162,7 +163,7 @@ mod tests {
     fn a_failing_source_is_shed_after_its_burst_and_others_are_not() {
         let config = SourceFilterConfig { failures_per_s: 10, burst: 20, max_sources: 2 };
         let mut filter = SourceFilter::new(config);
-        let start = Instant::now();
+        let start = Instant::from_micros(1_000_000);
         let attacker: SocketAddr = "10.0.0.9:5000".parse().unwrap();
         let device: SocketAddr = "10.0.0.1:7000".parse().unwrap();
         let mut checked = 0;
@@ -197,7 +198,7 @@ mod tests {
     fn the_table_is_bounded_and_ipv6_hosts_are_their_64() {
         let config = SourceFilterConfig { failures_per_s: 1, burst: 1, max_sources: 2 };
         let mut filter = SourceFilter::new(config);
-        let now = Instant::now();
+        let now = Instant::from_micros(1_000_000);
         for last in 1..=5u8 {
             filter.failed(Some(SocketAddr::from(([192, 0, 2, last], 1))), now);
         }
@@ -213,8 +214,8 @@ mod tests {
         let mut filter = SourceFilter::new(SourceFilterConfig { failures_per_s: 0, ..SourceFilterConfig::default() });
         let peer = Some("10.0.0.9:5000".parse().unwrap());
         for _ in 0..10_000 {
-            assert!(filter.admits(peer, Instant::now()));
-            filter.failed(peer, Instant::now());
+            assert!(filter.admits(peer, Instant::from_micros(1_000_000)));
+            filter.failed(peer, Instant::from_micros(1_000_000));
         }
         assert_eq!(filter.stats(), SourceFilterStats::default());
     }

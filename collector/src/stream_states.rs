@@ -9,12 +9,12 @@
 //! retransmits. Finished epochs are compacted into a floor per `(device, stream)` (see
 //! [`crate::log::streams`]), so reboots do not use the bound up.
 
-use crate::log::Log;
 use crate::log::streams::{Floors, StateChanges};
+use crate::log::{Dedup, Log, LogError};
 use driftlog_protocol::endpoint::{Delivery, Lookup, Received, StreamStore};
 use driftlog_protocol::ids::StreamKey;
 use driftlog_protocol::wire::{Header, Reject};
-use driftlog_protocol::{DeviceId, Epoch, StreamId};
+use driftlog_protocol::{DeviceId, Epoch, KeyId, StreamId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -38,9 +38,21 @@ pub struct StateStats {
     pub read_errors: u64,
 }
 
+/// Where committed stream states are read from: the log (a disk read), or a map in the
+/// ingest core's unit tests.
+pub trait CommittedStates: Send + Sync + std::fmt::Debug {
+    fn stream_state(&self, stream: &StreamKey) -> Result<Option<(KeyId, Dedup)>, LogError>;
+}
+
+impl CommittedStates for Log {
+    fn stream_state(&self, stream: &StreamKey) -> Result<Option<(KeyId, Dedup)>, LogError> {
+        Log::stream_state(self, stream)
+    }
+}
+
 #[derive(Debug)]
 pub struct StreamStates {
-    log: Arc<Log>,
+    log: Arc<dyn CommittedStates>,
     limits: StateLimits,
     per_device: BTreeMap<DeviceId, u32>,
     floors: Floors,
@@ -62,6 +74,18 @@ impl StreamStates {
             pending: Floors::new(),
             stats,
         })
+    }
+
+    /// No states, no floors: a fresh log read through `log`.
+    pub fn empty(log: Arc<dyn CommittedStates>, limits: StateLimits) -> StreamStates {
+        StreamStates {
+            log,
+            limits,
+            per_device: BTreeMap::new(),
+            floors: Floors::new(),
+            pending: Floors::new(),
+            stats: StateStats::default(),
+        }
     }
 
     pub fn stats(&self) -> StateStats {
@@ -156,7 +180,7 @@ pub struct StreamBounds {
     pub states: StreamStates,
     /// Receivers idle this long leave memory.
     idle_after: std::time::Duration,
-    next_sweep: std::time::Instant,
+    next_sweep: driftlog_protocol::Instant,
     refused: u64,
     refused_at_unix_ms: Option<u64>,
 }
@@ -166,7 +190,13 @@ const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl StreamBounds {
     pub fn new(states: StreamStates, idle_after: std::time::Duration) -> StreamBounds {
-        StreamBounds { states, idle_after, next_sweep: std::time::Instant::now(), refused: 0, refused_at_unix_ms: None }
+        StreamBounds {
+            states,
+            idle_after,
+            next_sweep: driftlog_protocol::Instant::ZERO,
+            refused: 0,
+            refused_at_unix_ms: None,
+        }
     }
 
     /// Evicts idle receivers, once a second.
@@ -175,10 +205,10 @@ impl StreamBounds {
         endpoint: &mut driftlog_protocol::endpoint::Endpoint<K>,
         now: driftlog_protocol::Instant,
     ) {
-        if std::time::Instant::now() < self.next_sweep {
+        if now < self.next_sweep {
             return;
         }
-        self.next_sweep = std::time::Instant::now() + SWEEP_INTERVAL;
+        self.next_sweep = now + SWEEP_INTERVAL;
         endpoint.evict_idle(now, self.idle_after);
     }
 
@@ -280,10 +310,9 @@ mod tests {
         assert_eq!(states.lookup(&key(7, 3, 1), &header(1)), Lookup::Refuse(Reject::DeviceQuota));
         assert_eq!(states.lookup(&key(8, 0, 1), &header(1)), Lookup::New, "another device is not affected");
         // The counts come back from the log after a restart.
-        let reopened = StreamStates::open(log, LIMITS).unwrap();
+        let reopened = StreamStates::open(log.clone(), LIMITS).unwrap();
         assert_eq!(reopened.stats().states, 3);
-        let mut full =
-            StreamStates::open(reopened.log.clone(), StateLimits { max_states: 3, max_states_per_device: 3 }).unwrap();
+        let mut full = StreamStates::open(log, StateLimits { max_states: 3, max_states_per_device: 3 }).unwrap();
         assert_eq!(full.lookup(&key(9, 0, 1), &header(1)), Lookup::Refuse(Reject::TooManyStreams));
     }
 

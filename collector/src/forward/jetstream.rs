@@ -14,6 +14,7 @@ use super::message::{Message, messages};
 use crate::config::JetStreamSection;
 use crate::log::Log;
 use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
 use async_nats::jetstream;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
@@ -24,7 +25,9 @@ use tokio::sync::watch;
 
 const BLOCKS_PER_READ: usize = 8;
 const OFFSET_STORE_INTERVAL: Duration = Duration::from_millis(200);
-const IDLE_POLL: Duration = Duration::from_millis(20);
+/// While idle the forwarder waits for the log's next offset to move; it looks again at least
+/// this often (a bound on the wait, not a poll interval).
+const IDLE_WAIT_MAX: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 enum ForwardError {
@@ -42,43 +45,47 @@ enum ForwardError {
     Join(#[from] tokio::task::JoinError),
 }
 
-/// Runs until `shutdown` changes, reconnecting after errors.
-pub async fn run(config: JetStreamSection, log: Arc<Log>, metrics: Arc<Metrics>, mut shutdown: watch::Receiver<bool>) {
+/// Runs until `shutdown` (the service signals it once the committer has ended), reconnecting
+/// after errors.
+pub async fn run(config: JetStreamSection, log: Arc<Log>, metrics: Arc<Metrics>, mut shutdown: Shutdown) {
     // Until the first connection, the lag counts from the stored offset, not from 0.
     let (log2, reader) = (log.clone(), config.reader.clone());
+    // Everything below it is in the stream: kept here across attempts, so what an attempt
+    // had acknowledged is stored when it ends (the metric only shows it).
+    let mut acked = 0;
     if let Ok(Ok(Some(stored))) = tokio::task::spawn_blocking(move || log2.reader_offset(&reader)).await {
+        acked = stored;
         metrics.forwarder_offset.set(stored);
     }
     let mut backoff = Duration::from_millis(100);
     loop {
-        let attempt = forward(&config, &log, &metrics, &mut backoff);
+        let attempt = forward(&config, &log, &metrics, &mut backoff, &mut acked);
         let result = tokio::select! {
             result = attempt => result,
-            _ = shutdown.changed() => break,
+            _ = shutdown.recv() => break,
         };
         metrics.forwarder_connected.set(0);
-        store_acknowledged(&config, &log, &metrics).await;
+        store_acknowledged(&config, &log, acked).await;
         if let Err(error) = result {
             metrics.forwarder_errors.inc();
             tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "JetStream forwarder failed; will resume from its stored offset");
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.changed() => break,
+            _ = shutdown.recv() => break,
         }
         backoff = (backoff * 2).min(Duration::from_secs(10));
     }
     metrics.forwarder_connected.set(0);
-    store_acknowledged(&config, &log, &metrics).await;
+    store_acknowledged(&config, &log, acked).await;
 }
 
-/// Stores the offset below which JetStream acknowledged everything (`forwarder_offset`) when
+/// Stores the offset below which JetStream acknowledged everything (`acked`) when
 /// an attempt ends, since the attempt stores it only every `OFFSET_STORE_INTERVAL`. Without
 /// this, a reconnect after an outage longer than the duplicate window, or a restart after
 /// a graceful stop, would resend acknowledged messages the server no longer recognises,
 /// and the stream would hold them twice. Never moves the stored offset back.
-async fn store_acknowledged(config: &JetStreamSection, log: &Arc<Log>, metrics: &Metrics) {
-    let acked = metrics.forwarder_offset.get();
+async fn store_acknowledged(config: &JetStreamSection, log: &Arc<Log>, acked: u64) {
     let (log2, reader) = (log.clone(), config.reader.clone());
     let stored = match tokio::task::spawn_blocking(move || log2.reader_offset(&reader)).await {
         Ok(Ok(stored)) => stored.unwrap_or(0),
@@ -97,6 +104,7 @@ async fn forward(
     log: &Arc<Log>,
     metrics: &Metrics,
     backoff: &mut Duration,
+    acked: &mut u64,
 ) -> Result<(), ForwardError> {
     let (disconnected_tx, mut disconnected) = watch::channel(false);
     let client = async_nats::ConnectOptions::new()
@@ -130,9 +138,11 @@ async fn forward(
     };
     // `next_read`: the next offset to fetch; `acked`: everything below it is in the stream.
     let mut next_read = start;
-    let mut acked = start;
+    *acked = start;
     let mut stored = start;
-    metrics.forwarder_offset.set(acked);
+    metrics.forwarder_offset.set(start);
+    // The log says when it has more: no polling of the file or of a metric.
+    let mut log_next_offset = log.watch_next_offset();
     let mut pending: VecDeque<Message> = VecDeque::new();
     let mut in_flight = FuturesOrdered::new();
     let mut last_store = tokio::time::Instant::now();
@@ -141,7 +151,7 @@ async fn forward(
             return Err(ForwardError::Disconnected);
         }
         // Refill from the log when the queue ran dry and the log has more.
-        if pending.is_empty() && metrics.log_next_offset.get() > next_read {
+        if pending.is_empty() && *log_next_offset.borrow_and_update() > next_read {
             let (log2, from) = (log.clone(), next_read);
             let blocks = tokio::task::spawn_blocking(move || log2.read_blocks(from, BLOCKS_PER_READ)).await??;
             // Records that become no message (the window processor's ticks) still count as
@@ -177,15 +187,19 @@ async fn forward(
         }
         if in_flight.is_empty() {
             // Nothing pending or in flight: everything read is acknowledged or had no message.
-            if next_read > acked {
-                acked = next_read;
-                metrics.forwarder_offset.set(acked);
+            if next_read > *acked {
+                *acked = next_read;
+                metrics.forwarder_offset.set(*acked);
             }
-            if acked > stored {
-                store(log, &reader, acked).await?;
-                stored = acked;
+            if *acked > stored {
+                store(log, &reader, *acked).await?;
+                stored = *acked;
             }
-            tokio::time::sleep(IDLE_POLL).await;
+            let more = log_next_offset.wait_for(|next| *next > next_read);
+            tokio::select! {
+                _ = tokio::time::timeout(IDLE_WAIT_MAX, more) => {}
+                _ = disconnected.wait_for(|d| *d) => return Err(ForwardError::Disconnected),
+            }
             continue;
         }
         // Wait for the oldest acknowledgement (in order, so `acked` only moves forward over
@@ -196,14 +210,14 @@ async fn forward(
         };
         if let Some((offset, result)) = next {
             result?;
-            acked = offset + 1;
+            *acked = offset + 1;
             metrics.forwarder_published.inc();
-            metrics.forwarder_offset.set(acked);
+            metrics.forwarder_offset.set(*acked);
             *backoff = Duration::from_millis(100);
         }
-        if last_store.elapsed() >= OFFSET_STORE_INTERVAL && acked > stored {
-            store(log, &reader, acked).await?;
-            stored = acked;
+        if last_store.elapsed() >= OFFSET_STORE_INTERVAL && *acked > stored {
+            store(log, &reader, *acked).await?;
+            stored = *acked;
             last_store = tokio::time::Instant::now();
         }
     }

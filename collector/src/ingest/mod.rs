@@ -10,8 +10,6 @@ pub mod zmq;
 
 use driftlog_protocol::DeviceId;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 /// Where a datagram came from: the source's index and, for UDP, the peer address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,13 +24,13 @@ pub struct Batch {
     pub bytes: Vec<u8>,
     /// `(start, len, route)` into `bytes`.
     pub datagrams: Vec<(u32, u32, Route)>,
-    /// The collector's wall clock when the batch arrived (t3), µs since 1970.
-    pub received_unix_us: i64,
 }
 
 impl Batch {
-    pub fn with_capacity(datagrams: usize, bytes: usize, received_unix_us: i64) -> Batch {
-        Batch { bytes: Vec::with_capacity(bytes), datagrams: Vec::with_capacity(datagrams), received_unix_us }
+    /// The receive time is not stamped here: the acceptor reads its one clock when it takes
+    /// the batch (see [`crate::wall_clock`]).
+    pub fn with_capacity(datagrams: usize, bytes: usize) -> Batch {
+        Batch { bytes: Vec::with_capacity(bytes), datagrams: Vec::with_capacity(datagrams) }
     }
 
     pub fn push(&mut self, datagram: &[u8], route: Route) {
@@ -58,8 +56,8 @@ impl Batch {
 
 pub type Sink = std::sync::mpsc::SyncSender<Batch>;
 
-/// Set once to stop every source.
-pub type Shutdown = Arc<AtomicBool>;
+/// Stops every source (and with them, once their queues close, the acceptor).
+pub use crate::shutdown::Shutdown;
 
 /// Sends an ACK or NAK back to a device.
 pub trait ReplyPath: Send + std::fmt::Debug {
@@ -81,10 +79,4 @@ pub trait Source: Send {
     fn name(&self) -> &'static str;
     /// Binds and starts receiving into `sink` under source index `id`.
     fn start(self: Box<Self>, id: u16, sink: Sink, shutdown: Shutdown) -> anyhow::Result<Started>;
-}
-
-pub fn now_unix_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }

@@ -6,7 +6,7 @@
 //! ACKs and NAKs are sent on the socket the frame arrived on.
 
 use super::kernel_drops::DropWatch;
-use super::{Batch, ReplyPath, Route, Shutdown, Sink, Source, Started, now_unix_us};
+use super::{Batch, ReplyPath, Route, Shutdown, Sink, Source, Started};
 use crate::metrics::Metrics;
 use anyhow::Context;
 use driftlog_protocol::DeviceId;
@@ -16,7 +16,6 @@ use std::io::IoSliceMut;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 const READ_TIMEOUT: Duration = Duration::from_millis(100);
@@ -131,7 +130,7 @@ fn receive_loop(
     let mut received = Vec::with_capacity(shape.datagrams);
     let fd = socket.as_raw_fd();
     let mut next_drops_read = Instant::now() + DROPS_INTERVAL;
-    while !shutdown.load(Ordering::Relaxed) {
+    while !shutdown.is_shutdown() {
         if Instant::now() >= next_drops_read {
             metrics.kernel_drops.inc_by(drops.poll());
             next_drops_read = Instant::now() + DROPS_INTERVAL;
@@ -147,7 +146,7 @@ fn receive_loop(
         };
         let bytes: usize = received.iter().map(|(len, _)| *len).sum();
         // Sized once, so filling it does not reallocate.
-        let mut batch = Batch::with_capacity(received.len(), bytes, now_unix_us());
+        let mut batch = Batch::with_capacity(received.len(), bytes);
         for ((len, peer), slot) in received.drain(..).zip(slots.chunks(slot_bytes)) {
             batch.push(&slot[..len.min(slot.len())], Route { source, peer });
         }

@@ -6,13 +6,12 @@
 //! PUB each run on their own thread and runtime: the SUB side blocks when the acceptor's
 //! queue is full (backpressure), which must not stall the replies.
 
-use super::{Batch, ReplyPath, Route, Shutdown, Sink, Source, Started, now_unix_us};
+use super::{Batch, ReplyPath, Route, Shutdown, Sink, Source, Started};
 use crate::metrics::Metrics;
 use anyhow::Context;
 use driftlog_protocol::DeviceId;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use zeromq::prelude::*;
 
@@ -56,11 +55,11 @@ impl Source for ZmqSource {
                     return;
                 }
                 let _ = bound_tx.send(Ok(bound));
-                while !sub_shutdown.load(Ordering::Relaxed) {
+                while !sub_shutdown.is_shutdown() {
                     let Ok(Ok(message)) = tokio::time::timeout(Duration::from_millis(100), sub.recv()).await else {
                         continue;
                     };
-                    let mut batch = Batch { received_unix_us: now_unix_us(), ..Batch::default() };
+                    let mut batch = Batch::default();
                     // Agents send one frame per message; extra parts are ignored.
                     if let Some(frame) = message.get(0) {
                         batch.push(frame, Route { source: id, peer: None });

@@ -14,6 +14,8 @@ pub mod census;
 pub mod record;
 pub mod streams;
 mod varint;
+#[cfg(test)]
+mod watch_tests;
 
 use crate::windows::store::{StateStore, StoredEntry};
 use block::{BlockHead, EncodedBlock, block_records, decode_block};
@@ -228,12 +230,16 @@ pub struct Log {
     /// Replaced on reopen: redb refuses all work after an I/O error until reopened, and only
     /// one handle per file may exist, so readers hold the read lock while they use it.
     db: RwLock<Database>,
+    /// The offset after the last committed record, published after every commit: readers in
+    /// this process (the JetStream forwarder) wait on it instead of polling the file.
+    next_offset: tokio::sync::watch::Sender<u64>,
 }
 
 impl Log {
     pub fn open(path: &Path, config: LogConfig) -> Result<Log, LogError> {
         let db = Database::builder().set_cache_size(config.cache_bytes).create(path)?;
         let txn = db.begin_write()?;
+        let next_offset;
         txn.open_table(BLOCKS)?;
         txn.open_table(STREAMS)?;
         txn.open_table(META)?;
@@ -246,7 +252,8 @@ impl Log {
         {
             let mut meta = txn.open_table(META)?;
             let format = meta.get(FORMAT)?.map(|v| v.value());
-            let used = meta.get(NEXT_OFFSET)?.is_some_and(|v| v.value() > 0);
+            next_offset = meta.get(NEXT_OFFSET)?.map_or(0, |v| v.value());
+            let used = next_offset > 0;
             match format {
                 Some(FORMAT_VERSION) => {}
                 Some(FORMAT_READ_AS_CURRENT) => {
@@ -259,7 +266,8 @@ impl Log {
             }
         }
         txn.commit()?;
-        Ok(Log { path: path.to_path_buf(), config, db: RwLock::new(db) })
+        let next_offset = tokio::sync::watch::Sender::new(next_offset);
+        Ok(Log { path: path.to_path_buf(), config, db: RwLock::new(db), next_offset })
     }
 
     pub fn path(&self) -> &Path {
@@ -268,6 +276,11 @@ impl Log {
 
     pub fn config(&self) -> &LogConfig {
         &self.config
+    }
+
+    /// The offset after the last committed record, updated after every commit.
+    pub fn watch_next_offset(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.next_offset.subscribe()
     }
 
     fn db(&self) -> std::sync::RwLockReadGuard<'_, Database> {
@@ -370,6 +383,7 @@ impl Log {
             Committed { first_offset, next_offset: next, held_bytes: held, blocks_deleted: deleted, stream_states }
         };
         txn.commit()?;
+        self.next_offset.send_replace(committed.next_offset);
         Ok(committed)
     }
 

@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -33,7 +32,7 @@ const COALESCE: Duration = Duration::from_millis(1);
 pub struct Receiving {
     pub shards: Arc<Shards>,
     pub telemetry: Arc<Telemetry>,
-    pub shutdown: Arc<AtomicBool>,
+    pub shutdown: crate::shutdown::Shutdown,
     pub max_packet_bytes: usize,
 }
 
@@ -111,7 +110,7 @@ fn receive_loop(fd: RawFd, transport: &'static str, mut drops: Option<(DropWatch
             }
         }
     };
-    while !receiving.shutdown.load(Ordering::Relaxed) {
+    while !receiving.shutdown.is_shutdown() {
         if Instant::now() >= next_drops_read {
             poll_drops(&mut drops);
             next_drops_read = Instant::now() + DROPS_INTERVAL;

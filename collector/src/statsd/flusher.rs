@@ -9,11 +9,11 @@ use super::flush::Flush;
 use super::shards::Shards;
 use super::telemetry::{Drop, Telemetry};
 use super::timed::split_for_log;
-use crate::acceptor::now_unix_ms;
 use crate::committer::Client;
 use crate::log::Commit;
 use crate::log::block::BlockBuilder;
 use crate::log::record::{RecordKind, encode_head};
+use crate::wall_clock::now_unix_ms;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -76,12 +76,12 @@ impl Flusher {
 
     /// Runs until `shutdown`, then flushes once more (what arrived since the last flush is
     /// not lost on a restart).
-    pub fn run(mut self, shutdown: &AtomicBool) {
+    pub fn run(mut self, shutdown: &crate::shutdown::Shutdown) {
         // Flushes fall on `start + k·interval`, as the reference's do.
         let (start, interval_ms) = (now_unix_ms(), self.interval_ms);
         let next = |now: u64| start + ((now - start) / interval_ms + 1) * interval_ms;
         let mut deadline = next(start);
-        while !shutdown.load(Ordering::Relaxed) {
+        while !shutdown.is_shutdown() {
             self.commit_timed();
             let now = now_unix_ms();
             if now >= deadline || self.flush_now.swap(false, Ordering::Relaxed) {

@@ -27,6 +27,7 @@ pub mod telemetry;
 pub mod timed;
 
 use crate::committer::Client;
+use crate::shutdown::{Shutdown, Trigger};
 use aggregate::Bounds;
 use anyhow::Context;
 use config::StatsdSection;
@@ -38,29 +39,30 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use telemetry::Telemetry;
-use tokio::sync::watch;
 
-/// The running StatsD service; [`Running::stop`] stops it with a last flush.
+/// The running StatsD service: its listeners stop on the service's shutdown signal, and
+/// [`Running::join`] then waits for the last flush.
 #[derive(Debug)]
 pub struct Running {
     /// `(transport, address)` of each listener.
     pub listening: Vec<(String, String)>,
     pub telemetry: Arc<Telemetry>,
-    receive_shutdown: Arc<AtomicBool>,
     receive_threads: Vec<JoinHandle<()>>,
-    streams_stop: watch::Sender<bool>,
-    flusher_shutdown: Arc<AtomicBool>,
+    /// Dropped once the listeners have stopped: the flusher then flushes a last time.
+    flusher_stop: Trigger,
     flusher_thread: JoinHandle<()>,
     graphite_thread: Option<JoinHandle<()>>,
 }
 
 /// Binds every configured listener and starts the threads. Stream listeners and SIGUSR1
-/// (flush now) run on `runtime`; flushes are committed through `committer`.
+/// (flush now) run on `runtime`; flushes are committed through `committer`. Listeners and
+/// connections stop on `shutdown`.
 pub fn start(
     config: &StatsdSection,
     runtime: &tokio::runtime::Handle,
     committer: Client,
     max_block_bytes: usize,
+    shutdown: Shutdown,
 ) -> anyhow::Result<Running> {
     let telemetry = Arc::new(Telemetry::new());
     let bounds = Bounds { max_timer_values: config.max_timer_values, max_set_members: config.max_set_members };
@@ -72,11 +74,10 @@ pub fn start(
         config.max_timestamped_samples,
         telemetry.clone(),
     ));
-    let receive_shutdown = Arc::new(AtomicBool::new(false));
     let receiving = Receiving {
         shards: shards.clone(),
         telemetry: telemetry.clone(),
-        shutdown: receive_shutdown.clone(),
+        shutdown: shutdown.clone(),
         max_packet_bytes: config.max_packet_bytes,
     };
     let mut listening = Vec::new();
@@ -90,7 +91,6 @@ pub fn start(
         datagram::start_unix(path, &receiving, &mut receive_threads)?;
         listening.push(("statsd-unix-datagram".to_string(), path.display().to_string()));
     }
-    let (streams_stop, streams_stopped) = watch::channel(false);
     let limits = stream::StreamLimits {
         shards: shards.clone(),
         telemetry: telemetry.clone(),
@@ -103,7 +103,7 @@ pub fn start(
             .block_on(tokio::net::TcpListener::bind(tcp))
             .with_context(|| format!("cannot bind StatsD TCP {tcp}"))?;
         listening.push(("statsd-tcp".to_string(), listener.local_addr()?.to_string()));
-        runtime.spawn(stream::serve_tcp(listener, limits.clone(), streams_stopped.clone()));
+        runtime.spawn(stream::serve_tcp(listener, limits.clone(), shutdown.clone()));
     }
     if let Some(path) = &config.unix_stream {
         datagram::remove_stale_socket(path)?;
@@ -111,10 +111,10 @@ pub fn start(
         let listener = tokio::net::UnixListener::bind(path)
             .with_context(|| format!("cannot bind StatsD Unix stream socket {}", path.display()))?;
         listening.push(("statsd-unix-stream".to_string(), path.display().to_string()));
-        runtime.spawn(stream::serve_unix(listener, limits, streams_stopped.clone()));
+        runtime.spawn(stream::serve_unix(listener, limits, shutdown.clone()));
     }
     let flush_now = Arc::new(AtomicBool::new(false));
-    spawn_flush_signal(runtime, flush_now.clone(), streams_stopped)?;
+    spawn_flush_signal(runtime, flush_now.clone(), shutdown)?;
     let (graphite, graphite_thread) = match &config.graphite {
         Some(section) => {
             let (sender, flushes) = std::sync::mpsc::sync_channel(section.max_queued_flushes);
@@ -139,19 +139,10 @@ pub fn start(
         graphite,
         flush_now,
     );
-    let flusher_shutdown = Arc::new(AtomicBool::new(false));
-    let flag = flusher_shutdown.clone();
-    let flusher_thread = std::thread::Builder::new().name("statsd-flush".into()).spawn(move || flusher.run(&flag))?;
-    Ok(Running {
-        listening,
-        telemetry,
-        receive_shutdown,
-        receive_threads,
-        streams_stop,
-        flusher_shutdown,
-        flusher_thread,
-        graphite_thread,
-    })
+    let (flusher_stop, flusher_stopped) = crate::shutdown::channel();
+    let flusher_thread =
+        std::thread::Builder::new().name("statsd-flush".into()).spawn(move || flusher.run(&flusher_stopped))?;
+    Ok(Running { listening, telemetry, receive_threads, flusher_stop, flusher_thread, graphite_thread })
 }
 
 /// SIGUSR1 asks for a flush now (for operators before maintenance, and for tests that
@@ -159,7 +150,7 @@ pub fn start(
 fn spawn_flush_signal(
     runtime: &tokio::runtime::Handle,
     flush_now: Arc<AtomicBool>,
-    mut stopped: watch::Receiver<bool>,
+    mut stopped: Shutdown,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let _guard = runtime.enter();
@@ -168,7 +159,7 @@ fn spawn_flush_signal(
         loop {
             tokio::select! {
                 _ = user1.recv() => flush_now.store(true, Ordering::Relaxed),
-                _ = stopped.changed() => return,
+                _ = stopped.recv() => return,
             }
         }
     });
@@ -176,15 +167,13 @@ fn spawn_flush_signal(
 }
 
 impl Running {
-    /// Stops the listeners, flushes what they aggregated (committed to the log), and
-    /// waits for the Graphite output to send it.
-    pub fn stop(self) {
-        self.receive_shutdown.store(true, Ordering::Relaxed);
-        let _ = self.streams_stop.send(true);
+    /// After the shutdown signal: waits for the listeners to stop, then flushes what they
+    /// aggregated (committed to the log) and waits for the Graphite output to send it.
+    pub fn join(self) {
         for thread in self.receive_threads {
             let _ = thread.join();
         }
-        self.flusher_shutdown.store(true, Ordering::Relaxed);
+        drop(self.flusher_stop);
         // The flusher's last flush; dropping it closes the Graphite queue.
         let _ = self.flusher_thread.join();
         if let Some(thread) = self.graphite_thread {

@@ -76,7 +76,7 @@ fn push_timed(timed: &mut Vec<TimedRecord>, source: &str, family: Family, sample
         Some(record) if record.source == source => record.samples.push(stored),
         _ => timed.push(TimedRecord {
             source: source.to_string(),
-            received_unix_us: (crate::acceptor::now_unix_ms() as i64).saturating_mul(1_000),
+            received_unix_us: (crate::wall_clock::now_unix_ms() as i64).saturating_mul(1_000),
             samples: vec![stored],
         }),
     }

@@ -8,10 +8,11 @@
 
 use super::shards::{Scratch, Shards};
 use super::telemetry::{Drop, Telemetry};
+use crate::shutdown::Shutdown;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 
 const READ_BYTES: usize = 64 << 10;
 
@@ -26,10 +27,10 @@ pub struct StreamLimits {
 }
 
 /// Accepts TCP connections until `shutdown` changes.
-pub async fn serve_tcp(listener: tokio::net::TcpListener, limits: StreamLimits, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve_tcp(listener: tokio::net::TcpListener, limits: StreamLimits, mut shutdown: Shutdown) {
     loop {
         tokio::select! {
-            _ = shutdown.changed() => return,
+            _ = shutdown.recv() => return,
             accepted = listener.accept() => {
                 if let Ok((stream, peer)) = accepted {
                     spawn_connection(stream, "tcp", Some(peer.ip()), &limits, shutdown.clone());
@@ -40,10 +41,10 @@ pub async fn serve_tcp(listener: tokio::net::TcpListener, limits: StreamLimits, 
 }
 
 /// Accepts Unix stream connections until `shutdown` changes.
-pub async fn serve_unix(listener: tokio::net::UnixListener, limits: StreamLimits, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve_unix(listener: tokio::net::UnixListener, limits: StreamLimits, mut shutdown: Shutdown) {
     loop {
         tokio::select! {
-            _ = shutdown.changed() => return,
+            _ = shutdown.recv() => return,
             accepted = listener.accept() => {
                 if let Ok((stream, _)) = accepted {
                     spawn_connection(stream, "unix_stream", None, &limits, shutdown.clone());
@@ -58,7 +59,7 @@ fn spawn_connection<S>(
     transport: &'static str,
     peer: Option<std::net::IpAddr>,
     limits: &StreamLimits,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) where
     S: AsyncRead + Unpin + Send + 'static,
 {
@@ -71,7 +72,7 @@ fn spawn_connection<S>(
         limits.telemetry.connections.inc();
         tokio::select! {
             _ = read_lines(stream, transport, peer, &limits) => {}
-            _ = shutdown.changed() => {}
+            _ = shutdown.recv() => {}
         }
         limits.telemetry.connections.dec();
         drop(permit);

@@ -19,14 +19,13 @@ use super::READER;
 use super::config::{WatermarkSection, WindowSection};
 use super::pipeline::{Pipeline, RestoreError};
 use super::statsd::StatsdSpec;
-use crate::acceptor::now_unix_ms;
 use crate::committer::Client;
 use crate::log::block::BlockBuilder;
 use crate::log::record::{RecordKind, TickRecord, encode_head};
 use crate::log::{Checkpoint, Commit, Log, LogError};
 use crate::metrics::{Metrics, WindowsSnapshot};
+use crate::wall_clock::now_unix_ms;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const READ_BLOCKS: usize = 16;
@@ -109,14 +108,16 @@ impl Processor {
         self
     }
 
-    pub fn spawn(mut self, shutdown: Arc<AtomicBool>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    /// Runs until `shutdown` (the service signals it once ingest has committed its last
+    /// block), then commits a last checkpoint.
+    pub fn spawn(mut self, shutdown: crate::shutdown::Shutdown) -> std::io::Result<std::thread::JoinHandle<()>> {
         std::thread::Builder::new().name("windows".into()).spawn(move || {
             // On Linux the nice value is per thread: this lowers this thread only.
             if let Err(error) = rustix::process::nice(NICE) {
                 tracing::warn!(%error, "cannot lower the window thread's priority; it competes with ingest");
             }
             let mut outage = crate::outage::Outage::default();
-            while !shutdown.load(Ordering::Relaxed) {
+            while !shutdown.is_shutdown() {
                 let result = self.step();
                 report_outage(&mut outage, &result);
                 match result {
@@ -209,10 +210,9 @@ impl Processor {
             ..Commit::default()
         };
         // On failure nothing changes: the same outputs and state are committed next time.
-        let committed = self.committer.commit(commit).ok_or(ProcessorError::CommitterStopped)??;
+        self.committer.commit(commit).ok_or(ProcessorError::CommitterStopped)??;
         self.pipeline.checkpoint_committed();
         self.reset_state = false;
-        self.metrics.log_next_offset.inner().fetch_max(committed.next_offset, Ordering::Relaxed);
         self.metrics.windows_outputs_committed.inc_by(self.pending.len() as u64);
         self.pending.clear();
         self.checkpointed_offset = self.next_offset;
