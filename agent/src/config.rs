@@ -98,7 +98,7 @@ pub struct CollectorConfig {
     pub zmq_ack_endpoint: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum TransportKind {
     Udp,

@@ -25,7 +25,7 @@ enum Command {
         /// The collector's address, host:port or ip:port (or multicast group:port).
         #[arg(long, value_parser = driftlog_agent::config::resolve_address)]
         collector: Option<SocketAddr>,
-        #[arg(long, value_parser = parse_transport)]
+        #[arg(long, value_enum)]
         transport: Option<TransportKind>,
         #[arg(long)]
         data_dir: Option<PathBuf>,
@@ -138,15 +138,6 @@ enum Command {
         #[arg(long)]
         socket: Option<PathBuf>,
     },
-}
-
-fn parse_transport(text: &str) -> Result<TransportKind, String> {
-    match text {
-        "udp" => Ok(TransportKind::Udp),
-        "multicast" => Ok(TransportKind::Multicast),
-        "zmq" => Ok(TransportKind::Zmq),
-        other => Err(format!("unknown transport {other:?}: udp, multicast or zmq")),
-    }
 }
 
 /// Exit code for a configuration or usage error.

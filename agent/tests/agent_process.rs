@@ -16,11 +16,14 @@ use std::time::Duration;
 
 #[path = "support/collector.rs"]
 mod collector;
+#[path = "support/netns.rs"]
+mod netns;
 #[path = "support/process.rs"]
 mod process;
 #[path = "support/tmpfs.rs"]
 mod tmpfs;
 use collector::Collector;
+use netns::run_in_new_network_namespace;
 use process::{AGENT, sigterm, start_agent, wait_for};
 use tmpfs::{Tmpfs, is_root};
 
@@ -317,17 +320,6 @@ fn events_travel_over_multicast_with_unicast_acks() {
         return;
     }
     assert!(run_in_new_network_namespace("multicast_in_a_namespace"), "the multicast run inside the namespace failed");
-}
-
-/// Runs the ignored helper test `helper` of this binary in a fresh network namespace.
-fn run_in_new_network_namespace(helper: &str) -> bool {
-    Command::new("unshare")
-        .args(["-n", "--"])
-        .arg(std::env::current_exe().unwrap())
-        .args(["--exact", helper, "--ignored", "--nocapture", "--test-threads", "1"])
-        .status()
-        .unwrap()
-        .success()
 }
 
 #[test]

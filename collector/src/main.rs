@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use driftlog_collector::config::CollectorConfig;
 use driftlog_collector::log::Log;
 use driftlog_collector::service;
-use driftlog_collector::tail::{http_get, human, kind_matches, read_lines};
+use driftlog_collector::tail::{KindFilter, http_get, human, read_lines};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -96,8 +96,8 @@ enum LogCommand {
         #[arg(long)]
         max: Option<u64>,
         /// Only records of this kind.
-        #[arg(long, value_parser = ["events", "windows", "late", "gaps", "tombstones", "ticks", "claims", "statsd"])]
-        kind: Option<String>,
+        #[arg(long, value_enum)]
+        kind: Option<KindFilter>,
     },
     /// Print record counts, sizes and the offset range.
     Stats,
@@ -272,7 +272,7 @@ fn log_command(command: LogCommand, config: &CollectorConfig, access: LogAccess)
                 };
                 let scanned = lines.len();
                 let lines: Vec<_> = match &kind {
-                    Some(kind) => lines.into_iter().filter(|line| kind_matches(kind, line)).collect(),
+                    Some(kind) => lines.into_iter().filter(|line| kind.matches(line)).collect(),
                     None => lines,
                 };
                 let mut out = stdout.lock();

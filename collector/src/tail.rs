@@ -194,15 +194,39 @@ pub fn query_u64(path: &str, name: &str) -> Option<u64> {
     })
 }
 
-/// Whether a JSON line is of the `--kind` asked for (`events`, `windows`, `late`, `gaps`,
-/// `tombstones`, `ticks`, `statsd`; singular works too).
-pub fn kind_matches(filter: &str, line: &Value) -> bool {
-    let kind = line.get("kind").and_then(Value::as_str).unwrap_or_default();
-    if filter == "statsd" {
-        return kind == "statsd_flush";
+/// Which records `log tail --kind` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum KindFilter {
+    Events,
+    Windows,
+    Late,
+    Gaps,
+    Tombstones,
+    Ticks,
+    Claims,
+    /// StatsD flushes (the server's and the event-time windows').
+    Statsd,
+}
+
+impl KindFilter {
+    /// The record kind (the JSON line's `kind`) this filter lets through.
+    pub fn record_kind(self) -> &'static str {
+        match self {
+            KindFilter::Events => "event",
+            KindFilter::Windows => "window",
+            KindFilter::Late => "late",
+            KindFilter::Gaps => "gap",
+            KindFilter::Tombstones => "tombstone",
+            KindFilter::Ticks => "tick",
+            KindFilter::Claims => "claim",
+            KindFilter::Statsd => "statsd_flush",
+        }
     }
-    let filter = filter.strip_suffix('s').unwrap_or(filter);
-    kind == filter
+
+    /// Whether a JSON line is of this kind.
+    pub fn matches(self, line: &Value) -> bool {
+        line.get("kind").and_then(Value::as_str) == Some(self.record_kind())
+    }
 }
 
 fn short(value: &Value) -> String {

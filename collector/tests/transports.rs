@@ -20,6 +20,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+use support::netns::run_in_new_network_namespace;
+use support::tmpfs::is_root;
 use support::{CollectorProcess, event_ids, free_tcp_port, wait_until};
 use tokio::sync::{mpsc, watch};
 
@@ -282,21 +284,6 @@ fn events_travel_over_multicast_and_acks_come_back_by_unicast() {
         run_in_new_network_namespace("multicast_on_the_unicast_port_in_a_namespace"),
         "the multicast run with UDP unicast on the group's port failed"
     );
-}
-
-/// Runs the ignored helper test `helper` of this binary in a fresh network namespace.
-fn run_in_new_network_namespace(helper: &str) -> bool {
-    Command::new("unshare")
-        .args(["-n", "--"])
-        .arg(std::env::current_exe().unwrap())
-        .args(["--exact", helper, "--ignored", "--nocapture", "--test-threads", "1"])
-        .status()
-        .unwrap()
-        .success()
-}
-
-fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 #[test]

@@ -4,6 +4,9 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod frames;
+/// The agent tests' namespace runner (`unshare -n` needs root, which CI has).
+#[path = "../../../agent/tests/support/netns.rs"]
+pub mod netns;
 pub mod proxy;
 pub mod relay;
 /// The agent tests' tmpfs helper (mounting needs root, which CI has).
