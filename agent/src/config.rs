@@ -21,7 +21,7 @@ pub struct AgentConfig {
     /// one the agent uses the published development key (id 0), which the collector accepts
     /// only when told to; a warning says so at start.
     pub key_file: Option<PathBuf>,
-    pub collector: CollectorConfig,
+    pub collector: UplinkSection,
     pub outbox: OutboxSection,
     pub sender: SenderSection,
     pub ingest: IngestSection,
@@ -80,7 +80,7 @@ pub struct MetricsSection {
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct CollectorConfig {
+pub struct UplinkSection {
     /// Where frames go: the collector's address (`host:port`; a name is resolved once, at
     /// start, preferring IPv4), or the multicast group and port.
     #[serde(deserialize_with = "deserialize_address")]
@@ -167,7 +167,7 @@ impl Default for AgentConfig {
             device_id: 1,
             data_dir: PathBuf::from("driftlog-agent-data"),
             key_file: None,
-            collector: CollectorConfig::default(),
+            collector: UplinkSection::default(),
             outbox: OutboxSection::default(),
             sender: SenderSection::default(),
             ingest: IngestSection::default(),
@@ -178,9 +178,9 @@ impl Default for AgentConfig {
     }
 }
 
-impl Default for CollectorConfig {
-    fn default() -> CollectorConfig {
-        CollectorConfig {
+impl Default for UplinkSection {
+    fn default() -> UplinkSection {
+        UplinkSection {
             address: SocketAddr::from(([127, 0, 0, 1], 7400)),
             transport: TransportKind::Udp,
             multicast_interface: None,

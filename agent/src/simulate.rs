@@ -8,7 +8,7 @@
 //! the keys for the collector.
 
 use crate::clock::{Clock, SkewedClock};
-use crate::config::{CollectorConfig, TransportKind};
+use crate::config::{UplinkSection, TransportKind};
 use crate::driver::{Driver, DriverConfig, STREAM_APPLICATIONS, Submission};
 use crate::outbox::{DropPolicy, Outbox, OutboxConfig};
 use crate::status::Status;
@@ -127,7 +127,7 @@ pub fn run_fleet(options: &SimulateOptions, keys: &[FleetKey]) -> anyhow::Result
             Outbox::open(&dir.join("outbox"), OutboxConfig { max_bytes: 1 << 30, policy: DropPolicy::DropOldest })
                 .with_context(|| format!("outbox of simulated device {}", key.device_id))?;
         let collector =
-            CollectorConfig { address: options.collector, transport: TransportKind::Udp, ..CollectorConfig::default() };
+            UplinkSection { address: options.collector, transport: TransportKind::Udp, ..UplinkSection::default() };
         let clock = SkewedClock::new(
             (spread(index, options.devices, options.clock_offset_ms) * 1_000.0) as i64,
             spread(index, options.devices, options.clock_drift_ppm),

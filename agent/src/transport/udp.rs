@@ -6,7 +6,7 @@
 //!   answers by unicast to the source address.
 
 use super::Transport;
-use crate::config::{CollectorConfig, TransportKind};
+use crate::config::{UplinkSection, TransportKind};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -20,7 +20,7 @@ pub struct UdpTransport {
 
 impl UdpTransport {
     /// Binds an ephemeral local port for frames out and acknowledgements back.
-    pub fn bind(config: &CollectorConfig) -> io::Result<UdpTransport> {
+    pub fn bind(config: &UplinkSection) -> io::Result<UdpTransport> {
         let destination = config.address;
         let domain = if destination.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
         let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
