@@ -266,10 +266,58 @@ fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { field, message: message.into() }
 }
 
+/// The settings `driftlog-agent run` takes on its command line, over the config file's.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct Overrides {
+    /// The collector's address, host:port or ip:port (or multicast group:port).
+    #[arg(long, value_parser = resolve_address)]
+    pub collector: Option<SocketAddr>,
+    #[arg(long, value_enum)]
+    pub transport: Option<TransportKind>,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long)]
+    pub device_id: Option<u64>,
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// Listen for StatsD on this UDP address (turns `[statsd]` on with its defaults).
+    #[arg(long)]
+    pub statsd_udp: Option<SocketAddr>,
+}
+
+impl Overrides {
+    fn apply(&self, config: &mut AgentConfig) {
+        if let Some(collector) = self.collector {
+            config.collector.address = collector;
+        }
+        if let Some(transport) = self.transport {
+            config.collector.transport = transport;
+        }
+        if let Some(data_dir) = &self.data_dir {
+            config.data_dir.clone_from(data_dir);
+        }
+        if let Some(device_id) = self.device_id {
+            config.device_id = device_id;
+        }
+        if self.key_file.is_some() {
+            config.key_file.clone_from(&self.key_file);
+        }
+        if let Some(address) = self.statsd_udp {
+            config.statsd.get_or_insert_with(Default::default).udp = Some(address);
+        }
+    }
+}
+
 impl AgentConfig {
     /// Reads and validates `path`; `None` gives the defaults.
     pub fn load(path: Option<&Path>) -> Result<AgentConfig, ConfigError> {
-        let config = match path {
+        AgentConfig::load_with(path, &Overrides::default())
+    }
+
+    /// Reads `path` (`None`: the defaults), applies the command line's `overrides`, then
+    /// validates the result once.
+    pub fn load_with(path: Option<&Path>, overrides: &Overrides) -> Result<AgentConfig, ConfigError> {
+        let mut config = match path {
             None => AgentConfig::default(),
             Some(path) => {
                 let text =
@@ -278,6 +326,7 @@ impl AgentConfig {
                     .map_err(|error| ConfigError::Parse { path: path.into(), message: error.to_string() })?
             }
         };
+        overrides.apply(&mut config);
         config.validate()?;
         Ok(config)
     }

@@ -1,7 +1,7 @@
 //! `driftlog-agent`: parses the command line, sets up logging, and calls into the library.
 
 use clap::{Parser, Subcommand};
-use driftlog_agent::config::{AgentConfig, TransportKind};
+use driftlog_agent::config::{AgentConfig, Overrides};
 use driftlog_agent::ingest::client::{EmitError, emit_line};
 use driftlog_agent::ingest::line::Kind;
 use std::net::SocketAddr;
@@ -22,20 +22,8 @@ enum Command {
     Run {
         #[arg(long)]
         config: Option<PathBuf>,
-        /// The collector's address, host:port or ip:port (or multicast group:port).
-        #[arg(long, value_parser = driftlog_agent::config::resolve_address)]
-        collector: Option<SocketAddr>,
-        #[arg(long, value_enum)]
-        transport: Option<TransportKind>,
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        #[arg(long)]
-        device_id: Option<u64>,
-        #[arg(long)]
-        key_file: Option<PathBuf>,
-        /// Listen for StatsD on this UDP address (turns `[statsd]` on with its defaults).
-        #[arg(long)]
-        statsd_udp: Option<SocketAddr>,
+        #[command(flatten)]
+        overrides: Overrides,
     },
     /// Print backlog, oldest unacknowledged age, RTT, retransmissions, drops and tombstones
     /// of the running agent.
@@ -130,7 +118,7 @@ enum Command {
         event: String,
         #[arg(long = "tag", value_name = "KEY=VALUE")]
         tags: Vec<String>,
-        #[arg(long, default_value = "gauge")]
+        #[arg(long, value_enum, default_value_t = Kind::Gauge)]
         kind: Kind,
         #[arg(long)]
         config: Option<PathBuf>,
@@ -143,6 +131,21 @@ enum Command {
 /// Exit code for a configuration or usage error.
 const EXIT_CONFIG: u8 = 2;
 
+/// Why a command failed: the message (printed as `error: ...`) and the exit code.
+struct Failed(u8, String);
+
+impl Failed {
+    /// A configuration or usage error.
+    fn config(error: impl std::fmt::Display) -> Failed {
+        Failed(EXIT_CONFIG, error.to_string())
+    }
+
+    /// Anything else (the run itself failed).
+    fn run(error: impl std::fmt::Display) -> Failed {
+        Failed(1, error.to_string())
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
@@ -150,67 +153,12 @@ fn main() -> ExitCode {
         // Colour only for a person at a terminal: a log file or journald gets plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none())
         .init();
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Validate { config } => match AgentConfig::load(Some(&config)) {
-            Ok(_) => {
-                println!("{}: ok", config.display());
-                ExitCode::SUCCESS
-            }
-            Err(error) => {
-                eprintln!("error: {error}");
-                ExitCode::from(EXIT_CONFIG)
-            }
-        },
-        Command::Run { config, collector, transport, data_dir, device_id, key_file, statsd_udp } => {
-            let mut config = match AgentConfig::load(config.as_deref()) {
-                Ok(config) => config,
-                Err(error) => {
-                    eprintln!("error: {error}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            };
-            if let Some(collector) = collector {
-                config.collector.address = collector;
-            }
-            if let Some(transport) = transport {
-                config.collector.transport = transport;
-            }
-            if let Some(data_dir) = data_dir {
-                config.data_dir = data_dir;
-            }
-            if let Some(device_id) = device_id {
-                config.device_id = device_id;
-            }
-            if key_file.is_some() {
-                config.key_file = key_file;
-            }
-            if let Some(address) = statsd_udp {
-                config.statsd.get_or_insert_with(Default::default).udp = Some(address);
-            }
-            if let Err(error) = config.validate() {
-                eprintln!("error: {error}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-            let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    eprintln!("error: cannot start the runtime: {error}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let result = runtime.block_on(async {
-                let shutdown = shutdown_signal()?;
-                driftlog_agent::agent::run(config, shutdown).await
-            });
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    eprintln!("error: {error:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+    let result = match Cli::parse().command {
+        Command::Validate { config } => AgentConfig::load(Some(&config)).map_err(Failed::config).map(|_| {
+            println!("{}: ok", config.display());
+            ExitCode::SUCCESS
+        }),
+        Command::Run { config, overrides } => run(config, &overrides),
         Command::Simulate {
             devices,
             rate,
@@ -243,32 +191,13 @@ fn main() -> ExitCode {
                     (Duration::from_secs_f64(at.max(0.0)), Duration::from_secs_f64(length.max(0.0)))
                 }),
             };
-            if let Some(path) = keys_out {
-                let keys = driftlog_agent::simulate::fleet_keys(seed, devices);
-                if let Err(error) = driftlog_agent::simulate::write_keys_file(&path, &keys) {
-                    eprintln!("error: cannot write {}: {error}", path.display());
-                    return ExitCode::FAILURE;
-                }
-            }
-            match driftlog_agent::simulate::run(&options) {
-                Ok(report) => {
-                    println!(
-                        "{} devices generated {} events; {} await acknowledgement, {} retransmitted, {} dropped",
-                        devices, report.generated, report.backlog_remaining, report.retransmitted, report.dropped
-                    );
-                    if report.backlog_remaining == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
-                }
-                Err(error) => {
-                    eprintln!("error: {error:#}");
-                    ExitCode::from(EXIT_CONFIG)
-                }
-            }
+            simulate(options, keys_out)
         }
         Command::Bridge { serial, collector, metrics, baud, drop_rate, drop_seed, max_frame_bytes } => {
             let drop_seed = drop_seed.unwrap_or_else(|| {
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
             });
-            let options = driftlog_agent::bridge::BridgeOptions {
+            bridge(driftlog_agent::bridge::BridgeOptions {
                 serial,
                 collector,
                 baud,
@@ -276,91 +205,95 @@ fn main() -> ExitCode {
                 drop_rate,
                 drop_seed,
                 max_frame_bytes,
-            };
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    eprintln!("error: cannot start the runtime: {error}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let result = runtime.block_on(async {
-                let shutdown = shutdown_signal()?;
-                driftlog_agent::bridge::run(options, shutdown).await
-            });
-            match result {
-                Ok(_) => ExitCode::SUCCESS,
-                Err(error) => {
-                    eprintln!("error: {error:#}");
-                    ExitCode::from(EXIT_CONFIG)
-                }
-            }
+            })
         }
-        Command::Status { config, data_dir, json } => {
-            let mut config = match AgentConfig::load(config.as_deref()) {
-                Ok(config) => config,
-                Err(error) => {
-                    eprintln!("error: {error}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            };
-            if let Some(data_dir) = data_dir {
-                config.data_dir = data_dir;
-            }
-            match driftlog_agent::status::Status::read(&config.status_path()) {
-                Ok(status) if json => {
-                    println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());
-                    ExitCode::SUCCESS
-                }
-                Ok(status) => {
-                    let now =
-                        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-                    print!("{}", status.render(now));
-                    ExitCode::SUCCESS
-                }
-                Err(error) => {
-                    eprintln!("error: {error:#}");
-                    ExitCode::FAILURE
-                }
-            }
+        Command::Status { config, data_dir, json } => status(config, data_dir, json),
+        Command::Emit { event, tags, kind, config, socket } => emit(&event, &tags, kind, config, socket),
+    };
+    result.unwrap_or_else(|Failed(code, message)| {
+        eprintln!("error: {message}");
+        ExitCode::from(code)
+    })
+}
+
+fn run(config: Option<PathBuf>, overrides: &Overrides) -> Result<ExitCode, Failed> {
+    let config = AgentConfig::load_with(config.as_deref(), overrides).map_err(Failed::config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|error| Failed::run(format!("cannot start the runtime: {error}")))?;
+    runtime
+        .block_on(async {
+            let shutdown = shutdown_signal()?;
+            driftlog_agent::agent::run(config, shutdown).await
+        })
+        .map_err(|error| Failed::run(format!("{error:#}")))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn simulate(options: driftlog_agent::simulate::SimulateOptions, keys_out: Option<PathBuf>) -> Result<ExitCode, Failed> {
+    if let Some(path) = keys_out {
+        let keys = driftlog_agent::simulate::fleet_keys(options.seed, options.devices);
+        driftlog_agent::simulate::write_keys_file(&path, &keys)
+            .map_err(|error| Failed::run(format!("cannot write {}: {error}", path.display())))?;
+    }
+    let report = driftlog_agent::simulate::run(&options).map_err(|error| Failed::config(format!("{error:#}")))?;
+    println!(
+        "{} devices generated {} events; {} await acknowledgement, {} retransmitted, {} dropped",
+        options.devices, report.generated, report.backlog_remaining, report.retransmitted, report.dropped
+    );
+    Ok(if report.backlog_remaining == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn bridge(options: driftlog_agent::bridge::BridgeOptions) -> Result<ExitCode, Failed> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| Failed::run(format!("cannot start the runtime: {error}")))?;
+    runtime
+        .block_on(async {
+            let shutdown = shutdown_signal()?;
+            driftlog_agent::bridge::run(options, shutdown).await
+        })
+        .map_err(|error| Failed::config(format!("{error:#}")))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(config: Option<PathBuf>, data_dir: Option<PathBuf>, json: bool) -> Result<ExitCode, Failed> {
+    let overrides = Overrides { data_dir, ..Overrides::default() };
+    let config = AgentConfig::load_with(config.as_deref(), &overrides).map_err(Failed::config)?;
+    let status = driftlog_agent::status::Status::read(&config.status_path())
+        .map_err(|error| Failed::run(format!("{error:#}")))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());
+    } else {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        print!("{}", status.render(now));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn emit(
+    event: &str,
+    tags: &[String],
+    kind: Kind,
+    config: Option<PathBuf>,
+    socket: Option<PathBuf>,
+) -> Result<ExitCode, Failed> {
+    let line = emit_json(event, tags, kind).map_err(Failed::config)?;
+    driftlog_agent::ingest::line::parse_line(&line).map_err(Failed::config)?;
+    let socket = match socket {
+        Some(socket) => socket,
+        None => AgentConfig::load(config.as_deref()).map_err(Failed::config)?.ingest_socket(),
+    };
+    match emit_line(&socket, &line, Duration::from_secs(10)) {
+        Ok(id) => {
+            println!("accepted {id}");
+            Ok(ExitCode::SUCCESS)
         }
-        Command::Emit { event, tags, kind, config, socket } => {
-            let line = match emit_json(&event, &tags, kind) {
-                Ok(line) => line,
-                Err(message) => {
-                    eprintln!("error: {message}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            };
-            if let Err(error) = driftlog_agent::ingest::line::parse_line(&line) {
-                eprintln!("error: {error}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-            let socket = match socket {
-                Some(socket) => socket,
-                None => match AgentConfig::load(config.as_deref()) {
-                    Ok(config) => config.ingest_socket(),
-                    Err(error) => {
-                        eprintln!("error: {error}");
-                        return ExitCode::from(EXIT_CONFIG);
-                    }
-                },
-            };
-            match emit_line(&socket, &line, Duration::from_secs(10)) {
-                Ok(id) => {
-                    println!("accepted {id}");
-                    ExitCode::SUCCESS
-                }
-                Err(error @ EmitError::Refused(_)) => {
-                    eprintln!("error: {error}");
-                    ExitCode::from(EXIT_CONFIG)
-                }
-                Err(error) => {
-                    eprintln!("error: {error}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Err(error @ EmitError::Refused(_)) => Err(Failed::config(error)),
+        Err(error) => Err(Failed::run(error)),
     }
 }
 
@@ -380,15 +313,7 @@ fn emit_json(event: &str, tags: &[String], kind: Kind) -> Result<String, String>
         let (key, tag_value) = tag.split_once('=').ok_or_else(|| format!("expected --tag KEY=VALUE, got {tag:?}"))?;
         tag_map.insert(key.to_string(), serde_json::Value::String(tag_value.to_string()));
     }
-    let kind = match kind {
-        Kind::Counter => "counter",
-        Kind::Gauge => "gauge",
-        Kind::GaugeDelta => "gauge_delta",
-        Kind::Timer => "timer",
-        Kind::Histogram => "histogram",
-        Kind::Set => "set",
-    };
-    Ok(serde_json::json!({ "name": name, "value": value, "kind": kind, "tags": tag_map }).to_string())
+    Ok(serde_json::json!({ "name": name, "value": value, "kind": kind.name(), "tags": tag_map }).to_string())
 }
 
 /// Registers SIGINT and SIGTERM handlers now (so a signal during start-up is not fatal)

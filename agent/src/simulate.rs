@@ -8,7 +8,7 @@
 //! the keys for the collector.
 
 use crate::clock::{Clock, SkewedClock};
-use crate::config::{UplinkSection, TransportKind};
+use crate::config::{TransportKind, UplinkSection};
 use crate::driver::{Driver, DriverConfig, STREAM_APPLICATIONS, Submission};
 use crate::outbox::{DropPolicy, Outbox, OutboxConfig};
 use crate::status::Status;

@@ -13,31 +13,29 @@ use std::collections::BTreeMap;
 /// Longest accepted line; longer ones are refused without being buffered further.
 pub const MAX_LINE_BYTES: usize = 8 * 1024;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     Counter,
     Gauge,
+    #[value(name = "gauge_delta", alias = "gauge-delta")]
     GaugeDelta,
     Timer,
     Histogram,
     Set,
 }
 
-impl std::str::FromStr for Kind {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Kind, String> {
-        Ok(match text {
-            "counter" => Kind::Counter,
-            "gauge" => Kind::Gauge,
-            "gauge_delta" | "gauge-delta" => Kind::GaugeDelta,
-            "timer" => Kind::Timer,
-            "histogram" => Kind::Histogram,
-            "set" => Kind::Set,
-            other => {
-                return Err(format!("unknown kind {other:?} (counter, gauge, gauge_delta, timer, histogram, set)"));
-            }
-        })
+impl Kind {
+    /// The name the JSON line format uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::GaugeDelta => "gauge_delta",
+            Kind::Timer => "timer",
+            Kind::Histogram => "histogram",
+            Kind::Set => "set",
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 //!   answers by unicast to the source address.
 
 use super::Transport;
-use crate::config::{UplinkSection, TransportKind};
+use crate::config::{TransportKind, UplinkSection};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
