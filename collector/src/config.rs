@@ -279,10 +279,56 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError 
     ConfigError::Invalid { field: field.into(), message: message.into() }
 }
 
+/// The settings `driftlog-collector run` takes on its command line, over the config file's.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct Overrides {
+    /// UDP address for agent frames.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Address for /metrics and /health.
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
+    /// Device keys file (`[[device]] device_id, key_id, key`).
+    #[arg(long)]
+    pub keys: Option<PathBuf>,
+    /// Also listen for StatsD on this UDP address (turns `[statsd]` on with its defaults).
+    #[arg(long)]
+    pub statsd_udp: Option<SocketAddr>,
+}
+
+impl Overrides {
+    fn apply(&self, config: &mut CollectorConfig) {
+        if let Some(listen) = self.listen {
+            config.ingest.udp.listen = listen;
+            config.ingest.udp.enabled = true;
+        }
+        if let Some(dir) = &self.data_dir {
+            config.data_dir.clone_from(dir);
+        }
+        if let Some(http) = self.http {
+            config.http.listen = Some(http);
+        }
+        if self.keys.is_some() {
+            config.keys_file.clone_from(&self.keys);
+        }
+        if let Some(address) = self.statsd_udp {
+            config.statsd.get_or_insert_with(Default::default).udp = Some(address);
+        }
+    }
+}
+
 impl CollectorConfig {
     /// Reads and validates `path`; `None` gives the defaults.
     pub fn load(path: Option<&Path>) -> Result<CollectorConfig, ConfigError> {
-        let config = match path {
+        CollectorConfig::load_with(path, &Overrides::default())
+    }
+
+    /// Reads `path` (`None`: the defaults), applies the command line's `overrides`, then
+    /// validates the result once.
+    pub fn load_with(path: Option<&Path>, overrides: &Overrides) -> Result<CollectorConfig, ConfigError> {
+        let mut config = match path {
             None => CollectorConfig::default(),
             Some(path) => {
                 let text =
@@ -291,6 +337,7 @@ impl CollectorConfig {
                     .map_err(|error| ConfigError::Parse { path: path.into(), message: error.to_string() })?
             }
         };
+        overrides.apply(&mut config);
         config.validate()?;
         Ok(config)
     }

@@ -2,12 +2,12 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use driftlog_collector::config::CollectorConfig;
+use driftlog_collector::config::{CollectorConfig, Overrides};
 use driftlog_collector::log::Log;
 use driftlog_collector::service;
 use driftlog_collector::tail::{KindFilter, http_get, human, read_lines};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -32,20 +32,8 @@ enum Command {
     Run {
         #[arg(long)]
         config: Option<PathBuf>,
-        /// UDP address for agent frames.
-        #[arg(long)]
-        listen: Option<SocketAddr>,
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// Address for /metrics and /health.
-        #[arg(long)]
-        http: Option<SocketAddr>,
-        /// Device keys file (`[[device]] device_id, key_id, key`).
-        #[arg(long)]
-        keys: Option<PathBuf>,
-        /// Also listen for StatsD on this UDP address (turns `[statsd]` on with its defaults).
-        #[arg(long)]
-        statsd_udp: Option<SocketAddr>,
+        #[command(flatten)]
+        overrides: Overrides,
     },
     /// Check a config file and exit.
     Validate {
@@ -117,55 +105,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none())
         .init();
     match cli.command {
-        Command::Run { config, listen, data_dir, http, keys, statsd_udp } => {
-            // mimalloc asks for transparent huge pages on its memory, so every first touch of
-            // a 2 MiB range zeroes all of it, and memory handed back to the kernel is zeroed
-            // again when reused. For the committer (redb allocates a zeroed buffer per page
-            // it writes) that was 8 % of the whole collector's samples in the single-event
-            // bench, after a warm-up; without huge pages its CPU per event halved.
-            if let Err(error) = nix::sys::prctl::set_thp_disable(true) {
-                tracing::debug!(%error, "cannot turn transparent huge pages off");
-            }
-            let mut config = match CollectorConfig::load(config.as_deref()) {
-                Ok(config) => config,
-                Err(error) => return usage_error(&error.to_string()),
-            };
-            if let Some(listen) = listen {
-                config.ingest.udp.listen = listen;
-                config.ingest.udp.enabled = true;
-            }
-            if let Some(dir) = data_dir {
-                config.data_dir = dir;
-            }
-            if let Some(http) = http {
-                config.http.listen = Some(http);
-            }
-            if let Some(keys) = keys {
-                config.keys_file = Some(keys);
-            }
-            if let Some(address) = statsd_udp {
-                config.statsd.get_or_insert_with(Default::default).udp = Some(address);
-            }
-            if let Err(error) = config.validate() {
-                return usage_error(&error.to_string());
-            }
-            let (trigger, shutdown) = driftlog_collector::shutdown::channel();
-            if let Err(error) = install_signal_handlers(trigger) {
-                return failure(&anyhow::anyhow!(error).context("cannot install signal handlers"));
-            }
-            let result = service::run(&config, shutdown, |listening| {
-                for (name, local) in &listening.sources {
-                    eprintln!("driftlog-collector: {name} listening on {local}");
-                }
-                if let Some(http) = listening.http {
-                    eprintln!("driftlog-collector: metrics on http://{http}/metrics, health on /health");
-                }
-            });
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => failure(&error),
-            }
-        }
+        Command::Run { config, overrides } => run(config.as_deref(), &overrides),
         Command::Validate { config } => match CollectorConfig::load(Some(&config)) {
             Ok(loaded) => {
                 for warning in loaded.warnings() {
@@ -176,34 +116,7 @@ fn main() -> ExitCode {
             }
             Err(error) => usage_error(&error.to_string()),
         },
-        Command::Keygen { device, rotate, keys, config } => {
-            let config = match CollectorConfig::load(config.as_deref()) {
-                Ok(config) => config,
-                Err(error) => return usage_error(&error.to_string()),
-            };
-            let path = keys.or(config.keys_file).unwrap_or_else(|| PathBuf::from("driftlog-keys.toml"));
-            match driftlog_collector::keys::keygen(&path, device, rotate) {
-                Ok(generated) => {
-                    // stdout is the agent's key file and nothing else (`> agent.key` works);
-                    // what happened goes to stderr.
-                    print!("{}", generated.agent_file);
-                    let retired = match generated.retired.as_slice() {
-                        [] => String::new(),
-                        ids => format!(
-                            " (retired key id {})",
-                            ids.iter().map(|id| id.to_string()).collect::<Vec<_>>().join(", ")
-                        ),
-                    };
-                    eprintln!(
-                        "driftlog-collector: device {device} has key id {}{retired} in {}; save the two lines above as the agent's key_file (mode 0600)",
-                        generated.key_id,
-                        path.display()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(error) => failure(&error),
-            }
-        }
+        Command::Keygen { device, rotate, keys, config } => keygen(device, rotate, keys, config.as_deref()),
         Command::Log { command, config, data_dir, http } => {
             let mut config = match CollectorConfig::load(config.as_deref()) {
                 Ok(config) => config,
@@ -354,6 +267,65 @@ fn install_signal_handlers(trigger: driftlog_collector::shutdown::Trigger) -> st
         drop(trigger);
     })?;
     Ok(())
+}
+
+fn run(config: Option<&Path>, overrides: &Overrides) -> ExitCode {
+    // mimalloc asks for transparent huge pages on its memory, so every first touch of a 2 MiB
+    // range zeroes all of it, and memory handed back to the kernel is zeroed again when
+    // reused. For the committer (redb allocates a zeroed buffer per page it writes) that was
+    // 8 % of the whole collector's samples in the single-event bench, after a warm-up;
+    // without huge pages its CPU per event halved.
+    if let Err(error) = nix::sys::prctl::set_thp_disable(true) {
+        tracing::debug!(%error, "cannot turn transparent huge pages off");
+    }
+    let config = match CollectorConfig::load_with(config, overrides) {
+        Ok(config) => config,
+        Err(error) => return usage_error(&error.to_string()),
+    };
+    let (trigger, shutdown) = driftlog_collector::shutdown::channel();
+    if let Err(error) = install_signal_handlers(trigger) {
+        return failure(&anyhow::anyhow!(error).context("cannot install signal handlers"));
+    }
+    let result = service::run(&config, shutdown, |listening| {
+        for (name, local) in &listening.sources {
+            eprintln!("driftlog-collector: {name} listening on {local}");
+        }
+        if let Some(http) = listening.http {
+            eprintln!("driftlog-collector: metrics on http://{http}/metrics, health on /health");
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => failure(&error),
+    }
+}
+
+fn keygen(device: u64, rotate: bool, keys: Option<PathBuf>, config: Option<&Path>) -> ExitCode {
+    let config = match CollectorConfig::load(config) {
+        Ok(config) => config,
+        Err(error) => return usage_error(&error.to_string()),
+    };
+    let path = keys.or(config.keys_file).unwrap_or_else(|| PathBuf::from("driftlog-keys.toml"));
+    match driftlog_collector::keys::keygen(&path, device, rotate) {
+        Ok(generated) => {
+            // stdout is the agent's key file and nothing else (`> agent.key` works); what
+            // happened goes to stderr.
+            print!("{}", generated.agent_file);
+            let retired = match generated.retired.as_slice() {
+                [] => String::new(),
+                ids => {
+                    format!(" (retired key id {})", ids.iter().map(|id| id.to_string()).collect::<Vec<_>>().join(", "))
+                }
+            };
+            eprintln!(
+                "driftlog-collector: device {device} has key id {}{retired} in {}; save the two lines above as the agent's key_file (mode 0600)",
+                generated.key_id,
+                path.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => failure(&error),
+    }
 }
 
 fn usage_error(message: &str) -> ExitCode {

@@ -7,7 +7,7 @@
 mod support;
 
 use driftlog_agent::clock::{Clock, SystemClock};
-use driftlog_agent::config::{CollectorConfig, TransportKind};
+use driftlog_agent::config::{UplinkSection, TransportKind};
 use driftlog_agent::driver::{Driver, DriverConfig, STREAM_APPLICATIONS, Submission};
 use driftlog_agent::outbox::{DropPolicy, Outbox, OutboxConfig};
 use driftlog_agent::simulate::{FleetKey, fleet_keys_from, write_keys_file};
@@ -326,11 +326,11 @@ fn multicast_run(same_port: bool) {
     let devices: Vec<Device> = keys
         .iter()
         .map(|key| {
-            let config = CollectorConfig {
+            let config = UplinkSection {
                 address: (group, port).into(),
                 transport: TransportKind::Multicast,
                 multicast_interface: Some(loopback),
-                ..CollectorConfig::default()
+                ..UplinkSection::default()
             };
             let mut device = Device::start(&agents, key, move || UdpTransport::bind(&config));
             device.submit(0..500);
