@@ -218,17 +218,26 @@ fn main() -> ExitCode {
 
 fn run(config: Option<PathBuf>, overrides: &Overrides) -> Result<ExitCode, Failed> {
     let config = AgentConfig::load_with(config.as_deref(), overrides).map_err(Failed::config)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(|error| Failed::run(format!("cannot start the runtime: {error}")))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build();
+    until_signal(runtime, |shutdown| driftlog_agent::agent::run(config, shutdown)).map_err(Failed::run)
+}
+
+/// Runs `task` on `runtime` until it ends; it gets the future that completes on SIGINT or
+/// SIGTERM. The error is the message to print.
+fn until_signal<F, T>(
+    runtime: std::io::Result<tokio::runtime::Runtime>,
+    task: impl FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> F,
+) -> Result<ExitCode, String>
+where
+    F: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let runtime = runtime.map_err(|error| format!("cannot start the runtime: {error}"))?;
     runtime
         .block_on(async {
             let shutdown = shutdown_signal()?;
-            driftlog_agent::agent::run(config, shutdown).await
+            task(Box::pin(shutdown)).await
         })
-        .map_err(|error| Failed::run(format!("{error:#}")))?;
+        .map_err(|error| format!("{error:#}"))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -247,17 +256,9 @@ fn simulate(options: driftlog_agent::simulate::SimulateOptions, keys_out: Option
 }
 
 fn bridge(options: driftlog_agent::bridge::BridgeOptions) -> Result<ExitCode, Failed> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|error| Failed::run(format!("cannot start the runtime: {error}")))?;
-    runtime
-        .block_on(async {
-            let shutdown = shutdown_signal()?;
-            driftlog_agent::bridge::run(options, shutdown).await
-        })
-        .map_err(|error| Failed::config(format!("{error:#}")))?;
-    Ok(ExitCode::SUCCESS)
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    // A bridge that cannot open its serial link or socket is misconfigured: exit code 2.
+    until_signal(runtime, |shutdown| driftlog_agent::bridge::run(options, shutdown)).map_err(Failed::config)
 }
 
 fn status(config: Option<PathBuf>, data_dir: Option<PathBuf>, json: bool) -> Result<ExitCode, Failed> {

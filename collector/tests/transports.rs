@@ -7,7 +7,7 @@
 mod support;
 
 use driftlog_agent::clock::{Clock, SystemClock};
-use driftlog_agent::config::{UplinkSection, TransportKind};
+use driftlog_agent::config::{TransportKind, UplinkSection};
 use driftlog_agent::driver::{Driver, DriverConfig, STREAM_APPLICATIONS, Submission};
 use driftlog_agent::outbox::{DropPolicy, Outbox, OutboxConfig};
 use driftlog_agent::simulate::{FleetKey, fleet_keys_from, write_keys_file};
