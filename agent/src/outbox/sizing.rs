@@ -8,20 +8,10 @@
 //! 4 MiB for the default 256 MiB) on a 4 MiB disk put everything into one segment, and the
 //! first out-of-space error dropped 99.5 % of the buffer.
 
-use std::path::Path;
-
 /// Largest segment file.
 pub(super) const MAX_SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
 /// Smallest segment target: a page (each commit writes at least one anyway).
 const MIN_SEGMENT_BYTES: u64 = 4 * 1024;
-
-/// Bytes the file system holding `dir` has free for an unprivileged writer, if it says.
-pub(super) fn available_bytes(dir: &Path) -> Option<u64> {
-    let stats = nix::sys::statvfs::statvfs(dir).ok()?;
-    // Both are u64 here, narrower on 32-bit targets.
-    #[allow(clippy::useless_conversion)]
-    Some(u64::from(stats.blocks_available()).saturating_mul(u64::from(stats.fragment_size())))
-}
 
 /// The size to cut the next segment at: 1/16 of the least of `max_bytes` and what the file
 /// system can hold for the outbox (`held_bytes` plus 90 % of `available`).

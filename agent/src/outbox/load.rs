@@ -1,0 +1,94 @@
+//! Opening: the in-memory state rebuilt from storage, at start and after a failed write.
+
+use super::block::Kind;
+use super::index::{HeldIndex, Segment};
+use super::store::{SegmentStore, StoreFile};
+use super::tombstones::Tombstones;
+use super::{Outbox, OutboxError, damage, segment, sizing};
+use driftlog_protocol::{Epoch, Seq, StreamId};
+
+impl<S: SegmentStore> Outbox<S> {
+    /// Rebuilds the in-memory state from the segment files (truncating an uncommitted tail
+    /// of the last one) and their release records, against the tombstones already loaded.
+    pub(super) fn load(&mut self) -> Result<(), OutboxError> {
+        self.index = HeldIndex::default();
+        self.active = None;
+        self.read_cache = None;
+        self.pending_releases.clear();
+        let ids = self.store.list_segments()?;
+        let mut tombstones_changed = false;
+        let mut damage = damage::DamageTracker::default();
+        for (position, &id) in ids.iter().enumerate() {
+            let file = self.store.open_segment(id)?;
+            let scan = segment::scan(&file)?;
+            let mut len = scan.file_len;
+            let mut damaged = false;
+            if scan.committed_len < scan.file_len {
+                if position + 1 == ids.len() {
+                    // An append that did not finish: it was never reported accepted.
+                    file.set_len(scan.committed_len)?;
+                    file.sync_all()?;
+                    len = scan.committed_len;
+                } else {
+                    damaged = true;
+                    self.note_damaged(id);
+                    tracing::error!(
+                        segment = %self.store.segment_name(id),
+                        readable_bytes = scan.committed_len,
+                        file_bytes = scan.file_len,
+                        "outbox segment damaged; keeping its readable part"
+                    );
+                }
+            }
+            self.index.push_segment(Segment { id, len, blocks: scan.blocks.len() as u32, runs: Vec::new() });
+            for (header, _) in &scan.blocks {
+                match header.kind {
+                    Kind::Events => self.index.store(header.stream, header.epoch, header.start, header.end),
+                    Kind::Release => {
+                        damage.release(header.stream, header.epoch, header.start, header.end);
+                        self.index.unhold(header.stream, header.epoch, header.start, header.end);
+                        tombstones_changed |=
+                            self.tombstones.release(header.stream, header.epoch, header.start, header.end);
+                    }
+                }
+            }
+            if damaged {
+                damage.damaged(id);
+            }
+            self.next_segment_id = id + 1;
+        }
+        for (stream, epoch, start, end) in damage.lost(self.index.runs()) {
+            tombstones_changed |= self.tombstone_unreadable(stream, epoch, start, end) > 0;
+        }
+        // A crash between saving tombstones and deleting the segments they cover.
+        let dropped: Vec<(StreamId, Epoch, Seq, Seq)> =
+            self.tombstones.iter().map(|(&(stream, epoch, start), &(end, _))| (stream, epoch, start, end)).collect();
+        for (stream, epoch, start, end) in dropped {
+            self.index.unhold(stream, epoch, start, end);
+        }
+        if tombstones_changed {
+            self.tombstones.save(true)?;
+        }
+        self.delete_released_segments()?;
+        Ok(())
+    }
+
+    /// Recovers from a failed write (typically a full disk): cuts the segment being written
+    /// back to its last commit, reloads everything from disk, and lowers the byte bound to
+    /// what is held, so the drop policy makes room from now on (one oldest segment, 1/16 of
+    /// the bound, per append that needs it) instead of the disk refusing the write.
+    pub fn recover_from_storage_error(&mut self) -> Result<(), OutboxError> {
+        self.stats.storage_errors += 1;
+        if let (Some(active), Some(segment)) = (&self.active, self.index.segments().back()) {
+            active.file.set_len(segment.len)?;
+        }
+        let forgotten = self.tombstones.forgotten;
+        self.tombstones = Tombstones::open(self.store.open_tombstones()?)?;
+        self.tombstones.forgotten = forgotten;
+        self.load()?;
+        // The next commit opens a new segment (`load` closed the active one), cut to the
+        // lowered bound.
+        self.max_bytes = sizing::bound_after_storage_error(self.max_bytes, self.held_bytes());
+        Ok(())
+    }
+}
