@@ -14,6 +14,7 @@
 
 pub mod checker;
 pub mod clock;
+pub mod disk;
 pub mod intervals;
 pub mod link;
 pub mod report;
