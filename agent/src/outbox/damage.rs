@@ -82,25 +82,30 @@ impl<S: SegmentStore> Outbox<S> {
     }
 
     /// Tombstones (`storage_failure`) the pieces of `[start, end)` of `(stream, epoch)` that
-    /// no tombstone covers yet; returns how many sequence numbers that was. In memory until
-    /// the tombstones are saved.
-    pub(super) fn tombstone_unreadable(&mut self, stream: StreamId, epoch: Epoch, start: Seq, end: Seq) -> u64 {
-        let mut unreadable = SeqSet::default();
-        unreadable.insert(start, end);
+    /// are neither held nor covered by a tombstone yet; returns how many sequence numbers that
+    /// was. In memory until the tombstones are saved.
+    pub(super) fn tombstone_storage_failure(&mut self, stream: StreamId, epoch: Epoch, start: Seq, end: Seq) -> u64 {
+        let mut lost = SeqSet::default();
+        lost.insert(start, end);
         let covered: Vec<(Seq, Seq)> = self
             .tombstones
             .iter()
             .filter(|(key, _)| key.0 == stream && key.1 == epoch)
             .map(|(key, &(end, _))| (key.2, end))
+            .chain(self.index.held_in(stream, epoch, start, end))
             .collect();
         for (start, end) in covered {
-            unreadable.remove(start, end);
+            lost.remove(start, end);
         }
-        let pieces = unreadable.ranges_in(start, end);
-        for &(start, end) in &pieces {
+        for (start, end) in lost.ranges_in(start, end) {
             self.tombstones.add(stream, epoch, start, end, DropReason::StorageFailure);
         }
-        let events = unreadable.len();
+        lost.len()
+    }
+
+    /// [`Self::tombstone_storage_failure`] for events damage made unreadable, counted.
+    pub(super) fn tombstone_unreadable(&mut self, stream: StreamId, epoch: Epoch, start: Seq, end: Seq) -> u64 {
+        let events = self.tombstone_storage_failure(stream, epoch, start, end);
         self.stats.corrupt_events += events;
         if events > 0 {
             tracing::error!(

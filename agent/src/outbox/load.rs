@@ -4,7 +4,7 @@ use super::block::Kind;
 use super::index::{HeldIndex, Segment};
 use super::store::{SegmentStore, StoreFile};
 use super::tombstones::Tombstones;
-use super::{Outbox, OutboxError, damage, segment, sizing};
+use super::{Outbox, OutboxError, TOMBSTONE_RESERVE_BYTES, damage, policy, segment, sizing};
 use driftlog_protocol::{Epoch, Seq, StreamId};
 
 impl<S: SegmentStore> Outbox<S> {
@@ -85,10 +85,70 @@ impl<S: SegmentStore> Outbox<S> {
         let forgotten = self.tombstones.forgotten;
         self.tombstones = Tombstones::open(self.store.open_tombstones()?)?;
         self.tombstones.forgotten = forgotten;
-        self.load()?;
-        // The next commit opens a new segment (`load` closed the active one), cut to the
-        // lowered bound.
-        self.max_bytes = sizing::bound_after_storage_error(self.max_bytes, self.held_bytes());
+        // Releases not on disk yet are still true: the sender will not send those events
+        // again, so held again they would stay forever.
+        let pending = std::mem::take(&mut self.pending_releases);
+        let loaded = self.load();
+        // Even if the reload failed: the sender must learn of these sequence numbers.
+        self.settle_failed_append();
+        for &(stream, epoch, start, end) in &pending {
+            self.index.unhold(stream, epoch, start, end);
+            self.tombstones.release(stream, epoch, start, end);
+        }
+        self.pending_releases = pending;
+        loaded?;
+        self.delete_released_segments()?;
+        let reserve = policy::tombstone_reserve_bytes(self.config.policy, TOMBSTONE_RESERVE_BYTES);
+        // From the configured bound, not the one in force: what is held grew since the last
+        // failure only by writes that found room, and by tombstones, which need none.
+        self.max_bytes = sizing::bound_after_storage_error(self.config.max_bytes, self.held_bytes(), reserve);
         Ok(())
+    }
+
+    /// Settles the sequence numbers of the append that failed last. If none of it can be
+    /// on disk (the write failed before any sync), they are given again. If part of it can
+    /// (tombstones it saved, blocks a failed sync left unknown), those are never given
+    /// again: what of them is neither held nor tombstoned gets a `storage_failure`
+    /// tombstone, so the collector sees no unexplained gap and no sequence number ever
+    /// stands for two events. The tombstones are saved when they can be; until then the
+    /// sender has them from memory.
+    pub(super) fn settle_failed_append(&mut self) {
+        let Some(failed) = self.failed_append.take() else { return };
+        let epoch = self.epoch;
+        let end = if failed.unknown {
+            failed.end
+        } else {
+            self.tombstones
+                .iter()
+                .filter(|(key, _)| key.0 == failed.stream && key.1 == epoch)
+                .filter(|(key, _)| (failed.start..failed.end).contains(&key.2))
+                .map(|(_, &(end, _))| end)
+                .max()
+                .unwrap_or(failed.start)
+        };
+        if end <= failed.start {
+            return;
+        }
+        let events = self.tombstone_storage_failure(failed.stream, epoch, failed.start, end);
+        self.stats.failed_append_events += events;
+        let next = self.next_seq.entry(failed.stream).or_insert(0);
+        *next = (*next).max(end);
+        tracing::warn!(
+            stream = failed.stream,
+            epoch,
+            first_seq = failed.start,
+            events,
+            "failed append tombstoned as storage_failure"
+        );
+        if let Err(error) = self.tombstones.save(true) {
+            tracing::warn!(%error, "cannot save the tombstones of a failed append yet");
+        }
+    }
+
+    /// A tombstone save of the failing append did not complete: what it wrote is unknown.
+    pub(super) fn mark_failed_append_unknown(&mut self) {
+        if let Some(failed) = &mut self.failed_append {
+            failed.unknown = true;
+        }
     }
 }

@@ -120,6 +120,9 @@ pub struct OutboxStats {
     pub corrupt_events: u64,
     /// Tombstones forgotten at their bound (the collector sees those ranges as gaps).
     pub tombstones_forgotten: u64,
+    /// Events of appends that failed (their inputs were told) whose sequence numbers got a
+    /// `storage_failure` tombstone, since whether they reached the disk is unknown.
+    pub failed_append_events: u64,
 }
 
 /// The result of one [`Outbox::append`].
@@ -131,6 +134,16 @@ pub struct Appended {
     pub accepted: usize,
     /// Events refused under `block` (the tail of the batch).
     pub refused: usize,
+}
+
+/// An append that failed: `[start, end)` of `stream` in this epoch.
+#[derive(Clone, Copy, Debug)]
+struct FailedAppend {
+    stream: StreamId,
+    start: Seq,
+    end: Seq,
+    /// A sync failed: its data may be on disk or not.
+    unknown: bool,
 }
 
 /// The segment this process appends to.
@@ -149,6 +162,9 @@ pub struct Outbox<S: SegmentStore = FileStore> {
     segment_bytes: u64,
     epoch: Epoch,
     next_seq: std::collections::BTreeMap<StreamId, Seq>,
+    /// The append that failed last, until its sequence numbers are settled (see
+    /// [`Outbox::settle_failed_append`]).
+    failed_append: Option<FailedAppend>,
     /// Segments, runs and what is held; the last segment is [`Outbox::active`]'s when that
     /// is `Some`.
     index: HeldIndex,
@@ -189,6 +205,7 @@ impl<S: SegmentStore> Outbox<S> {
             segment_bytes: sizing::MAX_SEGMENT_BYTES,
             epoch,
             next_seq: Default::default(),
+            failed_append: None,
             index: HeldIndex::default(),
             active: None,
             tombstones,
@@ -261,6 +278,7 @@ impl<S: SegmentStore> Outbox<S> {
     }
 
     fn append_blocks(&mut self, stream: StreamId, blocks: Vec<Encoded>) -> Result<Appended, OutboxError> {
+        self.settle_failed_append();
         let first_seq = self.next_seq(stream);
         // Decide before writing anything: which old segments go, which blocks are kept.
         let segment_bytes: Vec<u64> = self.index.segments().iter().map(|segment| segment.len).collect();
@@ -277,6 +295,10 @@ impl<S: SegmentStore> Outbox<S> {
             release_bytes: (self.pending_releases.len() * HEADER_BYTES) as u64,
         };
         let plan = policy::plan(&budget, &sizes);
+        let assigned = plan.assigned();
+        // Until it completes; if it fails, what of it reached the disk decides which of its
+        // sequence numbers may be given again (see `settle_failed_append`).
+        self.failed_append = Some(FailedAppend { stream, start: first_seq, end: first_seq + assigned, unknown: false });
 
         // 1. Tombstones for everything dropped, durable before any segment goes.
         let mut dropped = 0u64;
@@ -296,8 +318,10 @@ impl<S: SegmentStore> Outbox<S> {
             let start = first_seq + plan.dropped_before + plan.kept;
             self.tombstones.add(stream, self.epoch, start, start + plan.dropped_after, DropReason::RejectedNew);
         }
+        // Counted before the save: if it fails part way, these tombstones may be on disk.
+        self.stats.dropped += dropped + plan.dropped_before + plan.dropped_after;
         if plan.doomed_segments > 0 || plan.dropped_before + plan.dropped_after > 0 {
-            self.tombstones.save(true)?;
+            self.tombstones.save(true).inspect_err(|_| self.mark_failed_append_unknown())?;
         }
         for _ in 0..plan.doomed_segments {
             self.remove_oldest_segment()?;
@@ -308,11 +332,10 @@ impl<S: SegmentStore> Outbox<S> {
         if !kept_blocks.is_empty() {
             self.write_commit(stream, first_seq + plan.dropped_before, kept_blocks, true)?;
         }
-        let assigned = plan.assigned();
         self.next_seq.insert(stream, first_seq + assigned);
+        self.failed_append = None;
         self.stats.commits += 1;
         self.stats.appended += assigned;
-        self.stats.dropped += dropped + plan.dropped_before + plan.dropped_after;
         self.stats.refused += plan.refused;
         Ok(Appended { first_seq, accepted: assigned as usize, refused: plan.refused as usize })
     }
@@ -365,7 +388,13 @@ impl<S: SegmentStore> Outbox<S> {
         let active = self.active.as_mut().expect("a segment was just opened");
         let base = self.index.segments().back().expect("the active segment is the last").len;
         let result = active.file.write_all_at(&bytes, base).and_then(|()| match durable {
-            true => active.file.sync_data(),
+            true => active.file.sync_data().inspect_err(|_| {
+                // Written but not known durable: on Linux the data may or may not be on
+                // disk after a crash, whatever later syncs say.
+                if let Some(failed) = &mut self.failed_append {
+                    failed.unknown = true;
+                }
+            }),
             false => Ok(()),
         });
         if let Err(error) = result {
@@ -442,10 +471,20 @@ impl<S: SegmentStore> Outbox<S> {
     }
 
     /// Writes the release records not yet written (without fsync unless `durable`).
+    ///
+    /// Not past the byte bound: there they wait for the next append, which makes room for
+    /// them under the drop policy, and beyond [`MAX_PENDING_RELEASES`] the oldest are
+    /// forgotten. A release record only spares the collector duplicates after a restart.
     pub fn write_pending_releases(&mut self, durable: bool) -> Result<(), OutboxError> {
         if self.pending_releases.is_empty() || self.index.segments().is_empty() {
             // With no segment left there is nothing a release record could still free.
             self.pending_releases.clear();
+            return Ok(());
+        }
+        let bytes = (self.pending_releases.len() * HEADER_BYTES) as u64;
+        if self.held_bytes() + bytes > self.max_bytes {
+            let excess = self.pending_releases.len().saturating_sub(MAX_PENDING_RELEASES);
+            self.pending_releases.drain(..excess);
             return Ok(());
         }
         Ok(self.write_commit(0, 0, &[], durable)?)

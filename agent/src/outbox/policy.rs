@@ -62,12 +62,17 @@ impl Plan {
     }
 }
 
+/// The room `policy` keeps for tombstones: none under `block`, which drops nothing.
+pub(super) fn tombstone_reserve_bytes(policy: DropPolicy, reserve_bytes: u64) -> u64 {
+    match policy {
+        DropPolicy::Block => 0,
+        DropPolicy::DropOldest | DropPolicy::DropNewest => reserve_bytes,
+    }
+}
+
 pub(super) fn plan(budget: &Budget<'_>, blocks: &[BlockSize]) -> Plan {
     let total: u64 = blocks.iter().map(|b| b.bytes).sum::<u64>() + budget.release_bytes;
-    let reserve = match budget.policy {
-        DropPolicy::Block => 0,
-        DropPolicy::DropOldest | DropPolicy::DropNewest => budget.tombstone_reserve_bytes,
-    };
+    let reserve = tombstone_reserve_bytes(budget.policy, budget.tombstone_reserve_bytes);
     let mut room = budget.max_bytes.saturating_sub(budget.held_bytes + reserve);
     let mut doomed = 0usize;
     if budget.policy == DropPolicy::DropOldest {
