@@ -208,7 +208,7 @@ impl SimDisk {
                 op.apply(&mut data);
             }
             if let Some(cut) = pending.get(kept) {
-                let keep = state.rng.below_inclusive(cut.len() as u64 - 1) as usize;
+                let keep = state.rng.below_inclusive(cut.len().saturating_sub(1) as u64) as usize;
                 let kind = if name.starts_with("seg/") { "segment" } else { "tombstones" };
                 let op = if matches!(cut, Op::Write { .. }) { "write" } else { "set_len" };
                 state.stats.crash_points.insert((kind, op, offset_class(keep)));
@@ -436,10 +436,12 @@ impl StoreFile for SimFile {
             } else {
                 (buf, false)
             };
-            let op = Op::Write { offset, bytes: bytes.to_vec() };
-            let file = state.files.get_mut(name).expect("checked");
-            op.apply(&mut file.current);
-            file.pending.push(op);
+            if !bytes.is_empty() {
+                let op = Op::Write { offset, bytes: bytes.to_vec() };
+                let file = state.files.get_mut(name).expect("checked");
+                op.apply(&mut file.current);
+                file.pending.push(op);
+            }
             if full {
                 state.stats.out_of_space += 1;
                 return Err(io::Error::new(io::ErrorKind::StorageFull, "simulated disk full (ENOSPC)"));

@@ -29,8 +29,10 @@ impl DiskFaultMix {
     pub const ALL: DiskFaultMix =
         DiskFaultMix { crashes: true, failed_fsyncs: true, full_disks: true, bit_flips: true };
     /// What the outbox survives on every seed swept so far (see the README's Testing).
-    pub const CRASHES_AND_FAILED_FSYNCS: DiskFaultMix =
-        DiskFaultMix { crashes: true, failed_fsyncs: true, full_disks: false, bit_flips: false };
+    pub const ALL_BUT_BIT_FLIPS: DiskFaultMix =
+        DiskFaultMix { crashes: true, failed_fsyncs: true, full_disks: true, bit_flips: false };
+    pub const FULL_DISKS: DiskFaultMix =
+        DiskFaultMix { crashes: false, failed_fsyncs: false, full_disks: true, bit_flips: false };
 }
 
 #[derive(Clone, Debug)]

@@ -3,7 +3,6 @@
 use super::block::Kind;
 use super::index::{HeldIndex, Segment};
 use super::store::{SegmentStore, StoreFile};
-use super::tombstones::Tombstones;
 use super::{Outbox, OutboxError, TOMBSTONE_RESERVE_BYTES, damage, policy, segment, sizing};
 use driftlog_protocol::{Epoch, Seq, StreamId};
 
@@ -74,7 +73,7 @@ impl<S: SegmentStore> Outbox<S> {
     }
 
     /// Recovers from a failed write (typically a full disk): cuts the segment being written
-    /// back to its last commit, reloads everything from disk, and lowers the byte bound to
+    /// back to its last commit, reloads the segments from disk, and lowers the byte bound to
     /// what is held, so the drop policy makes room from now on (one oldest segment, 1/16 of
     /// the bound, per append that needs it) instead of the disk refusing the write.
     pub fn recover_from_storage_error(&mut self) -> Result<(), OutboxError> {
@@ -82,9 +81,8 @@ impl<S: SegmentStore> Outbox<S> {
         if let (Some(active), Some(segment)) = (&self.active, self.index.segments().back()) {
             active.file.set_len(segment.len)?;
         }
-        let forgotten = self.tombstones.forgotten;
-        self.tombstones = Tombstones::open(self.store.open_tombstones()?)?;
-        self.tombstones.forgotten = forgotten;
+        // The tombstones stay as they are in memory: those not saved yet (the save failed
+        // with the write) are still true, and the sender may have sent them already.
         // Releases not on disk yet are still true: the sender will not send those events
         // again, so held again they would stay forever.
         let pending = std::mem::take(&mut self.pending_releases);
