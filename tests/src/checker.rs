@@ -1,7 +1,11 @@
 //! Global properties, checked as the simulation runs and at its end.
 //!
-//! - Every delivered event was enqueued, with the same content, and is delivered once.
-//! - Every enqueued event ends up delivered or covered by a tombstone, never both.
+//! - Every delivered event was enqueued, with the same content, and is delivered once. An
+//!   event whose input was told the write failed may be delivered (a failed fsync leaves
+//!   the data unknown), with its own content; never in place of an accepted one.
+//! - Every enqueued (accepted) event ends up delivered or covered by a tombstone, never both.
+//! - `storage_failure` tombstones cover no more than the devices counted as lost to damage,
+//!   and there is no such loss where the disk had no latent fault.
 //! - A device frees only what the collector has committed.
 //! - No buffer exceeds its bound.
 
@@ -20,7 +24,10 @@ struct Enqueued {
 
 #[derive(Clone, Debug, Default)]
 struct StreamRecord {
-    enqueued: Vec<Enqueued>,
+    /// Events an input was told were accepted, by sequence number.
+    enqueued: BTreeMap<Seq, Enqueued>,
+    /// Events an input was told failed, which may still be on disk at their seq.
+    attempted: BTreeMap<Seq, Vec<Enqueued>>,
     delivered: IntervalSet,
     tombstoned: IntervalSet,
     /// Delivered or tombstoned, and committed by the collector.
@@ -59,6 +66,17 @@ pub struct Checker {
     delivered_events: u64,
     tombstoned_seqs: u64,
     unrecoverable_seqs: u64,
+    storage_failure_seqs: u64,
+    enqueued_events: u64,
+}
+
+impl StreamRecord {
+    /// One past the highest seq any input was given (accepted or failed).
+    fn end(&self) -> Seq {
+        let ok = self.enqueued.last_key_value().map_or(0, |(&seq, _)| seq + 1);
+        let attempted = self.attempted.last_key_value().map_or(0, |(&seq, _)| seq + 1);
+        ok.max(attempted)
+    }
 }
 
 impl Checker {
@@ -99,31 +117,78 @@ impl Checker {
         self.unrecoverable_seqs
     }
 
+    /// An input was told the event was accepted at `seq`.
     pub fn enqueue(&mut self, device: DeviceId, epoch: Epoch, seq: Seq, at: u64, value: f64, mono: u64) {
         self.first_enqueue_at.get_or_insert(at);
+        self.enqueued_events += 1;
         let record = self.streams.entry((device, epoch)).or_default();
-        if record.enqueued.len() as u64 != seq {
+        let last_ok = record.enqueued.last_key_value().map(|(&seq, _)| seq);
+        // Consecutive, except that a seq a failed write was given may be given again.
+        if last_ok.is_some_and(|last| seq <= last) || seq > record.end() {
             self.violations.push(format!("device {device} epoch {epoch}: seq {seq} assigned out of order"));
         }
-        record.enqueued.push(Enqueued { at, value, mono });
+        record.enqueued.insert(seq, Enqueued { at, value, mono });
+    }
+
+    /// An input was told writing the event at `seq` failed.
+    pub fn attempt(&mut self, device: DeviceId, epoch: Epoch, seq: Seq, at: u64, value: f64, mono: u64) {
+        let record = self.streams.entry((device, epoch)).or_default();
+        record.attempted.entry(seq).or_default().push(Enqueued { at, value, mono });
+    }
+
+    /// Events an input was told were accepted.
+    pub fn enqueued_events(&self) -> u64 {
+        self.enqueued_events
+    }
+
+    /// The collector received a `storage_failure` tombstone over `seqs` new seqs.
+    pub fn storage_failure(&mut self, seqs: u64) {
+        self.storage_failure_seqs += seqs;
+    }
+
+    /// Damage may cost events only as counted `storage_failure` tombstones, and only where
+    /// the disk had a latent fault (a flipped bit, a failed fsync).
+    pub fn check_storage_failures(&mut self, counted_by_devices: u64, latent_faults: u64) {
+        if self.storage_failure_seqs > counted_by_devices {
+            self.violation(format!(
+                "storage_failure tombstones cover {} seqs, devices counted {counted_by_devices} lost to damage",
+                self.storage_failure_seqs
+            ));
+        }
+        if latent_faults == 0 && counted_by_devices > 0 {
+            self.violation(format!("{counted_by_devices} events counted lost to damage on disks without a fault"));
+        }
     }
 
     pub fn deliver(&mut self, stream: StreamKey, seq: Seq, event: &Event<'_>, now: u64) {
         let record = self.streams.entry((stream.device, stream.epoch)).or_default();
-        let Some(enqueued) = record.enqueued.get(seq as usize).copied() else {
-            self.violation(format!("{}: delivered seq {seq} that was never enqueued", stream.event(seq)));
-            return;
-        };
-        if record.delivered.contains(seq) || record.tombstoned.contains(seq) {
-            self.violation(format!("{}: delivered twice", stream.event(seq)));
-            return;
-        }
         let value = match &event.payload {
             driftlog_protocol::wire::Payload::Gauge(sample) => sample.value,
             _ => f64::NAN,
         };
-        if value != enqueued.value || event.mono.as_micros() != enqueued.mono {
-            self.violations.push(format!("{}: content changed in transit", stream.event(seq)));
+        let same = |enqueued: &Enqueued| value == enqueued.value && event.mono.as_micros() == enqueued.mono;
+        let enqueued = match (record.enqueued.get(&seq), record.attempted.get(&seq)) {
+            (Some(enqueued), _) => {
+                if !same(enqueued) {
+                    self.violations.push(format!("{}: content changed in transit", stream.event(seq)));
+                }
+                *enqueued
+            }
+            // A write reported failed reached the disk after all: its own content only.
+            (None, Some(attempts)) if attempts.iter().any(same) => *attempts.iter().find(|a| same(a)).expect("found"),
+            (None, Some(_)) => {
+                self.violations.push(format!("{}: content of no write given this seq", stream.event(seq)));
+                return;
+            }
+            (None, None) => {
+                self.violation(format!("{}: delivered seq {seq} that was never enqueued", stream.event(seq)));
+                return;
+            }
+        };
+        let record = self.streams.entry((stream.device, stream.epoch)).or_default();
+        if record.delivered.contains(seq) || record.tombstoned.contains(seq) {
+            self.violation(format!("{}: delivered twice", stream.event(seq)));
+            return;
         }
         record.delivered.insert(seq, seq + 1);
         record.pending.push((seq, seq + 1));
@@ -140,7 +205,7 @@ impl Checker {
         for seq in range.start..range.end {
             overlap |= record.delivered.contains(seq) || record.tombstoned.contains(seq);
         }
-        if range.end > record.enqueued.len() as u64 {
+        if range.end > record.end() {
             self.violations.push(format!("{}: tombstone past the last enqueued seq", stream.event(range.end - 1)));
         }
         if overlap {
@@ -168,7 +233,7 @@ impl Checker {
     /// A device freed `range`: the collector must have committed all of it.
     pub fn release(&mut self, device: DeviceId, epoch: Epoch, range: SeqRange) {
         let record = self.streams.entry((device, epoch)).or_default();
-        let held_end = record.enqueued.len() as u64;
+        let held_end = record.end();
         let range = SeqRange::new(range.start, range.end.min(held_end));
         if !record.committed.covers(range.start, range.end) {
             self.violations.push(format!(
@@ -183,7 +248,7 @@ impl Checker {
     pub fn finish(&mut self, dropped_by_devices: u64) {
         let mut missing = Vec::new();
         for (&(device, epoch), record) in &self.streams {
-            for seq in 0..record.enqueued.len() as u64 {
+            for &seq in record.enqueued.keys() {
                 if !record.delivered.contains(seq) && !record.tombstoned.contains(seq) {
                     missing.push(format!("{device}/{epoch}/{seq}"));
                 }

@@ -12,8 +12,10 @@
 //! delivery or a tombstone for every enqueued event, bounded buffers, and a device never
 //! freeing an event the collector has not committed.
 
+pub mod buffer;
 pub mod checker;
 pub mod clock;
+pub mod disk;
 pub mod intervals;
 pub mod link;
 pub mod report;
@@ -24,5 +26,5 @@ pub mod world;
 pub use checker::Checker;
 pub use clock::SimClock;
 pub use link::{LinkConfig, LossModel};
-pub use scenario::{DeviceScenario, Scenario};
+pub use scenario::{DeviceScenario, DiskFaultMix, DiskScenario, Scenario, Storage};
 pub use world::{Outcome, World};

@@ -1,9 +1,51 @@
 //! What a simulation run does: devices, their clocks and links, the faults, the bounds.
 
 use crate::clock::SimClock;
+use crate::disk::DiskFaults;
 use crate::link::{LinkConfig, LossModel};
 use driftlog_protocol::SplitMix64;
 use driftlog_protocol::sender::DropPolicy;
+
+/// Where a device keeps its events.
+#[derive(Clone, Debug)]
+pub enum Storage {
+    /// The protocol's in-memory backlog (`backlog_capacity_events`, `drop_policy`); a
+    /// reboot keeps it.
+    Memory,
+    /// The agent's real outbox on a simulated disk; a reboot is a power cut.
+    Disk(DiskScenario),
+}
+
+/// Which storage faults [`Scenario::random_disk`] draws.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiskFaultMix {
+    pub crashes: bool,
+    pub failed_fsyncs: bool,
+    pub full_disks: bool,
+    pub bit_flips: bool,
+}
+
+impl DiskFaultMix {
+    pub const ALL: DiskFaultMix =
+        DiskFaultMix { crashes: true, failed_fsyncs: true, full_disks: true, bit_flips: true };
+    /// What the outbox survives on every seed swept so far (see the README's Testing).
+    pub const ALL_BUT_BIT_FLIPS: DiskFaultMix =
+        DiskFaultMix { crashes: true, failed_fsyncs: true, full_disks: true, bit_flips: false };
+    pub const FULL_DISKS: DiskFaultMix =
+        DiskFaultMix { crashes: false, failed_fsyncs: false, full_disks: true, bit_flips: false };
+}
+
+#[derive(Clone, Debug)]
+pub struct DiskScenario {
+    /// The outbox's byte bound.
+    pub max_bytes: u64,
+    pub policy: driftlog_agent::outbox::DropPolicy,
+    pub faults: DiskFaults,
+    /// True times at which the disk fills up (a few KiB left) and at which room returns.
+    pub full: Vec<(u64, u64)>,
+    /// True times at which a bit of a stored segment byte flips.
+    pub bit_flips: Vec<u64>,
+}
 
 #[derive(Clone, Debug)]
 pub struct DeviceScenario {
@@ -20,6 +62,7 @@ pub struct DeviceScenario {
     /// True times at which the device reboots (new epoch; its buffer survives).
     pub reboots: Vec<u64>,
     pub backlog_events_per_second: u32,
+    pub storage: Storage,
 }
 
 #[derive(Clone, Debug)]
@@ -59,6 +102,7 @@ impl Scenario {
                 drop_policy: DropPolicy::DropOldest,
                 reboots: Vec::new(),
                 backlog_events_per_second: 0,
+                storage: Storage::Memory,
             })
             .collect();
         Scenario { seed, devices, commit_interval_micros: 2_000, drain_limit_micros: 120_000_000 }
@@ -126,6 +170,7 @@ impl Scenario {
                     },
                     reboots,
                     backlog_events_per_second: [0, 500, 5_000][rng.below_inclusive(2) as usize],
+                    storage: Storage::Memory,
                 }
             })
             .collect();
@@ -135,6 +180,51 @@ impl Scenario {
             commit_interval_micros: 1_000 + rng.below_inclusive(10_000),
             drain_limit_micros: 600_000_000,
         }
+    }
+
+    /// [`Scenario::random`]'s network and clocks, every device on the agent's real outbox on
+    /// a simulated disk: power cuts at random moments (crashes tear unsynced writes), failing
+    /// fsyncs, disks that fill up and get room back, flipped bits, small byte bounds under
+    /// each drop policy, as far as `mix` turns them on. Derived entirely from `seed`.
+    pub fn random_disk(seed: u64, mix: DiskFaultMix) -> Scenario {
+        let mut scenario = Scenario::random(seed);
+        let mut rng = SplitMix64::new(seed ^ 0xD15C_D15C);
+        for device in &mut scenario.devices {
+            let span = device.events * device.interval_micros;
+            let at = |rng: &mut SplitMix64, count: u64| -> Vec<u64> {
+                let mut times: Vec<u64> =
+                    (0..rng.below_inclusive(count)).map(|_| device.start_at + rng.below_inclusive(span)).collect();
+                times.sort_unstable();
+                times
+            };
+            let crashes = at(&mut rng, 4);
+            let bit_flips = if rng.below_inclusive(2) == 0 { at(&mut rng, 2) } else { Vec::new() };
+            let full = at(&mut rng, 2)
+                .into_iter()
+                .map(|start| (start, start + 100_000 + rng.below_inclusive(3_000_000)))
+                .collect();
+            let small = rng.below_inclusive(2) == 0;
+            let policy = match rng.below_inclusive(2) {
+                0 => driftlog_agent::outbox::DropPolicy::DropOldest,
+                1 => driftlog_agent::outbox::DropPolicy::DropNewest,
+                _ => driftlog_agent::outbox::DropPolicy::Block,
+            };
+            let sync_failure = if rng.below_inclusive(2) == 0 { 0.0 } else { 0.001 + rng.unit_f64() * 0.02 };
+            // Drawn whatever the mix, so a seed's other choices do not depend on it.
+            let crashes = if mix.crashes { crashes } else { Vec::new() };
+            let bit_flips = if mix.bit_flips { bit_flips } else { Vec::new() };
+            let full = if mix.full_disks { full } else { Vec::new() };
+            let sync_failure = if mix.failed_fsyncs { sync_failure } else { 0.0 };
+            device.reboots = crashes;
+            device.storage = Storage::Disk(DiskScenario {
+                max_bytes: if small { 8_192 + rng.below_inclusive(56_000) } else { 1 << 30 },
+                policy,
+                faults: DiskFaults { sync_failure },
+                full,
+                bit_flips,
+            });
+        }
+        scenario
     }
 
     /// Base round trip of device `index` (delays plus mean jitter both ways), µs.

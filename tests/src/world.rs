@@ -1,12 +1,15 @@
 //! The simulated world: devices, links and the collector in virtual time.
 
+use crate::buffer::{BufferRef, DeviceBuffer, DiskBuffer, Pushed};
 use crate::checker::Checker;
 use crate::clock::SimClock;
+use crate::disk::{DiskStats, SimDisk};
 use crate::link::{LinkStats, SimLink};
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, Storage};
+use driftlog_agent::outbox::{OutboxConfig, OutboxError, OutboxStats};
 use driftlog_protocol::endpoint::{Delivery, Endpoint, EndpointConfig};
-use driftlog_protocol::sender::{Item, MemoryBacklog, OwnedEvent, OwnedPayload, SenderStats};
-use driftlog_protocol::wire::{Body, DataWriter, Direction, MacKey, ReplayGuard, Sealer, open};
+use driftlog_protocol::sender::{Item, MemoryBacklog, OwnedEvent, OwnedPayload, SendError, SenderStats};
+use driftlog_protocol::wire::{Body, DataWriter, Direction, DropReason, MacKey, ReplayGuard, Sealer, open};
 use driftlog_protocol::{
     Backlog, ClockQuality, DeviceId, Epoch, Instant, KeyId, Position, Sender, SenderConfig, Seq, SeqRange, SplitMix64,
 };
@@ -16,14 +19,28 @@ use std::collections::{BTreeMap, BinaryHeap};
 const MAX_DATAGRAM_BYTES: usize = 1_200;
 /// Frames in flight per device; the checker asserts the sender never exceeds it.
 const FRAMES: usize = 64;
+/// How often the agent's driver writes release records out (its status interval).
+const TICK_MICROS: u64 = 1_000_000;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Action {
     Generate(usize),
     Reboot(usize),
+    /// An agent whose outbox would not open tries again.
+    Restart(usize),
+    DiskFull(usize),
+    DiskRoom(usize),
+    BitFlip(usize),
+    /// The driver's once-a-second housekeeping (release records written out).
+    Tick(usize),
     DeviceWake(usize),
-    ToCollector { bytes: Vec<u8> },
-    ToDevice { index: usize, bytes: Vec<u8> },
+    ToCollector {
+        bytes: Vec<u8>,
+    },
+    ToDevice {
+        index: usize,
+        bytes: Vec<u8>,
+    },
     CollectorWake,
     CollectorCommit,
 }
@@ -33,10 +50,9 @@ struct Device {
     key_id: KeyId,
     key: MacKey,
     clock: SimClock,
-    epoch: Epoch,
     config: SenderConfig,
     sender: Sender<FRAMES>,
-    backlog: MemoryBacklog,
+    backlog: DeviceBuffer,
     sealer: Sealer,
     collector_replay: ReplayGuard<2, 64>,
     uplink: SimLink,
@@ -69,6 +85,14 @@ pub struct Outcome {
     pub uplink: LinkStats,
     pub downlink: LinkStats,
     pub rejected_frames: u64,
+    /// Summed over the devices on a simulated disk (all zero without one).
+    pub disk: DiskStats,
+    pub outbox: OutboxStats,
+    /// Events an input was told failed (a write error) or refused.
+    pub failed_pushes: u64,
+    pub refused_pushes: u64,
+    /// Blocks found damaged as they were read to be sent.
+    pub corrupt_reads: u64,
 }
 
 /// A run that broke an invariant: the seed reproduces it.
@@ -107,6 +131,9 @@ pub struct World {
     steps: u64,
     rng: SplitMix64,
     calm: bool,
+    failed_pushes: u64,
+    refused_pushes: u64,
+    corrupt_reads: u64,
 }
 
 fn fnv(hash: u64, value: u64) -> u64 {
@@ -121,13 +148,13 @@ fn fnv(hash: u64, value: u64) -> u64 {
 /// The simulator's view of a device buffer: every `release` is checked against what the
 /// collector committed, so a sender that frees too early fails the run.
 struct CheckedBacklog<'a> {
-    inner: &'a mut MemoryBacklog,
+    inner: BufferRef<'a>,
     checker: &'a mut Checker,
     device: DeviceId,
 }
 
 impl Backlog for CheckedBacklog<'_> {
-    type Error = std::convert::Infallible;
+    type Error = OutboxError;
 
     fn head(&self) -> Position {
         self.inner.head()
@@ -165,19 +192,27 @@ impl World {
             secret[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
             let key = MacKey::new(&secret);
             keyring.insert(key_id, (id, key.clone()));
-            let epoch = 1;
-            let backlog = MemoryBacklog::new(epoch, device.backlog_capacity_events, device.drop_policy);
+            let mut backlog = match &device.storage {
+                Storage::Memory => {
+                    DeviceBuffer::Memory(MemoryBacklog::new(1, device.backlog_capacity_events, device.drop_policy))
+                }
+                Storage::Disk(disk) => {
+                    let sim_disk = SimDisk::new(rng.next_u64(), disk.faults);
+                    let config = OutboxConfig { max_bytes: disk.max_bytes, policy: disk.policy };
+                    DeviceBuffer::Disk(Box::new(DiskBuffer::new(sim_disk, config, rng.next_u64())))
+                }
+            };
+            let epoch = backlog.epoch();
             let mut config = SenderConfig::new(0);
             config.max_datagram_bytes = MAX_DATAGRAM_BYTES;
             config.backlog_events_per_second = device.backlog_events_per_second;
-            let sender = Sender::new(config.clone(), &backlog);
+            let sender = Sender::new(config.clone(), &backlog.backlog().expect("a fresh disk opens"));
             devices.push(Device {
                 id,
                 key_id,
                 sealer: Sealer::new(key_id, key.clone(), epoch),
                 key,
                 clock: device.clock.clone(),
-                epoch,
                 config,
                 sender,
                 backlog,
@@ -208,6 +243,9 @@ impl World {
             steps: 0,
             rng,
             calm: false,
+            failed_pushes: 0,
+            refused_pushes: 0,
+            corrupt_reads: 0,
         };
         for index in 0..world.devices.len() {
             let device = &world.scenario.devices[index];
@@ -215,6 +253,17 @@ impl World {
             world.schedule(start, Action::Generate(index));
             for at in reboots {
                 world.schedule(at, Action::Reboot(index));
+            }
+            if let Storage::Disk(disk) = &world.scenario.devices[index].storage {
+                let (full, bit_flips) = (disk.full.clone(), disk.bit_flips.clone());
+                for (from, to) in full {
+                    world.schedule(from, Action::DiskFull(index));
+                    world.schedule(to, Action::DiskRoom(index));
+                }
+                for at in bit_flips {
+                    world.schedule(at, Action::BitFlip(index));
+                }
+                world.schedule(start + TICK_MICROS, Action::Tick(index));
             }
         }
         world
@@ -267,13 +316,29 @@ impl World {
         if !converged {
             let pending: Vec<String> = self
                 .devices
-                .iter()
-                .filter(|d| d.backlog.tail() != d.backlog.head())
-                .map(|d| format!("device {} holds from {:?} to {:?}", d.id, d.backlog.tail(), d.backlog.head()))
+                .iter_mut()
+                .filter_map(|d| {
+                    (!d.backlog.is_drained()).then(|| format!("device {} holds {}", d.id, d.backlog.describe_held()))
+                })
                 .collect();
             self.checker.violation(format!("did not converge by t={}µs: {pending:?}", self.now));
         }
-        let dropped: u64 = self.devices.iter().map(|d| d.backlog.stats().dropped).sum();
+        let (mut dropped, mut disk, mut outbox) = (0, DiskStats::default(), OutboxStats::default());
+        for device in &self.devices {
+            match &device.backlog {
+                DeviceBuffer::Memory(backlog) => dropped += backlog.stats().dropped,
+                DeviceBuffer::Disk(buffer) => {
+                    let stats = buffer.stats();
+                    dropped += stats.dropped + stats.corrupt_events + stats.failed_append_events;
+                    crate::buffer::add_stats(&mut outbox, &stats);
+                    add_disk_stats(&mut disk, &buffer.disk.stats());
+                }
+            }
+        }
+        self.checker.check_storage_failures(
+            outbox.corrupt_events + outbox.failed_append_events,
+            disk.bit_flips + disk.failed_syncs + disk.out_of_space,
+        );
         self.checker.finish(dropped);
         if self.checker.violation_count() > 0 {
             return Err(Failure {
@@ -298,7 +363,7 @@ impl World {
             finished_at: self.now,
             delivery_span_micros: self.checker.delivery_span_micros(),
             steps: self.steps,
-            enqueued: self.devices.iter().map(|d| d.backlog.stats().enqueued).sum(),
+            enqueued: self.checker.enqueued_events(),
             delivered: self.checker.delivered_events(),
             tombstoned: self.checker.tombstoned_seqs(),
             latencies_micros: latencies,
@@ -308,6 +373,11 @@ impl World {
             uplink,
             downlink,
             rejected_frames: self.endpoint.stats().rejects.total(),
+            disk,
+            outbox,
+            failed_pushes: self.failed_pushes,
+            refused_pushes: self.refused_pushes,
+            corrupt_reads: self.corrupt_reads,
         })
     }
 
@@ -315,14 +385,37 @@ impl World {
         self.devices.iter().zip(&self.scenario.devices).all(|(d, s)| d.generated >= s.events)
     }
 
-    fn converged(&self) -> bool {
-        self.all_generated() && self.devices.iter().all(|d| d.backlog.tail() == d.backlog.head())
+    fn converged(&mut self) -> bool {
+        self.all_generated() && self.devices.iter_mut().all(|d| d.backlog.is_drained())
     }
 
     fn step(&mut self, action: Action) {
         match action {
             Action::Generate(index) => self.generate(index),
             Action::Reboot(index) => self.reboot(index),
+            Action::Restart(index) => self.restart(index),
+            Action::DiskFull(index) => {
+                if let DeviceBuffer::Disk(buffer) = &self.devices[index].backlog {
+                    buffer.disk.fill(self.rng.below_inclusive(16 * 1024));
+                }
+            }
+            Action::DiskRoom(index) => {
+                if let DeviceBuffer::Disk(buffer) = &self.devices[index].backlog {
+                    buffer.disk.make_room();
+                }
+            }
+            Action::BitFlip(index) => {
+                if let DeviceBuffer::Disk(buffer) = &self.devices[index].backlog {
+                    buffer.disk.flip_bit();
+                }
+            }
+            Action::Tick(index) => {
+                self.devices[index].backlog.tick();
+                if !self.calm || !self.devices[index].backlog.is_drained() {
+                    self.schedule(self.now + TICK_MICROS, Action::Tick(index));
+                }
+                self.check_bounds(index);
+            }
             Action::DeviceWake(index) => {
                 if self.devices[index].wake_at == Some(self.now) {
                     self.devices[index].wake_at = None;
@@ -362,15 +455,20 @@ impl World {
             tags.push(("room".into(), format!("r{}", index % 3)));
         }
         let event = event.with_wall(device.clock.wall(now), ClockQuality::Unsynchronized);
-        let position = device.backlog.push(event);
+        let pushed = device.backlog.push(event);
         device.generated += 1;
-        let capacity = self.scenario.devices[index].backlog_capacity_events;
-        let held = device.backlog.held_events();
         let device_id = device.id;
-        self.checker.enqueue(device_id, position.epoch, position.seq, now, value, mono.as_micros());
-        if held > capacity {
-            self.checker.violation(format!("device {device_id} holds {held} events, bound {capacity}"));
+        match pushed {
+            Pushed::Ok(position) => {
+                self.checker.enqueue(device_id, position.epoch, position.seq, now, value, mono.as_micros())
+            }
+            Pushed::Failed(position) => {
+                self.failed_pushes += 1;
+                self.checker.attempt(device_id, position.epoch, position.seq, now, value, mono.as_micros());
+            }
+            Pushed::Refused => self.refused_pushes += 1,
         }
+        self.check_bounds(index);
         let scenario = &self.scenario.devices[index];
         if self.devices[index].generated < scenario.events {
             let interval = scenario.interval_micros;
@@ -381,18 +479,59 @@ impl World {
     }
 
     fn reboot(&mut self, index: usize) {
+        let device = &mut self.devices[index];
+        match &mut device.backlog {
+            DeviceBuffer::Memory(backlog) => {
+                let epoch = backlog.head().epoch + 1;
+                backlog.start_epoch(epoch);
+            }
+            // A power cut: what was not synced is torn or gone.
+            DeviceBuffer::Disk(buffer) => buffer.disk.crash(),
+        }
+        self.restart(index);
+    }
+
+    /// RAM is gone: the sender's state and the replay window restart; the buffer is on disk.
+    fn restart(&mut self, index: usize) {
         let now = self.now;
         let device = &mut self.devices[index];
-        // RAM is gone: the sender's state and the replay window restart; the buffer is on disk.
+        if let DeviceBuffer::Disk(buffer) = &mut device.backlog
+            && !buffer.start()
+        {
+            // The outbox would not open (a full disk, a failing fsync): the agent exits and
+            // its supervisor starts it again a little later.
+            self.schedule(now + 100_000, Action::Restart(index));
+            return;
+        }
         device.past_stats = sum_stats(&device.past_stats, &device.sender.stats());
-        device.epoch += 1;
         device.clock.boot_at = now;
-        device.backlog.start_epoch(device.epoch);
-        device.sender = Sender::new(device.config.clone(), &device.backlog);
-        device.sealer = Sealer::new(device.key_id, device.key.clone(), device.epoch);
+        let epoch = device.backlog.epoch();
+        self.trace = fnv(self.trace, epoch);
+        device.sender = Sender::new(device.config.clone(), &device.backlog.backlog().expect("up"));
+        device.sealer = Sealer::new(device.key_id, device.key.clone(), epoch);
         device.collector_replay = ReplayGuard::new(60_000_000);
         device.wake_at = None;
         self.pump_device(index);
+    }
+
+    /// The buffer's bound: events for the in-memory backlog, bytes for the outbox.
+    fn check_bounds(&mut self, index: usize) {
+        let device = &self.devices[index];
+        let violation = match &device.backlog {
+            DeviceBuffer::Memory(backlog) => {
+                let capacity = self.scenario.devices[index].backlog_capacity_events;
+                let held = backlog.held_events();
+                (held > capacity).then(|| format!("device {} holds {held} events, bound {capacity}", device.id))
+            }
+            DeviceBuffer::Disk(buffer) => buffer.outbox().and_then(|outbox| {
+                let (held, bound) = (outbox.held_bytes(), outbox.max_bytes());
+                (held > bound || bound > buffer.configured_max_bytes())
+                    .then(|| format!("device {} outbox holds {held} bytes, bound {bound}", device.id))
+            }),
+        };
+        if let Some(violation) = violation {
+            self.checker.violation(violation);
+        }
     }
 
     /// Sends whatever the device's sender has, then arms its timer.
@@ -401,15 +540,26 @@ impl World {
         let now = self.device_now(index);
         let mut buf = [0u8; MAX_DATAGRAM_BYTES];
         let mut outgoing = Vec::new();
+        if !self.devices[index].backlog.is_up() {
+            return;
+        }
         {
-            let World { devices, checker, .. } = self;
+            let World { devices, checker, corrupt_reads, .. } = self;
             let device = &mut devices[index];
-            let mut backlog = CheckedBacklog { inner: &mut device.backlog, checker, device: device.id };
+            let inner = device.backlog.backlog().expect("up");
+            let mut backlog = CheckedBacklog { inner, checker, device: device.id };
             // Bounded: each transmit consumes window or backlog; the cap guards a bug.
             for _ in 0..10_000 {
                 match device.sender.poll_transmit(now, &mut backlog, &mut device.sealer, &mut buf) {
                     Ok(Some(transmit)) => outgoing.push(buf[..transmit.len].to_vec()),
                     Ok(None) => break,
+                    // A damaged block, quarantined as it was read: the driver logs it and
+                    // the next pass goes on past it.
+                    Err(SendError::Backlog(OutboxError::Corrupt { .. })) => {
+                        *corrupt_reads += 1;
+                        break;
+                    }
+                    Err(SendError::Backlog(OutboxError::Storage(_))) if device.backlog.is_up() => break,
                     Err(error) => {
                         checker.violation(format!("device {}: sender failed: {error}", device.id));
                         break;
@@ -454,9 +604,12 @@ impl World {
                     self.trace = fnv(self.trace, seq);
                 }
             }
-            Delivery::Tombstone { new, .. } => {
+            Delivery::Tombstone { new, reason } => {
                 for range in new {
                     self.checker.tombstone(stream, *range, false);
+                    if *reason == DropReason::StorageFailure {
+                        self.checker.storage_failure(range.len());
+                    }
                 }
             }
             Delivery::Heartbeat { unrecoverable, .. } => {
@@ -495,6 +648,9 @@ impl World {
 
     fn device_receive(&mut self, index: usize, bytes: &[u8]) {
         let now = self.device_now(index);
+        if !self.devices[index].backlog.is_up() {
+            return;
+        }
         {
             let World { devices, checker, .. } = self;
             let device = &mut devices[index];
@@ -512,11 +668,15 @@ impl World {
                 return;
             }
             device.collector_replay.accept(header.epoch, header.sent_at.as_micros());
-            let mut backlog = CheckedBacklog { inner: &mut device.backlog, checker, device: device.id };
+            let inner = device.backlog.backlog().expect("up");
+            let mut backlog = CheckedBacklog { inner, checker, device: device.id };
             match opened.body {
                 Body::Ack(ack) => {
-                    if let Err(error) = device.sender.handle_ack(now, &header, &ack, &mut backlog) {
-                        checker.violation(format!("device {}: ack failed: {error}", device.id));
+                    match device.sender.handle_ack(now, &header, &ack, &mut backlog) {
+                        Ok(()) => {}
+                        // The release could not be recorded: the driver reloads the outbox.
+                        Err(SendError::Backlog(OutboxError::Storage(_))) => device.backlog.recover(),
+                        Err(error) => checker.violation(format!("device {}: ack failed: {error}", device.id)),
                     }
                 }
                 Body::Nak(nak) => device.sender.handle_nak(now, &nak, &backlog),
@@ -531,6 +691,11 @@ fn action_tag(action: &Action) -> u64 {
     match action {
         Action::Generate(i) => 1 << 32 | *i as u64,
         Action::Reboot(i) => 2 << 32 | *i as u64,
+        Action::Restart(i) => 8 << 32 | *i as u64,
+        Action::DiskFull(i) => 9 << 32 | *i as u64,
+        Action::DiskRoom(i) => 10 << 32 | *i as u64,
+        Action::BitFlip(i) => 11 << 32 | *i as u64,
+        Action::Tick(i) => 12 << 32 | *i as u64,
         Action::DeviceWake(i) => 3 << 32 | *i as u64,
         Action::ToCollector { bytes } => 4 << 32 | bytes.len() as u64,
         Action::ToDevice { index, bytes } => 5 << 32 | (*index as u64) << 16 | bytes.len() as u64,
@@ -570,4 +735,18 @@ fn add_link_stats(total: &mut LinkStats, add: &LinkStats) {
     total.partitioned += add.partitioned;
     total.duplicated += add.duplicated;
     total.bytes += add.bytes;
+}
+
+fn add_disk_stats(total: &mut DiskStats, add: &DiskStats) {
+    total.writes += add.writes;
+    total.syncs += add.syncs;
+    total.failed_syncs += add.failed_syncs;
+    total.writes_lost_by_failed_sync += add.writes_lost_by_failed_sync;
+    total.out_of_space += add.out_of_space;
+    total.crashes += add.crashes;
+    total.torn_writes += add.torn_writes;
+    total.lost_unsynced += add.lost_unsynced;
+    total.resurrected += add.resurrected;
+    total.bit_flips += add.bit_flips;
+    total.crash_points.extend(add.crash_points.iter().copied());
 }

@@ -1,24 +1,25 @@
 //! The protocol's [`Backlog`] over the outbox, for one stream.
 
-use super::{Outbox, OutboxError};
+use super::store::SegmentStore;
+use super::{FileStore, Outbox, OutboxError};
 use driftlog_protocol::sender::Item;
 use driftlog_protocol::wire::DataWriter;
 use driftlog_protocol::{Backlog, Epoch, Position, Seq, SeqRange, StreamId};
 
 /// One stream of an [`Outbox`], as a [`driftlog_protocol::Sender`] sees it.
 #[derive(Debug)]
-pub struct StreamBacklog<'o> {
-    outbox: &'o mut Outbox,
+pub struct StreamBacklog<'o, S: SegmentStore = FileStore> {
+    outbox: &'o mut Outbox<S>,
     stream: StreamId,
 }
 
-impl<'o> StreamBacklog<'o> {
-    pub(super) fn new(outbox: &'o mut Outbox, stream: StreamId) -> StreamBacklog<'o> {
+impl<'o, S: SegmentStore> StreamBacklog<'o, S> {
+    pub(super) fn new(outbox: &'o mut Outbox<S>, stream: StreamId) -> StreamBacklog<'o, S> {
         StreamBacklog { outbox, stream }
     }
 }
 
-impl Backlog for StreamBacklog<'_> {
+impl<S: SegmentStore> Backlog for StreamBacklog<'_, S> {
     type Error = OutboxError;
 
     fn head(&self) -> Position {

@@ -16,6 +16,9 @@
 //! followed is unknown); the collector learns of that loss only from the sender's held range.
 
 use super::ranges::SeqSet;
+use super::store::SegmentStore;
+use super::{Outbox, OutboxError};
+use driftlog_protocol::wire::DropReason;
 use driftlog_protocol::{Epoch, Seq, StreamId};
 use std::collections::BTreeMap;
 
@@ -68,6 +71,75 @@ impl DamageTracker {
             previous = Some(((stream, epoch), end, segment));
         }
         out
+    }
+}
+
+impl<S: SegmentStore> Outbox<S> {
+    pub(super) fn note_damaged(&mut self, segment: u64) {
+        if self.damaged_segments.insert(segment) {
+            self.stats.corrupt_segments += 1;
+        }
+    }
+
+    /// Tombstones (`storage_failure`) the pieces of `[start, end)` of `(stream, epoch)` that
+    /// are neither held nor covered by a tombstone yet; returns how many sequence numbers that
+    /// was. In memory until the tombstones are saved.
+    pub(super) fn tombstone_storage_failure(&mut self, stream: StreamId, epoch: Epoch, start: Seq, end: Seq) -> u64 {
+        let mut lost = SeqSet::default();
+        lost.insert(start, end);
+        let covered: Vec<(Seq, Seq)> = self
+            .tombstones
+            .iter()
+            .filter(|(key, _)| key.0 == stream && key.1 == epoch)
+            .map(|(key, &(end, _))| (key.2, end))
+            .chain(self.index.held_in(stream, epoch, start, end))
+            .collect();
+        for (start, end) in covered {
+            lost.remove(start, end);
+        }
+        for (start, end) in lost.ranges_in(start, end) {
+            self.tombstones.add(stream, epoch, start, end, DropReason::StorageFailure);
+        }
+        lost.len()
+    }
+
+    /// [`Self::tombstone_storage_failure`] for events damage made unreadable, counted.
+    pub(super) fn tombstone_unreadable(&mut self, stream: StreamId, epoch: Epoch, start: Seq, end: Seq) -> u64 {
+        let events = self.tombstone_storage_failure(stream, epoch, start, end);
+        self.stats.corrupt_events += events;
+        if events > 0 {
+            tracing::error!(
+                stream,
+                epoch,
+                first_seq = start,
+                events,
+                "outbox events unreadable; tombstoned as storage_failure"
+            );
+        }
+        events
+    }
+
+    /// A block of segment `id` that held `[start, end)` of `(stream, epoch)` no longer reads
+    /// back: what of it is still held is tombstoned and no longer held, so the sender moves
+    /// past it instead of failing on it forever.
+    pub(super) fn quarantine(
+        &mut self,
+        id: u64,
+        stream: StreamId,
+        epoch: Epoch,
+        start: Seq,
+        end: Seq,
+    ) -> Result<(), OutboxError> {
+        self.note_damaged(id);
+        let mut removed = 0;
+        for (start, end) in self.index.held_in(stream, epoch, start, end) {
+            removed += self.index.unhold(stream, epoch, start, end);
+            self.tombstone_unreadable(stream, epoch, start, end);
+        }
+        if removed > 0 {
+            self.tombstones.save(true)?;
+        }
+        Ok(())
     }
 }
 

@@ -5,36 +5,14 @@
 //! uncommitted tail, which [`scan`] finds and the outbox truncates.
 
 use super::block::{HEADER_BYTES, Header, Kind, MAX_PAYLOAD_BYTES};
+use super::store::StoreFile;
 use driftlog_protocol::{Epoch, Seq, StreamId};
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{BufReader, Read};
-use std::path::{Path, PathBuf};
 
 /// Blocks per segment at most, which bounds the block index the outbox keeps for a segment
 /// it reads (about 40 bytes a block).
 pub(super) const MAX_SEGMENT_BLOCKS: u32 = 4096;
-
-pub(super) fn path(dir: &Path, id: u64) -> PathBuf {
-    dir.join(format!("{id:016x}.seg"))
-}
-
-/// The segment ids present in `dir`, ascending.
-pub(super) fn list(dir: &Path) -> std::io::Result<Vec<u64>> {
-    let mut ids = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let name = entry?.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if let Some(hex) = name.strip_suffix(".seg")
-            && hex.len() == 16
-            && let Ok(id) = u64::from_str_radix(hex, 16)
-        {
-            ids.push(id);
-        }
-    }
-    ids.sort_unstable();
-    Ok(ids)
-}
 
 /// Where one event block lies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,10 +55,9 @@ pub(super) struct Scan {
 
 /// Reads every block header (checking each block's checksum) until the end or the first
 /// block that does not check out.
-pub(super) fn scan(path: &Path) -> std::io::Result<Scan> {
-    let file = File::open(path)?;
-    let file_len = file.metadata()?.len();
-    let mut reader = BufReader::with_capacity(64 * 1024, file);
+pub(super) fn scan(file: &impl StoreFile) -> std::io::Result<Scan> {
+    let file_len = file.len()?;
+    let mut reader = BufReader::with_capacity(64 * 1024, Cursor { file, offset: 0 });
     let mut scan = Scan { file_len, ..Scan::default() };
     let mut pending = Vec::new();
     let mut offset = 0u64;
@@ -119,6 +96,20 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(filled)
 }
 
+/// A [`StoreFile`] read from the start, for [`BufReader`].
+struct Cursor<'f, F> {
+    file: &'f F,
+    offset: u64,
+}
+
+impl<F: StoreFile> Read for Cursor<'_, F> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read_at(buf, self.offset)?;
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
 /// The block index of a scanned segment.
 pub(super) fn index_of(scan: &Scan) -> BlockIndex {
     let mut index = BlockIndex::default();
@@ -129,9 +120,4 @@ pub(super) fn index_of(scan: &Scan) -> BlockIndex {
         }
     }
     index
-}
-
-/// fsync of a directory, so a file created or renamed in it survives a power cut.
-pub(super) fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
 }

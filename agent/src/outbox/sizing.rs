@@ -8,20 +8,10 @@
 //! 4 MiB for the default 256 MiB) on a 4 MiB disk put everything into one segment, and the
 //! first out-of-space error dropped 99.5 % of the buffer.
 
-use std::path::Path;
-
 /// Largest segment file.
 pub(super) const MAX_SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
 /// Smallest segment target: a page (each commit writes at least one anyway).
 const MIN_SEGMENT_BYTES: u64 = 4 * 1024;
-
-/// Bytes the file system holding `dir` has free for an unprivileged writer, if it says.
-pub(super) fn available_bytes(dir: &Path) -> Option<u64> {
-    let stats = nix::sys::statvfs::statvfs(dir).ok()?;
-    // Both are u64 here, narrower on 32-bit targets.
-    #[allow(clippy::useless_conversion)]
-    Some(u64::from(stats.blocks_available()).saturating_mul(u64::from(stats.fragment_size())))
-}
 
 /// The size to cut the next segment at: 1/16 of the least of `max_bytes` and what the file
 /// system can hold for the outbox (`held_bytes` plus 90 % of `available`).
@@ -30,11 +20,13 @@ pub(super) fn segment_target(max_bytes: u64, held_bytes: u64, available: Option<
     (max_bytes.min(room) / 16).clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES)
 }
 
-/// The bound after a write failed for want of space: what the outbox held when it failed.
-/// From then on the policy makes room before writing, one oldest segment (1/16 of the
-/// bound) per append that needs it, instead of the disk refusing the write.
-pub(super) fn bound_after_storage_error(max_bytes: u64, held_bytes: u64) -> u64 {
-    max_bytes.min(held_bytes)
+/// The bound after a write failed for want of space: what the outbox held when it failed,
+/// plus the room the drop policy keeps for the tombstones one append can start (their
+/// pages are written ahead, so recording a drop needs no new space). From then on the
+/// policy makes room before writing, one oldest segment (1/16 of the bound) per append that
+/// needs it, instead of the disk refusing the write.
+pub(super) fn bound_after_storage_error(max_bytes: u64, held_bytes: u64, tombstone_reserve_bytes: u64) -> u64 {
+    max_bytes.min(held_bytes + tombstone_reserve_bytes)
 }
 
 #[cfg(test)]
@@ -49,6 +41,7 @@ mod tests {
         assert_eq!(segment_target(256 * MIB, 3 * MIB, Some(MIB)), 4 * MIB / 10 * 9 / 16, "what is held counts");
         assert_eq!(segment_target(8 * MIB, 0, Some(100 * MIB)), MIB / 2, "the configured bound");
         assert_eq!(segment_target(16 * 1024, 0, None), MIN_SEGMENT_BYTES);
-        assert_eq!(bound_after_storage_error(256 * MIB, 3 * MIB), 3 * MIB);
+        assert_eq!(bound_after_storage_error(256 * MIB, 3 * MIB, 100), 3 * MIB + 100);
+        assert_eq!(bound_after_storage_error(MIB, 3 * MIB, 100), MIB);
     }
 }

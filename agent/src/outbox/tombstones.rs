@@ -11,12 +11,10 @@
 //! ```
 
 use super::codes::{drop_reason_code, drop_reason_from_code};
+use super::store::StoreFile;
 use driftlog_protocol::wire::DropReason;
 use driftlog_protocol::{Epoch, Position, Seq, StreamId};
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
-use std::path::Path;
 
 /// At most this many disjoint tombstones are kept. Drops coalesce into few ranges (the
 /// oldest segments go in order; `drop_newest` drops a contiguous tail), so reaching it
@@ -39,8 +37,8 @@ const ENTRIES_AHEAD: usize = 64;
 pub(super) type Key = (StreamId, Epoch, Seq);
 
 #[derive(Debug)]
-pub(super) struct Tombstones {
-    file: File,
+pub(super) struct Tombstones<F> {
+    file: F,
     /// `(stream, epoch, start)` → `(end, reason)`.
     map: BTreeMap<Key, (Seq, DropReason)>,
     generation: u64,
@@ -48,9 +46,8 @@ pub(super) struct Tombstones {
     pub(super) forgotten: u64,
 }
 
-impl Tombstones {
-    pub(super) fn open(path: &Path) -> std::io::Result<Tombstones> {
-        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+impl<F: StoreFile> Tombstones<F> {
+    pub(super) fn open(file: F) -> std::io::Result<Tombstones<F>> {
         let mut best: Option<Slot> = None;
         for slot in 0..2 {
             if let Some((generation, map)) = read_slot(&file, slot)?
@@ -208,7 +205,7 @@ fn slot_len_ahead(entries: usize) -> usize {
     SLOT_HEADER_BYTES + (entries + ENTRIES_AHEAD).min(MAX_TOMBSTONES) * ENTRY_BYTES
 }
 
-fn read_slot(file: &File, slot: u64) -> std::io::Result<Option<Slot>> {
+fn read_slot(file: &impl StoreFile, slot: u64) -> std::io::Result<Option<Slot>> {
     let mut header = [0u8; SLOT_HEADER_BYTES];
     match file.read_exact_at(&mut header, slot * SLOT_BYTES) {
         Ok(()) => {}

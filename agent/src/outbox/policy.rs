@@ -1,0 +1,169 @@
+//! The drop policy as a pure function: sizes in, a keep/drop plan out.
+//!
+//! Nothing here touches storage: [`plan`] decides, before anything is written, which oldest
+//! segments an append deletes and which of its blocks it stores, drops or refuses. The
+//! outbox then carries the plan out (tombstones first, durable before any segment goes).
+
+use std::ops::Range;
+
+/// What happens when an append would exceed `max_bytes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropPolicy {
+    /// Drop the oldest held events (a whole segment at a time, leaving tombstones) to make
+    /// room: fresh data wins.
+    DropOldest,
+    /// Keep the held events; the new events get their sequence numbers and a tombstone.
+    DropNewest,
+    /// Refuse the new events: the input sees the error and applies back-pressure.
+    Block,
+}
+
+/// What one append must fit into.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Budget<'a> {
+    pub policy: DropPolicy,
+    /// The byte bound in force.
+    pub max_bytes: u64,
+    /// Bytes held now (segments and tombstones).
+    pub held_bytes: u64,
+    /// Room kept for the tombstones one append can start, under the drop policies.
+    pub tombstone_reserve_bytes: u64,
+    /// Bytes of each segment, oldest first.
+    pub segment_bytes: &'a [u64],
+    /// Bytes of the release records this commit writes first.
+    pub release_bytes: u64,
+}
+
+/// One block of the append: its bytes on disk and the events it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct BlockSize {
+    pub bytes: u64,
+    pub events: u64,
+}
+
+/// The decision for one append.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Plan {
+    /// This many oldest segments are deleted (their held events tombstoned) first.
+    pub doomed_segments: usize,
+    /// The blocks stored; those before are dropped (`drop_oldest`: the append alone is too
+    /// large), those after are dropped (`drop_newest`) or refused (`block`).
+    pub keep: Range<usize>,
+    pub dropped_before: u64,
+    pub kept: u64,
+    pub dropped_after: u64,
+    pub refused: u64,
+}
+
+impl Plan {
+    /// Events that get a sequence number (stored or tombstoned).
+    pub(super) fn assigned(&self) -> u64 {
+        self.dropped_before + self.kept + self.dropped_after
+    }
+}
+
+/// The room `policy` keeps for tombstones: none under `block`, which drops nothing.
+pub(super) fn tombstone_reserve_bytes(policy: DropPolicy, reserve_bytes: u64) -> u64 {
+    match policy {
+        DropPolicy::Block => 0,
+        DropPolicy::DropOldest | DropPolicy::DropNewest => reserve_bytes,
+    }
+}
+
+pub(super) fn plan(budget: &Budget<'_>, blocks: &[BlockSize]) -> Plan {
+    let total: u64 = blocks.iter().map(|b| b.bytes).sum::<u64>() + budget.release_bytes;
+    let reserve = tombstone_reserve_bytes(budget.policy, budget.tombstone_reserve_bytes);
+    let mut room = budget.max_bytes.saturating_sub(budget.held_bytes + reserve);
+    let mut doomed = 0usize;
+    if budget.policy == DropPolicy::DropOldest {
+        while room < total && doomed < budget.segment_bytes.len() {
+            room += budget.segment_bytes[doomed];
+            doomed += 1;
+        }
+    }
+    let (mut keep_from, mut keep_to) = (0, blocks.len());
+    let mut used = budget.release_bytes;
+    match budget.policy {
+        DropPolicy::DropOldest => {
+            while keep_from < keep_to && used + blocks[keep_from..].iter().map(|b| b.bytes).sum::<u64>() > room {
+                keep_from += 1;
+            }
+        }
+        DropPolicy::DropNewest | DropPolicy::Block => {
+            keep_to = 0;
+            while keep_to < blocks.len() && used + blocks[keep_to].bytes <= room {
+                used += blocks[keep_to].bytes;
+                keep_to += 1;
+            }
+        }
+    }
+    let events_in = |range: Range<usize>| blocks[range].iter().map(|b| b.events).sum::<u64>();
+    let after = events_in(keep_to..blocks.len());
+    let (dropped_after, refused) = match budget.policy {
+        DropPolicy::Block => (0, after),
+        _ => (after, 0),
+    };
+    Plan {
+        doomed_segments: doomed,
+        keep: keep_from..keep_to,
+        dropped_before: events_in(0..keep_from),
+        kept: events_in(keep_from..keep_to),
+        dropped_after,
+        refused,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(policy: DropPolicy, held_bytes: u64, segment_bytes: &[u64]) -> Budget<'_> {
+        Budget { policy, max_bytes: 1_000, held_bytes, tombstone_reserve_bytes: 100, segment_bytes, release_bytes: 0 }
+    }
+
+    const BLOCKS: [BlockSize; 3] = [
+        BlockSize { bytes: 100, events: 10 },
+        BlockSize { bytes: 100, events: 20 },
+        BlockSize { bytes: 100, events: 30 },
+    ];
+
+    #[test]
+    fn with_room_everything_is_kept_and_nothing_deleted() {
+        for policy in [DropPolicy::DropOldest, DropPolicy::DropNewest, DropPolicy::Block] {
+            let plan = plan(&budget(policy, 500, &[250, 250]), &BLOCKS);
+            assert_eq!(plan.doomed_segments, 0, "{policy:?}");
+            assert_eq!((plan.keep.clone(), plan.kept, plan.assigned(), plan.refused), (0..3, 60, 60, 0), "{policy:?}");
+        }
+    }
+
+    #[test]
+    fn drop_oldest_deletes_the_fewest_oldest_segments_that_make_room() {
+        // 850 held + 100 reserve leaves 50: the first 250-byte segment makes 300.
+        let plan = plan(&budget(DropPolicy::DropOldest, 850, &[250, 250, 350]), &BLOCKS);
+        assert_eq!(plan.doomed_segments, 1);
+        assert_eq!(plan.keep, 0..3);
+        // Nothing to delete and too little room: the append's own oldest blocks go.
+        let plan = super::plan(&budget(DropPolicy::DropOldest, 750, &[]), &BLOCKS);
+        assert_eq!((plan.keep.clone(), plan.dropped_before, plan.kept), (2..3, 30, 30));
+    }
+
+    #[test]
+    fn drop_newest_tombstones_and_block_refuses_the_tail() {
+        let newest = plan(&budget(DropPolicy::DropNewest, 750, &[750]), &BLOCKS);
+        assert_eq!(
+            (newest.doomed_segments, newest.keep.clone(), newest.dropped_after, newest.refused),
+            (0, 0..1, 50, 0)
+        );
+        // `block` keeps no tombstone reserve, so one more block fits.
+        let block = plan(&budget(DropPolicy::Block, 750, &[750]), &BLOCKS);
+        assert_eq!((block.keep.clone(), block.dropped_after, block.refused, block.assigned()), (0..2, 0, 30, 30));
+    }
+
+    #[test]
+    fn release_records_take_room_first() {
+        let mut budget = budget(DropPolicy::Block, 600, &[600]);
+        budget.release_bytes = 200;
+        let plan = plan(&budget, &BLOCKS);
+        assert_eq!((plan.keep, plan.refused), (0..2, 30));
+    }
+}
