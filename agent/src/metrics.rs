@@ -14,19 +14,19 @@ use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use std::fmt::Error;
-use std::sync::{Arc, Mutex};
 
-/// The latest status the driver published (`None` before the first).
-pub type StatusCell = Arc<Mutex<Option<Status>>>;
+/// The latest status the driver published (`None` before the first), as a watch: readers in
+/// this process (the metrics endpoint, the progress bar) never read `status.json`.
+pub type StatusWatch = tokio::sync::watch::Receiver<Option<Status>>;
 
 /// Encodes the latest published [`Status`].
 #[derive(Debug)]
 pub struct StatusCollector {
-    pub status: StatusCell,
+    pub status: StatusWatch,
 }
 
 /// A registry holding the agent's status metrics.
-pub fn registry(status: StatusCell) -> Registry {
+pub fn registry(status: StatusWatch) -> Registry {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(StatusCollector { status }));
     registry
@@ -64,7 +64,7 @@ type PerStream = (&'static str, &'static str, MetricType, fn(&StreamStatus) -> f
 
 impl Collector for StatusCollector {
     fn encode(&self, mut out: DescriptorEncoder<'_>) -> Result<(), Error> {
-        let Some(status) = self.status.lock().unwrap_or_else(|p| p.into_inner()).clone() else { return Ok(()) };
+        let Some(status) = self.status.borrow().clone() else { return Ok(()) };
         let levels = [
             (
                 "driftlog_agent_backlog_events",
@@ -187,11 +187,11 @@ mod tests {
             }],
             ..Default::default()
         };
-        let cell: StatusCell = Arc::default();
-        let empty = driftlog_http::render(&registry(cell.clone())).unwrap();
+        let (publish, watch) = tokio::sync::watch::channel(None);
+        let empty = driftlog_http::render(&registry(watch.clone())).unwrap();
         assert!(!empty.contains("driftlog_agent"), "nothing before the first status: {empty}");
-        *cell.lock().unwrap() = Some(status);
-        let text = driftlog_http::render(&registry(cell)).unwrap();
+        publish.send_replace(Some(status));
+        let text = driftlog_http::render(&registry(watch)).unwrap();
         for line in [
             "driftlog_agent_backlog_events 7",
             "driftlog_agent_storage_errors_total 2\n",
@@ -214,8 +214,9 @@ mod tests {
             dropped: [("queue_full".to_string(), 1)].into(),
             ..Default::default()
         };
-        let cell: StatusCell = Arc::new(Mutex::new(Some(Status { statsd: Some(statsd), ..Default::default() })));
-        let text = driftlog_http::render(&registry(cell)).unwrap();
+        let (_publish, watch) =
+            tokio::sync::watch::channel(Some(Status { statsd: Some(statsd), ..Default::default() }));
+        let text = driftlog_http::render(&registry(watch)).unwrap();
         assert!(text.contains("driftlog_agent_statsd_samples_total 5\n"), "{text}");
         assert!(text.contains("driftlog_agent_statsd_bad_samples_total{reason=\"bad_value\"} 2\n"), "{text}");
         assert!(text.contains("driftlog_agent_statsd_dropped_total{reason=\"queue_full\"} 1\n"), "{text}");
