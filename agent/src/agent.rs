@@ -1,11 +1,11 @@
 //! `driftlog-agent run`: wires the outbox, the driver thread, the ingest socket and the host
 //! sampler, and shuts them down in order.
 
+use crate::config::AgentConfig;
 use crate::config::TransportKind;
-use crate::config::{AgentConfig, DropPolicyName};
 use crate::driver::{Driver, DriverConfig};
 use crate::key::{DEVELOPMENT_KEY_ID, DEVELOPMENT_SECRET};
-use crate::outbox::{DropPolicy, Outbox, OutboxConfig};
+use crate::outbox::{Outbox, OutboxConfig};
 use crate::transport::{AnyTransport, UdpTransport, ZmqTransport};
 use anyhow::Context;
 use driftlog_protocol::SenderConfig;
@@ -19,11 +19,7 @@ use tokio::sync::{mpsc, watch};
 pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
-    let policy = match config.outbox.drop_policy {
-        DropPolicyName::DropOldest => DropPolicy::DropOldest,
-        DropPolicyName::DropNewest => DropPolicy::DropNewest,
-        DropPolicyName::Block => DropPolicy::Block,
-    };
+    let policy = config.outbox.drop_policy;
     let outbox = Outbox::open(&config.outbox_path(), OutboxConfig { max_bytes: config.outbox.max_bytes, policy })
         .with_context(|| format!("cannot open the outbox {}", config.outbox_path().display()))?;
     let (key_id, key) = match &config.key_file {

@@ -4,6 +4,7 @@
 //! validate --config FILE` runs exactly that and nothing else.
 
 use crate::key::DEVELOPMENT_DEVICE;
+pub use crate::outbox::DropPolicy;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -111,7 +112,7 @@ pub enum TransportKind {
 pub struct OutboxSection {
     /// Bound on the outbox on disk (events and tombstones), bytes.
     pub max_bytes: u64,
-    pub drop_policy: DropPolicyName,
+    pub drop_policy: DropPolicy,
     /// Group commit: events that arrive within this interval share one fsync. It is also
     /// the most an accepted event waits to become durable, and the loss window on power cut
     /// for events not yet reported accepted. Each commit writes at least one 4 KiB page
@@ -120,14 +121,6 @@ pub struct OutboxSection {
     pub flush_interval_ms: u64,
     /// A group commit happens at once when this many events are waiting.
     pub flush_max_events: usize,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DropPolicyName {
-    DropOldest,
-    DropNewest,
-    Block,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -196,7 +189,7 @@ impl Default for OutboxSection {
     fn default() -> OutboxSection {
         OutboxSection {
             max_bytes: 256 * 1024 * 1024,
-            drop_policy: DropPolicyName::DropOldest,
+            drop_policy: DropPolicy::DropOldest,
             flush_interval_ms: 100,
             flush_max_events: 1_024,
         }
@@ -434,7 +427,7 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/agent.toml");
         let config = AgentConfig::load(Some(&path)).unwrap();
         assert_eq!(config.device_id, 17);
-        assert_eq!(config.outbox.drop_policy, DropPolicyName::DropOldest);
+        assert_eq!(config.outbox.drop_policy, DropPolicy::DropOldest);
         let statsd = config.statsd.expect("the example turns StatsD on");
         assert_eq!(statsd.udp, Some(SocketAddr::from(([127, 0, 0, 1], 8125))));
     }

@@ -6,8 +6,10 @@
 
 use std::ops::Range;
 
-/// What happens when an append would exceed `max_bytes`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What happens when an append would exceed `max_bytes` (`outbox.drop_policy` in the config:
+/// `drop_oldest`, `drop_newest`, `block`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DropPolicy {
     /// Drop the oldest held events (a whole segment at a time, leaving tombstones) to make
     /// room: fresh data wins.
