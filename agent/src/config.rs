@@ -247,10 +247,8 @@ fn deserialize_address<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Res
 /// A config that cannot be used, naming the field.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    #[error(transparent)]
+    File(#[from] driftlog_config::FileError),
     #[error("{field}: {message}")]
     Invalid { field: &'static str, message: String },
 }
@@ -310,15 +308,7 @@ impl AgentConfig {
     /// Reads `path` (`None`: the defaults), applies the command line's `overrides`, then
     /// validates the result once.
     pub fn load_with(path: Option<&Path>, overrides: &Overrides) -> Result<AgentConfig, ConfigError> {
-        let mut config = match path {
-            None => AgentConfig::default(),
-            Some(path) => {
-                let text =
-                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-                toml::from_str(&text)
-                    .map_err(|error| ConfigError::Parse { path: path.into(), message: error.to_string() })?
-            }
-        };
+        let mut config: AgentConfig = driftlog_config::load_toml(path)?;
         overrides.apply(&mut config);
         config.validate()?;
         Ok(config)

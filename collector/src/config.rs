@@ -267,10 +267,8 @@ impl Default for LimitsSection {
 /// A config that cannot be used, naming the field.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    #[error(transparent)]
+    File(#[from] driftlog_config::FileError),
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
 }
@@ -328,15 +326,7 @@ impl CollectorConfig {
     /// Reads `path` (`None`: the defaults), applies the command line's `overrides`, then
     /// validates the result once.
     pub fn load_with(path: Option<&Path>, overrides: &Overrides) -> Result<CollectorConfig, ConfigError> {
-        let mut config = match path {
-            None => CollectorConfig::default(),
-            Some(path) => {
-                let text =
-                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-                toml::from_str(&text)
-                    .map_err(|error| ConfigError::Parse { path: path.into(), message: error.to_string() })?
-            }
-        };
+        let mut config: CollectorConfig = driftlog_config::load_toml(path)?;
         overrides.apply(&mut config);
         config.validate()?;
         Ok(config)
