@@ -13,8 +13,9 @@ cd "$(dirname "$0")/.."
 cargo build --release --quiet -p driftlog-collector -p driftlog-agent
 bin=target/release
 demo=driftlog-demo
-# Simulated devices are throwaway: each run starts them with empty outboxes (new random
-# boot epochs, so the collector's kept state never mistakes them for old ones).
+# Simulated devices are throwaway: each run starts them with empty outboxes and new random
+# boot epochs (a lower one than last run's is a device whose counter started over on a fresh
+# disk: the collector follows it).
 rm -rf "$demo/devices" "$demo/statsd-agent"
 mkdir -p "$demo"
 # Windows of this run start here (10 s windows); a previous run's last windows, which close
