@@ -88,7 +88,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     };
     let initial_backlog = outbox.held_events();
     let driver = Driver::new(driver_config, outbox, transport, crate::clock::SystemClock)?;
-    let status = driver.status_cell();
+    let status = driver.subscribe_status();
     let (submissions, queue) = mpsc::channel(config.ingest.queue_events);
     let (stop, stopped) = watch::channel(false);
 
@@ -104,7 +104,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on metrics.listen {listen}"))?;
-            let router = driftlog_http::metrics_router(std::sync::Arc::new(crate::metrics::registry(status)));
+            let router = driftlog_http::metrics_router(std::sync::Arc::new(crate::metrics::registry(status.clone())));
             let mut stopped = stopped.clone();
             Some(tokio::spawn(driftlog_http::serve(
                 listener,
@@ -118,7 +118,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         None => None,
     };
     if initial_backlog >= PROGRESS_BAR_MIN_EVENTS && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        tokio::spawn(show_drain_progress(config.status_path(), initial_backlog, stopped.clone()));
+        tokio::spawn(show_drain_progress(status.clone(), initial_backlog, stopped.clone()));
     }
     let ingest_task = tokio::spawn(crate::ingest::socket::serve(
         ingest,
@@ -178,7 +178,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
 const PROGRESS_BAR_MIN_EVENTS: u64 = 10_000;
 
 /// Shows the backlog draining, from the status the driver publishes.
-async fn show_drain_progress(status_path: std::path::PathBuf, initial: u64, mut stopped: watch::Receiver<bool>) {
+async fn show_drain_progress(mut status: crate::metrics::StatusCell, initial: u64, mut stopped: watch::Receiver<bool>) {
     let bar = indicatif::ProgressBar::new(initial);
     bar.set_style(
         indicatif::ProgressStyle::with_template("draining backlog {bar:40} {pos}/{len} events ({per_sec}, {eta} left)")
@@ -187,11 +187,12 @@ async fn show_drain_progress(status_path: std::path::PathBuf, initial: u64, mut 
     loop {
         tokio::select! {
             _ = stopped.changed() => break,
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            changed = status.changed() => if changed.is_err() { break },
         }
-        if let Ok(status) = crate::status::Status::read(&status_path) {
-            bar.set_position(initial.saturating_sub(status.backlog_events));
-            if status.backlog_events == 0 {
+        let backlog = status.borrow_and_update().as_ref().map(|status| status.backlog_events);
+        if let Some(backlog) = backlog {
+            bar.set_position(initial.saturating_sub(backlog));
+            if backlog == 0 {
                 break;
             }
         }

@@ -74,9 +74,9 @@ pub struct Driver<T: Transport, C: Clock> {
     pending_events: usize,
     flush_at: Option<tokio::time::Instant>,
     status_at: tokio::time::Instant,
-    /// The last status published, for the metrics endpoint in this process (`status.json`
-    /// is for `driftlog-agent status`, another process).
-    published: crate::metrics::StatusCell,
+    /// Where the status goes for readers in this process (the metrics endpoint, the
+    /// progress bar); `status.json` is for `driftlog-agent status`, another process.
+    published: watch::Sender<Option<crate::status::Status>>,
     stats: DriverStats,
 }
 
@@ -109,7 +109,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
             pending_events: 0,
             flush_at: None,
             status_at: tokio::time::Instant::now(),
-            published: Default::default(),
+            published: watch::Sender::new(None),
             stats: DriverStats::default(),
         })
     }
@@ -357,9 +357,9 @@ impl<T: Transport, C: Clock> Driver<T, C> {
         }
     }
 
-    /// Where the driver publishes its status every second, for readers in this process.
-    pub fn status_cell(&self) -> crate::metrics::StatusCell {
-        self.published.clone()
+    /// The status the driver publishes every second, for readers in this process.
+    pub fn subscribe_status(&self) -> crate::metrics::StatusCell {
+        self.published.subscribe()
     }
 
     fn publish_status(&mut self) {
@@ -373,7 +373,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
         {
             tracing::debug!(%error, "cannot write status");
         }
-        *self.published.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
+        self.published.send_replace(Some(status));
     }
 
     pub fn sender_stats(&self, stream: StreamId) -> Option<driftlog_protocol::SenderStats> {

@@ -14,10 +14,11 @@ use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use std::fmt::Error;
-use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
 
-/// The latest status the driver published (`None` before the first).
-pub type StatusCell = Arc<Mutex<Option<Status>>>;
+/// The latest status the driver published (`None` before the first): the receiving end of
+/// the driver's `watch` channel.
+pub type StatusCell = watch::Receiver<Option<Status>>;
 
 /// Encodes the latest published [`Status`].
 #[derive(Debug)]
@@ -64,7 +65,7 @@ type PerStream = (&'static str, &'static str, MetricType, fn(&StreamStatus) -> f
 
 impl Collector for StatusCollector {
     fn encode(&self, mut out: DescriptorEncoder<'_>) -> Result<(), Error> {
-        let Some(status) = self.status.lock().unwrap_or_else(|p| p.into_inner()).clone() else { return Ok(()) };
+        let Some(status) = self.status.borrow().clone() else { return Ok(()) };
         let levels = [
             (
                 "driftlog_agent_backlog_events",
@@ -187,10 +188,10 @@ mod tests {
             }],
             ..Default::default()
         };
-        let cell: StatusCell = Arc::default();
+        let (publish, cell) = watch::channel(None);
         let empty = driftlog_http::render(&registry(cell.clone())).unwrap();
         assert!(!empty.contains("driftlog_agent"), "nothing before the first status: {empty}");
-        *cell.lock().unwrap() = Some(status);
+        publish.send_replace(Some(status));
         let text = driftlog_http::render(&registry(cell)).unwrap();
         for line in [
             "driftlog_agent_backlog_events 7",
@@ -214,7 +215,7 @@ mod tests {
             dropped: [("queue_full".to_string(), 1)].into(),
             ..Default::default()
         };
-        let cell: StatusCell = Arc::new(Mutex::new(Some(Status { statsd: Some(statsd), ..Default::default() })));
+        let (_publish, cell) = watch::channel(Some(Status { statsd: Some(statsd), ..Default::default() }));
         let text = driftlog_http::render(&registry(cell)).unwrap();
         assert!(text.contains("driftlog_agent_statsd_samples_total 5\n"), "{text}");
         assert!(text.contains("driftlog_agent_statsd_bad_samples_total{reason=\"bad_value\"} 2\n"), "{text}");
