@@ -348,6 +348,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
             corrupt_segments: outbox.corrupt_segments,
             corrupt_events: outbox.corrupt_events,
             tombstones_forgotten: outbox.tombstones_forgotten,
+            failed_append_events: outbox.failed_append_events,
             datagrams_sent: self.stats.datagrams_sent,
             datagrams_received: self.stats.datagrams_received,
             datagrams_rejected: self.stats.datagrams_rejected,

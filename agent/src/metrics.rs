@@ -112,6 +112,11 @@ impl Collector for StatusCollector {
                 status.corrupt_events,
             ),
             (
+                "driftlog_agent_failed_append_events",
+                "Events of failed outbox writes tombstoned as storage_failure (their inputs were told the write failed).",
+                status.failed_append_events,
+            ),
+            (
                 "driftlog_agent_tombstones_forgotten",
                 "Tombstones forgotten at their bound; the collector sees those ranges as gaps.",
                 status.tombstones_forgotten,
@@ -177,6 +182,7 @@ mod tests {
             storage_errors: 2,
             corrupt_segments: 1,
             corrupt_events: 4,
+            failed_append_events: 6,
             tombstones_forgotten: 3,
             streams: vec![StreamStatus {
                 stream: 1,
@@ -199,6 +205,7 @@ mod tests {
             "driftlog_agent_corrupt_segments_total 1\n",
             "driftlog_agent_corrupt_events_total 4\n",
             "driftlog_agent_tombstones_forgotten_total 3\n",
+            "driftlog_agent_failed_append_events_total 6\n",
             "driftlog_agent_rtt_seconds{stream=\"1\"} 0.0125\n",
             "driftlog_agent_ack_wait_seconds{stream=\"1\"} 0.0375\n",
             "driftlog_agent_collector_unreachable{stream=\"1\"} 1",
