@@ -84,7 +84,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     };
     let initial_backlog = outbox.held_events();
     let driver = Driver::new(driver_config, outbox, transport, crate::clock::SystemClock)?;
-    let status = driver.status_watch();
+    let status = driver.subscribe_status();
     let (submissions, queue) = mpsc::channel(config.ingest.queue_events);
     let (stop, stopped) = watch::channel(false);
 
@@ -114,7 +114,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         None => None,
     };
     if initial_backlog >= PROGRESS_BAR_MIN_EVENTS && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        tokio::spawn(show_drain_progress(status, initial_backlog, stopped.clone()));
+        tokio::spawn(show_drain_progress(status.clone(), initial_backlog, stopped.clone()));
     }
     let ingest_task = tokio::spawn(crate::ingest::socket::serve(
         ingest,
@@ -190,7 +190,7 @@ async fn show_drain_progress(
             _ = stopped.changed() => break,
             changed = status.changed() => if changed.is_err() { break },
         }
-        let backlog = status.borrow_and_update().as_ref().map(|s| s.backlog_events);
+        let backlog = status.borrow_and_update().as_ref().map(|status| status.backlog_events);
         if let Some(backlog) = backlog {
             bar.set_position(initial.saturating_sub(backlog));
             if backlog == 0 {

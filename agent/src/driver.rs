@@ -74,9 +74,9 @@ pub struct Driver<T: Transport, C: Clock> {
     pending_events: usize,
     flush_at: Option<tokio::time::Instant>,
     status_at: tokio::time::Instant,
-    /// The last status published, for the metrics endpoint in this process (`status.json`
-    /// is for `driftlog-agent status`, another process).
-    published: tokio::sync::watch::Sender<Option<crate::status::Status>>,
+    /// Where the status goes for readers in this process (the metrics endpoint, the
+    /// progress bar); `status.json` is for `driftlog-agent status`, another process.
+    published: watch::Sender<Option<crate::status::Status>>,
     stats: DriverStats,
 }
 
@@ -109,7 +109,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
             pending_events: 0,
             flush_at: None,
             status_at: tokio::time::Instant::now(),
-            published: tokio::sync::watch::Sender::new(None),
+            published: watch::Sender::new(None),
             stats: DriverStats::default(),
         })
     }
@@ -348,6 +348,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
             corrupt_segments: outbox.corrupt_segments,
             corrupt_events: outbox.corrupt_events,
             tombstones_forgotten: outbox.tombstones_forgotten,
+            failed_append_events: outbox.failed_append_events,
             datagrams_sent: self.stats.datagrams_sent,
             datagrams_received: self.stats.datagrams_received,
             datagrams_rejected: self.stats.datagrams_rejected,
@@ -358,7 +359,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
     }
 
     /// The status the driver publishes every second, for readers in this process.
-    pub fn status_watch(&self) -> crate::metrics::StatusWatch {
+    pub fn subscribe_status(&self) -> crate::metrics::StatusWatch {
         self.published.subscribe()
     }
 

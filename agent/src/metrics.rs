@@ -14,10 +14,11 @@ use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use std::fmt::Error;
+use tokio::sync::watch;
 
-/// The latest status the driver published (`None` before the first), as a watch: readers in
-/// this process (the metrics endpoint, the progress bar) never read `status.json`.
-pub type StatusWatch = tokio::sync::watch::Receiver<Option<Status>>;
+/// The latest status the driver published (`None` before the first): the receiving end of
+/// the driver's `watch` channel.
+pub type StatusWatch = watch::Receiver<Option<Status>>;
 
 /// Encodes the latest published [`Status`].
 #[derive(Debug)]
@@ -111,6 +112,11 @@ impl Collector for StatusCollector {
                 status.corrupt_events,
             ),
             (
+                "driftlog_agent_failed_append_events",
+                "Events of failed outbox writes tombstoned as storage_failure (their inputs were told the write failed).",
+                status.failed_append_events,
+            ),
+            (
                 "driftlog_agent_tombstones_forgotten",
                 "Tombstones forgotten at their bound; the collector sees those ranges as gaps.",
                 status.tombstones_forgotten,
@@ -176,6 +182,7 @@ mod tests {
             storage_errors: 2,
             corrupt_segments: 1,
             corrupt_events: 4,
+            failed_append_events: 6,
             tombstones_forgotten: 3,
             streams: vec![StreamStatus {
                 stream: 1,
@@ -187,17 +194,18 @@ mod tests {
             }],
             ..Default::default()
         };
-        let (publish, watch) = tokio::sync::watch::channel(None);
-        let empty = driftlog_http::render(&registry(watch.clone())).unwrap();
+        let (publish, cell) = watch::channel(None);
+        let empty = driftlog_http::render(&registry(cell.clone())).unwrap();
         assert!(!empty.contains("driftlog_agent"), "nothing before the first status: {empty}");
         publish.send_replace(Some(status));
-        let text = driftlog_http::render(&registry(watch)).unwrap();
+        let text = driftlog_http::render(&registry(cell)).unwrap();
         for line in [
             "driftlog_agent_backlog_events 7",
             "driftlog_agent_storage_errors_total 2\n",
             "driftlog_agent_corrupt_segments_total 1\n",
             "driftlog_agent_corrupt_events_total 4\n",
             "driftlog_agent_tombstones_forgotten_total 3\n",
+            "driftlog_agent_failed_append_events_total 6\n",
             "driftlog_agent_rtt_seconds{stream=\"1\"} 0.0125\n",
             "driftlog_agent_ack_wait_seconds{stream=\"1\"} 0.0375\n",
             "driftlog_agent_collector_unreachable{stream=\"1\"} 1",
@@ -214,9 +222,8 @@ mod tests {
             dropped: [("queue_full".to_string(), 1)].into(),
             ..Default::default()
         };
-        let (_publish, watch) =
-            tokio::sync::watch::channel(Some(Status { statsd: Some(statsd), ..Default::default() }));
-        let text = driftlog_http::render(&registry(watch)).unwrap();
+        let (_publish, cell) = watch::channel(Some(Status { statsd: Some(statsd), ..Default::default() }));
+        let text = driftlog_http::render(&registry(cell)).unwrap();
         assert!(text.contains("driftlog_agent_statsd_samples_total 5\n"), "{text}");
         assert!(text.contains("driftlog_agent_statsd_bad_samples_total{reason=\"bad_value\"} 2\n"), "{text}");
         assert!(text.contains("driftlog_agent_statsd_dropped_total{reason=\"queue_full\"} 1\n"), "{text}");

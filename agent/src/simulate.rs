@@ -119,7 +119,8 @@ pub fn run_fleet(options: &SimulateOptions, keys: &[FleetKey]) -> anyhow::Result
     std::fs::create_dir_all(&options.data_dir)?;
     let (stop, stopped) = watch::channel(false);
     let mut threads = Vec::new();
-    let mut status_paths = Vec::new();
+    // Each driver's published status, handed back from its thread once the driver exists.
+    let (status_tx, status_rx) = std::sync::mpsc::channel();
     for (index, key) in keys.iter().enumerate() {
         let dir = options.data_dir.join(format!("device-{}", key.device_id));
         std::fs::create_dir_all(&dir)?;
@@ -135,7 +136,6 @@ pub fn run_fleet(options: &SimulateOptions, keys: &[FleetKey]) -> anyhow::Result
         let mut sender = SenderConfig::new(0);
         sender.backlog_events_per_second = options.backlog_events_per_second;
         let status_path = dir.join("status.json");
-        status_paths.push(status_path.clone());
         let config = DriverConfig {
             sender,
             flush_interval: Duration::from_millis(20),
@@ -148,6 +148,7 @@ pub fn run_fleet(options: &SimulateOptions, keys: &[FleetKey]) -> anyhow::Result
         let generate =
             Generate { rate: options.rate, duration: options.duration, events: options.events, device: index };
         let stopped = stopped.clone();
+        let status_tx = status_tx.clone();
         let outage = options.outage.filter(|_| index == 0);
         threads.push(std::thread::Builder::new().name(format!("sim-device-{index}")).spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -155,6 +156,7 @@ pub fn run_fleet(options: &SimulateOptions, keys: &[FleetKey]) -> anyhow::Result
                 // Bound inside the runtime: a tokio socket needs one.
                 let transport = Outage::new(UdpTransport::bind(&collector)?, outage);
                 let driver = Driver::new(config, outbox, transport, clock).map_err(std::io::Error::other)?;
+                let _ = status_tx.send(driver.subscribe_status());
                 let (submissions, queue) = mpsc::channel(1_024);
                 let generator = tokio::spawn(generate.run(clock, submissions));
                 let stats = driver.run(queue, stopped).await;
@@ -171,9 +173,12 @@ pub fn run_fleet(options: &SimulateOptions, keys: &[FleetKey]) -> anyhow::Result
     std::thread::sleep(generation);
     let deadline = std::time::Instant::now() + options.drain_timeout;
     let mut report = SimulationReport::default();
+    drop(status_tx);
+    let mut published = Vec::new();
     loop {
         std::thread::sleep(Duration::from_millis(200));
-        let statuses: Vec<Status> = status_paths.iter().filter_map(|p| Status::read(p).ok()).collect();
+        published.extend(status_rx.try_iter());
+        let statuses: Vec<Status> = published.iter().filter_map(|status| status.borrow().clone()).collect();
         let generated: u64 = statuses.iter().map(|s| s.appended_events).sum();
         let backlog: u64 = statuses.iter().map(|s| s.backlog_events).sum();
         report.generated = generated;
@@ -182,8 +187,7 @@ pub fn run_fleet(options: &SimulateOptions, keys: &[FleetKey]) -> anyhow::Result
         report.retransmitted = statuses.iter().flat_map(|s| &s.streams).map(|s| s.events_retransmitted).sum();
         let expected = options.events.map(|e| e * options.devices as u64);
         let all_generated = expected.is_none_or(|expected| generated >= expected);
-        if (statuses.len() == status_paths.len() && all_generated && backlog == 0)
-            || std::time::Instant::now() > deadline
+        if (statuses.len() == options.devices && all_generated && backlog == 0) || std::time::Instant::now() > deadline
         {
             break;
         }

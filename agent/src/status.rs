@@ -32,6 +32,10 @@ pub struct Status {
     /// Tombstones forgotten at their bound: the collector sees those ranges as gaps.
     #[serde(default)]
     pub tombstones_forgotten: u64,
+    /// Events of failed appends (their inputs were told) whose sequence numbers got a
+    /// `storage_failure` tombstone, since whether they reached the disk is unknown.
+    #[serde(default)]
+    pub failed_append_events: u64,
     pub datagrams_sent: u64,
     pub datagrams_received: u64,
     pub datagrams_rejected: u64,
@@ -132,8 +136,8 @@ impl Status {
         ));
         if self.storage_errors > 0 {
             out.push_str(&format!(
-                "storage errors         {} (outbox bound lowered to {} bytes)\n",
-                self.storage_errors, self.outbox_max_bytes
+                "storage errors         {} (outbox bound lowered to {} bytes; {} events of failed writes tombstoned)\n",
+                self.storage_errors, self.outbox_max_bytes, self.failed_append_events
             ));
         }
         if self.corrupt_segments > 0 || self.tombstones_forgotten > 0 {
