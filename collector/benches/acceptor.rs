@@ -12,13 +12,16 @@
 mod support;
 
 use driftlog_collector::acceptor::{Acceptor, AcceptorConfig};
+use driftlog_collector::clocks::Clocks;
 use driftlog_collector::committer::{self, Writer};
 use driftlog_collector::config::CollectorConfig;
 use driftlog_collector::ingest::{Batch, ReplyPath, Route};
+use driftlog_collector::ingest_core::{IngestConfig, IngestCore};
 use driftlog_collector::keys::Keys;
 use driftlog_collector::log::{Log, LogConfig};
 use driftlog_collector::metrics::Metrics;
 use driftlog_collector::stream_states::{StateLimits, StreamBounds, StreamStates};
+use driftlog_eventtime::clock::ClockConfig;
 use driftlog_protocol::DeviceId;
 use driftlog_protocol::endpoint::{Endpoint, EndpointConfig};
 use std::collections::BTreeMap;
@@ -92,14 +95,12 @@ fn run(frames: &Frames) -> Run {
         sink.send(batch).unwrap();
     }
     let (committer, committer_thread) = committer::spawn(log.clone(), 1, metrics.clone()).unwrap();
-    let config = AcceptorConfig {
+    let config = IngestConfig {
         flush_interval: Duration::from_millis(defaults.log.flush_interval_ms),
         max_block_bytes: defaults.log.max_block_bytes,
         max_commit_bytes: defaults.log.max_commit_bytes,
-        keys_file: None,
         claim_interval_ms: Some(defaults.watermark.claim_interval_ms),
         max_streams: defaults.limits.max_streams,
-        key_mode: driftlog_collector::keys::KeyMode::KeysFile,
         source_filter: defaults.source_filter(),
     };
     let limits = StateLimits {
@@ -110,10 +111,11 @@ fn run(frames: &Frames) -> Run {
         StreamStates::open(log.clone(), limits).unwrap(),
         Duration::from_secs(defaults.limits.stream_idle_s),
     );
+    let core = IngestCore::new(config, endpoint, bounds, Clocks::new(ClockConfig::default(), 100_000));
+    let keys_config = AcceptorConfig { keys_file: None, key_mode: driftlog_collector::keys::KeyMode::KeysFile };
     let acceptor = Acceptor::new(
-        config,
-        endpoint,
-        bounds,
+        keys_config,
+        core,
         vec![Box::new(Discard)],
         committer.client(Writer::Ingest),
         queue,

@@ -135,18 +135,11 @@ pub fn spawn(
                     metrics.log_first_offset.set(committed.first_offset);
                     metrics.log_next_offset.set(committed.next_offset);
                     metrics.log_blocks_deleted.inc_by(committed.blocks_deleted);
-                    if let Ok(file) = std::fs::metadata(log.path()) {
-                        metrics.log_file_bytes.set(file.len());
-                    }
+                    metrics.log_file_bytes.set(log.file_bytes());
                 }
-                Err(error) => {
+                // The log has reopened itself after a storage error.
+                Err(_) => {
                     metrics.commit_failures.inc();
-                    if matches!(error, LogError::Storage(_)) {
-                        // redb refuses all work after an I/O error until reopened.
-                        if let Err(reopen) = log.reopen() {
-                            tracing::error!(error = %reopen, "cannot reopen the log");
-                        }
-                    }
                 }
             }
             // A client that has gone (shutting down) no longer needs its answer.

@@ -17,13 +17,11 @@ use crate::config::CollectorConfig;
 use crate::ingest::udp::UdpSource;
 use crate::ingest::zmq::ZmqSource;
 use crate::ingest::{Source, Started};
-use crate::log::{Commit, Log, LogConfig};
+use crate::log::{Log, LogConfig};
 use crate::metrics::{Metrics, Parts};
 use crate::shutdown::Shutdown;
-use crate::stream_states::{StateLimits, StreamBounds, StreamStates};
 use anyhow::Context;
 use driftlog_http::HttpLimits;
-use driftlog_protocol::endpoint::{Endpoint, EndpointConfig};
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,21 +64,10 @@ pub fn run(
     let keys = crate::keys::load_keyring(config.keys_file.as_deref(), config.key_mode())?;
     let log = Arc::new(Log::open(&config.log_path(), log_config(config)).context("cannot open the log")?);
     let fresh = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    let epoch = log.next_epoch(fresh >> 2)?;
-    // A restart on a full disk must not report healthy until the first commit fails: ask
-    // now whether a full commit fits, as the probe after a failed commit does.
-    let probe = Commit { reserve_bytes: config.log.max_commit_bytes as u64, ..Commit::default() };
-    let log_takes_a_full_commit = match log.commit(&probe, crate::wall_clock::now_unix_ms()) {
-        Ok(_) => true,
-        Err(error) => {
-            tracing::error!(%error, "the log cannot take a full commit: not acknowledging until it can (probing once a second)");
-            if matches!(error, crate::log::LogError::Storage(_)) {
-                // redb refuses all work after an I/O error until reopened.
-                log.reopen()?;
-            }
-            false
-        }
-    };
+    let key_count = keys.len();
+    let restored =
+        crate::ingest_core::restore(config, &log, keys, fresh >> 2, crate::wall_clock::AcceptorClock::default().now())?;
+    let log_takes_a_full_commit = restored.log_takes_a_full_commit;
     let metrics = Arc::new(Metrics::new());
     metrics.set_log_accepting(log_takes_a_full_commit);
     let stats = log.stats()?;
@@ -89,23 +76,11 @@ pub fn run(
     metrics.log_held_bytes.set(stats.held_bytes);
     metrics.log_file_bytes.set(stats.file_bytes);
 
-    let mut endpoint_config = EndpointConfig::new(epoch, epoch ^ 0x5EED);
-    endpoint_config.max_streams = config.limits.max_streams;
-    endpoint_config.max_streams_per_device = config.limits.max_streams_per_device;
-    endpoint_config.max_datagram_bytes = config.limits.max_datagram_bytes;
-    let endpoint = Endpoint::new(endpoint_config, keys.clone());
-    // Receivers come back from the log on their stream's first frame, not all at start.
-    let limits = StateLimits {
-        max_states: config.limits.max_stream_states,
-        max_states_per_device: config.limits.max_stream_states_per_device,
-    };
-    let states = StreamStates::open(log.clone(), limits)?;
-    let state_stats = states.stats();
-    let bounds = StreamBounds::new(states, Duration::from_secs(config.limits.stream_idle_s));
     tracing::info!(
-        epoch,
-        stream_states = state_stats.states,
-        keys = keys.len(),
+        epoch = restored.epoch,
+        stream_states = restored.stream_states,
+        clock_models = restored.clock_models,
+        keys = key_count,
         next_offset = stats.next_offset,
         "log opened"
     );
@@ -197,32 +172,15 @@ pub fn run(
     });
     on_listening(&listening);
 
-    let acceptor_config = AcceptorConfig {
-        flush_interval: Duration::from_millis(config.log.flush_interval_ms),
-        max_block_bytes: config.log.max_block_bytes,
-        max_commit_bytes: config.log.max_commit_bytes,
-        keys_file: config.keys_file.clone(),
-        claim_interval_ms: (!config.windows.is_empty()).then_some(config.watermark.claim_interval_ms),
-        max_streams: config.limits.max_streams,
-        key_mode: config.key_mode(),
-        source_filter: config.source_filter(),
-    };
-    let mut clocks = crate::clocks::Clocks::new(config.clock.to_config(), config.clock.max_models);
-    let clock_models = clocks.restore(log.clocks()?);
-    tracing::info!(models = clock_models, "clock models restored");
-    let mut acceptor = Acceptor::new(
+    let acceptor_config = AcceptorConfig { keys_file: config.keys_file.clone(), key_mode: config.key_mode() };
+    let acceptor = Acceptor::new(
         acceptor_config,
-        endpoint,
-        bounds,
+        restored.core,
         replies,
         committer.client(Writer::Ingest),
         batch_rx,
         metrics.clone(),
-    )
-    .with_clocks(clocks);
-    if !log_takes_a_full_commit {
-        acceptor = acceptor.refusing_until_a_probe_passes();
-    }
+    );
     // The window processor reads the log on its own thread; it stops after the acceptor so
     // it can take the last commit's events into its final checkpoint.
     let windows_thread = if config.windows.is_empty() {

@@ -6,15 +6,18 @@
 //! one-hour step.
 
 use driftlog_collector::acceptor::{Acceptor, AcceptorConfig};
+use driftlog_collector::clocks::Clocks;
 use driftlog_collector::committer::{self, Writer};
 use driftlog_collector::config::CollectorConfig;
 use driftlog_collector::ingest::{Batch, ReplyPath, Route};
+use driftlog_collector::ingest_core::{IngestConfig, IngestCore};
 use driftlog_collector::keys::Keys;
 use driftlog_collector::log::block::decode_block;
 use driftlog_collector::log::record::Record;
 use driftlog_collector::log::{Log, LogConfig};
 use driftlog_collector::metrics::Metrics;
 use driftlog_collector::stream_states::{StateLimits, StreamBounds, StreamStates};
+use driftlog_eventtime::clock::ClockConfig;
 use driftlog_protocol::endpoint::{Endpoint, EndpointConfig};
 use driftlog_protocol::wire::{
     Body, DataWriter, Direction, Event, FrameKind, MacKey, Payload, Sample, Sealer, Tags, open,
@@ -44,14 +47,12 @@ fn the_record_and_the_ack_carry_one_receive_time_through_the_driver() {
         Keys::parse(&format!("[[device]]\ndevice_id = 42\nkey_id = 42\nkey = \"{}\"\n", "07".repeat(32))).unwrap();
     let endpoint = Endpoint::new(EndpointConfig::new(log.next_epoch(1).unwrap(), 7), keys);
     let defaults = CollectorConfig::default();
-    let config = AcceptorConfig {
+    let config = IngestConfig {
         flush_interval: Duration::from_millis(5),
         max_block_bytes: defaults.log.max_block_bytes,
         max_commit_bytes: defaults.log.max_commit_bytes,
-        keys_file: None,
         claim_interval_ms: None,
         max_streams: 1_000,
-        key_mode: driftlog_collector::keys::KeyMode::KeysFile,
         source_filter: defaults.source_filter(),
     };
     let limits = StateLimits { max_states: 1_000, max_states_per_device: 100 };
@@ -59,10 +60,11 @@ fn the_record_and_the_ack_carry_one_receive_time_through_the_driver() {
     let (committer, committer_thread) = committer::spawn(log.clone(), 1, metrics.clone()).unwrap();
     let (sink, queue) = std::sync::mpsc::sync_channel(4);
     let replies = Capture(Arc::default());
+    let core = IngestCore::new(config, endpoint, bounds, Clocks::new(ClockConfig::default(), 100_000));
+    let keys_config = AcceptorConfig { keys_file: None, key_mode: driftlog_collector::keys::KeyMode::KeysFile };
     let acceptor = Acceptor::new(
-        config,
-        endpoint,
-        bounds,
+        keys_config,
+        core,
         vec![Box::new(replies.clone())],
         committer.client(Writer::Ingest),
         queue,

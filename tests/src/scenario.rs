@@ -65,12 +65,33 @@ pub struct DeviceScenario {
     pub storage: Storage,
 }
 
+/// What happens to the collector: its disk's latency and faults, its crashes.
+#[derive(Clone, Debug)]
+pub struct CollectorScenario {
+    /// A commit takes between half and one and a half times this, µs.
+    pub commit_latency_micros: u64,
+    /// When the collector's process dies (it restarts shortly after).
+    pub crashes: Vec<u64>,
+    /// The chance that an fsync of the log fails.
+    pub sync_failure: f64,
+    /// `(from, to)`: the log's file system is full.
+    pub full: Vec<(u64, u64)>,
+}
+
+impl Default for CollectorScenario {
+    fn default() -> Self {
+        CollectorScenario { commit_latency_micros: 500, crashes: Vec::new(), sync_failure: 0.0, full: Vec::new() }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Scenario {
     pub seed: u64,
     pub devices: Vec<DeviceScenario>,
     /// Group-commit interval of the simulated collector log.
+    /// The collector's flush interval (whole milliseconds, at least one).
     pub commit_interval_micros: u64,
+    pub collector: CollectorScenario,
     /// After the last event and the last partition, how long the system may take to deliver
     /// and acknowledge everything once the links are calm.
     pub drain_limit_micros: u64,
@@ -105,7 +126,13 @@ impl Scenario {
                 storage: Storage::Memory,
             })
             .collect();
-        Scenario { seed, devices, commit_interval_micros: 2_000, drain_limit_micros: 120_000_000 }
+        Scenario {
+            seed,
+            devices,
+            commit_interval_micros: 2_000,
+            collector: CollectorScenario::default(),
+            drain_limit_micros: 120_000_000,
+        }
     }
 
     /// A randomised fault mix derived entirely from `seed`: loss (iid or bursty), duplication,
@@ -178,6 +205,7 @@ impl Scenario {
             seed,
             devices,
             commit_interval_micros: 1_000 + rng.below_inclusive(10_000),
+            collector: CollectorScenario::default(),
             drain_limit_micros: 600_000_000,
         }
     }
@@ -224,6 +252,30 @@ impl Scenario {
                 bit_flips,
             });
         }
+        scenario
+    }
+
+    /// The whole system: [`Scenario::random_disk`]'s devices with every fault but bit flips
+    /// (the outbox's own sweep covers those), and a collector whose process dies at random
+    /// moments (inside commits too), whose log's fsyncs fail and whose disk fills up.
+    pub fn random_system(seed: u64) -> Scenario {
+        let mut scenario = Scenario::random_disk(seed, DiskFaultMix::ALL_BUT_BIT_FLIPS);
+        let mut rng = SplitMix64::new(seed ^ 0xC011_EC70);
+        let span = scenario.devices.iter().map(|d| d.start_at + d.events * d.interval_micros).max().unwrap_or(0);
+        let mut crashes: Vec<u64> = (0..rng.below_inclusive(4)).map(|_| rng.below_inclusive(span)).collect();
+        crashes.sort_unstable();
+        let full = (0..rng.below_inclusive(1))
+            .map(|_| {
+                let start = rng.below_inclusive(span);
+                (start, start + 100_000 + rng.below_inclusive(3_000_000))
+            })
+            .collect();
+        scenario.collector = CollectorScenario {
+            commit_latency_micros: 100 + rng.below_inclusive(5_000),
+            crashes,
+            sync_failure: if rng.below_inclusive(1) == 0 { 0.0 } else { 0.001 + rng.unit_f64() * 0.05 },
+            full,
+        };
         scenario
     }
 

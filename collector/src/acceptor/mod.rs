@@ -9,17 +9,11 @@
 mod keys_watch;
 mod reject_log;
 
-use crate::clocks::Clocks;
 use crate::committer::{Client, CommitResult};
 use crate::ingest::{Batch, ReplyPath};
-use crate::ingest_core::{IngestConfig, IngestCore, IngestCounters};
-use crate::keys::Keys;
+use crate::ingest_core::{IngestCore, IngestCounters};
 use crate::metrics::Metrics;
-use crate::source_filter::SourceFilterConfig;
-use crate::stream_states::StreamBounds;
 use crate::wall_clock::AcceptorClock;
-use driftlog_eventtime::clock::ClockConfig;
-use driftlog_protocol::endpoint::Endpoint;
 use keys_watch::KeysWatch;
 use reject_log::RejectLog;
 use std::path::PathBuf;
@@ -27,18 +21,11 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant as StdInstant};
 
+/// What the driver watches besides the core: the keys file, reloaded when it changes.
 #[derive(Clone, Debug)]
 pub struct AcceptorConfig {
-    pub flush_interval: Duration,
-    pub max_block_bytes: usize,
-    pub max_commit_bytes: usize,
     pub keys_file: Option<PathBuf>,
-    /// Completeness claims are stored at most this often per stream (see
-    /// [`crate::claims::Claims`]); `None` stores none (no windows are computed).
-    pub claim_interval_ms: Option<u64>,
-    pub max_streams: usize,
     pub key_mode: crate::keys::KeyMode,
-    pub source_filter: SourceFilterConfig,
 }
 
 const KEYS_CHECK_INTERVAL: Duration = Duration::from_secs(2);
@@ -78,24 +65,15 @@ impl std::fmt::Debug for Acceptor {
 }
 
 impl Acceptor {
+    /// Drives `core` (built by [`crate::ingest_core::restore`]).
     pub fn new(
         config: AcceptorConfig,
-        endpoint: Endpoint<Keys>,
-        bounds: StreamBounds,
+        core: IngestCore,
         replies: Vec<Box<dyn ReplyPath>>,
         committer: Client,
         batches: Receiver<Batch>,
         metrics: Arc<Metrics>,
     ) -> Acceptor {
-        let core_config = IngestConfig {
-            flush_interval: config.flush_interval,
-            max_block_bytes: config.max_block_bytes,
-            max_commit_bytes: config.max_commit_bytes,
-            claim_interval_ms: config.claim_interval_ms,
-            max_streams: config.max_streams,
-            source_filter: config.source_filter,
-        };
-        let core = IngestCore::new(core_config, endpoint, bounds, Clocks::new(ClockConfig::default(), 100_000));
         let now = StdInstant::now();
         Acceptor {
             published: core.counters(),
@@ -114,21 +92,6 @@ impl Acceptor {
                 next_reject_log: now + REJECT_LOG_INTERVAL,
             },
         }
-    }
-
-    /// Starts refusing frames, as after a failed commit, until a probe commit succeeds: the
-    /// log could not take a full commit when the collector started (a full disk).
-    pub fn refusing_until_a_probe_passes(mut self) -> Acceptor {
-        let now = self.clock.now();
-        self.core.refuse_until_a_probe_passes(now);
-        self.publish_counters();
-        self
-    }
-
-    /// Uses `clocks` (restored from the log, with the configured bounds).
-    pub fn with_clocks(mut self, clocks: Clocks) -> Acceptor {
-        self.core = self.core.with_clocks(clocks);
-        self
     }
 
     /// Runs until every source is gone (their queue's senders dropped: the sources stop on

@@ -16,6 +16,7 @@
 
 mod admission;
 mod pipeline;
+mod restore;
 #[cfg(test)]
 mod tests;
 
@@ -34,6 +35,7 @@ use driftlog_protocol::{DeviceId, Instant};
 use std::time::Duration;
 
 pub use pipeline::InFlight;
+pub use restore::{Restored, restore};
 
 /// How the core cuts commits and bounds what it keeps.
 #[derive(Clone, Debug)]
@@ -148,12 +150,6 @@ impl IngestCore {
             claims,
             counters: IngestCounters { accepting: true, ..IngestCounters::default() },
         }
-    }
-
-    /// Uses `clocks` (restored from the log, with the configured bounds).
-    pub fn with_clocks(mut self, clocks: Clocks) -> IngestCore {
-        self.clocks = clocks;
-        self
     }
 
     /// Refuses frames, as after a failed commit, until a probe commit succeeds: the log could

@@ -9,7 +9,7 @@
 use super::{IngestCore, PROBE_INTERVAL};
 use crate::committer::CommitResult;
 use crate::log::Commit;
-use crate::log::Dedup;
+use crate::log::{Dedup, LogError};
 use driftlog_protocol::ids::StreamKey;
 use driftlog_protocol::{DeviceId, Epoch, Instant, StreamId};
 
@@ -98,7 +98,10 @@ impl IngestCore {
                     tracing::error!(%error, "commit failed: not acknowledging until the log takes writes again");
                 }
                 self.set_accepting(false);
-                self.roll_back(in_flight);
+                // A storage error may have left the commit on disk (a failed fsync): the
+                // receivers then restore from the log, not from memory.
+                let outcome_unknown = matches!(error, LogError::Storage(_) | LogError::Closed);
+                self.roll_back(in_flight, outcome_unknown);
                 self.next_probe = now + PROBE_INTERVAL;
             }
         }
@@ -109,14 +112,19 @@ impl IngestCore {
     pub fn handle_not_taken(&mut self) {
         if let Some(in_flight) = self.in_flight.take() {
             tracing::error!("commit not taken; rolling back");
-            self.roll_back(in_flight);
+            self.roll_back(in_flight, false);
         }
     }
 
     /// Forgets everything not durable: receivers, floors, clock models, claims and the block
-    /// being filled.
-    fn roll_back(&mut self, in_flight: InFlight) {
-        self.endpoint.rollback_uncommitted();
+    /// being filled. When the commit may have reached the log after all, the receivers it
+    /// touched leave memory instead of going back to their last known durable state.
+    fn roll_back(&mut self, in_flight: InFlight, outcome_unknown: bool) {
+        if outcome_unknown {
+            self.endpoint.forget_uncommitted();
+        } else {
+            self.endpoint.rollback_uncommitted();
+        }
         self.bounds.states.restore_floors(in_flight.floors);
         self.clocks.restore_dirty(std::mem::take(&mut self.clocks_in_flight));
         if let Some(claims) = &mut self.claims {

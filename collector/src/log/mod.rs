@@ -12,6 +12,7 @@
 pub mod block;
 pub mod census;
 pub mod record;
+pub mod storage;
 pub mod streams;
 mod varint;
 #[cfg(test)]
@@ -23,9 +24,10 @@ use driftlog_protocol::endpoint::RECEIVER_RANGES;
 use driftlog_protocol::ids::StreamKey;
 use driftlog_protocol::receiver::DedupState;
 use driftlog_protocol::{DeviceId, Epoch, KeyId, StreamId};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Builder, Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 use std::sync::RwLock;
 
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
@@ -90,6 +92,8 @@ pub enum LogError {
     Corrupt { offset: u64, error: block::BlockError },
     #[error("corrupt stream state for {0:?}")]
     CorruptState(StreamKey),
+    #[error("the log's file could not be opened again after a storage error")]
+    Closed,
     #[error(
         "the log is in record format {found}; this build reads format {FORMAT_VERSION} (start with an empty data directory)"
     )]
@@ -223,21 +227,52 @@ impl<'a> BlockRef<'a> {
     }
 }
 
+fn builder(config: &LogConfig) -> Builder {
+    let mut builder = Database::builder();
+    builder.set_cache_size(config.cache_bytes);
+    builder
+}
+
+/// The database while it is open (see [`Log::db`]).
+struct OpenDatabase<'a>(std::sync::RwLockReadGuard<'a, Option<Database>>);
+
+impl std::ops::Deref for OpenDatabase<'_> {
+    type Target = Database;
+
+    fn deref(&self) -> &Database {
+        // Only made from a guard holding `Some` (see `Log::db`).
+        self.0.as_ref().expect("an open database")
+    }
+}
+
 #[derive(Debug)]
 pub struct Log {
-    path: PathBuf,
+    storage: Arc<dyn storage::LogStorage>,
     config: LogConfig,
     /// Replaced on reopen: redb refuses all work after an I/O error until reopened, and only
-    /// one handle per file may exist, so readers hold the read lock while they use it.
-    db: RwLock<Database>,
+    /// one handle per file may exist, so readers hold the read lock while they use it. `None`
+    /// while a reopen fails.
+    db: RwLock<Option<Database>>,
     /// The offset after the last committed record, published after every commit: readers in
     /// this process (the JetStream forwarder) wait on it instead of polling the file.
     next_offset: tokio::sync::watch::Sender<u64>,
 }
 
 impl Log {
+    /// Opens (or creates) the log in the file at `path`.
     pub fn open(path: &Path, config: LogConfig) -> Result<Log, LogError> {
-        let db = Database::builder().set_cache_size(config.cache_bytes).create(path)?;
+        Log::open_on(Arc::new(storage::LogPath(path.to_path_buf())), config)
+    }
+
+    /// Opens (or creates) the log on `storage`.
+    pub fn open_on(storage: Arc<dyn storage::LogStorage>, config: LogConfig) -> Result<Log, LogError> {
+        if !storage.exists() {
+            // Created whole or not at all (see `storage::LogStorage`).
+            // `close` writes and syncs the new file, and says if that failed.
+            storage.create_scratch(&builder(&config))?.close()?;
+            storage.publish_scratch().map_err(|error| LogError::Storage(error.into()))?;
+        }
+        let db = storage.open(&builder(&config))?;
         let txn = db.begin_write()?;
         let next_offset;
         txn.open_table(BLOCKS)?;
@@ -267,11 +302,12 @@ impl Log {
         }
         txn.commit()?;
         let next_offset = tokio::sync::watch::Sender::new(next_offset);
-        Ok(Log { path: path.to_path_buf(), config, db: RwLock::new(db), next_offset })
+        Ok(Log { storage, config, db: RwLock::new(Some(db)), next_offset })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The size of the log's file.
+    pub fn file_bytes(&self) -> u64 {
+        self.storage.file_bytes()
     }
 
     pub fn config(&self) -> &LogConfig {
@@ -283,16 +319,30 @@ impl Log {
         self.next_offset.subscribe()
     }
 
-    fn db(&self) -> std::sync::RwLockReadGuard<'_, Database> {
-        self.db.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// The open database; if the last reopen failed, opens it first (or fails again).
+    fn db(&self) -> Result<OpenDatabase<'_>, LogError> {
+        let read = || self.db.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let db = read();
+        if db.is_some() {
+            return Ok(OpenDatabase(db));
+        }
+        drop(db);
+        self.reopen()?;
+        let db = read();
+        // Another thread's reopen may have failed in between.
+        if db.is_none() {
+            return Err(LogError::Closed);
+        }
+        Ok(OpenDatabase(db))
     }
 
-    /// Reopens the file after a storage error.
+    /// Reopens the file after a storage error. While it fails, the log has no database:
+    /// every read and commit fails (and tries to open it again), none lands anywhere else.
     pub fn reopen(&self) -> Result<(), LogError> {
         let mut db = self.db.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let placeholder = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
-        drop(std::mem::replace(&mut *db, placeholder));
-        *db = Database::builder().set_cache_size(self.config.cache_bytes).create(&self.path)?;
+        // redb allows one handle per file: the failed one goes before the new one opens.
+        drop(db.take());
+        *db = Some(self.storage.open(&builder(&self.config))?);
         Ok(())
     }
 
@@ -300,7 +350,7 @@ impl Log {
     /// log starts at a random point in the upper half, so a reinstalled collector does not
     /// reuse epochs an agent's replay filter remembers.
     pub fn next_epoch(&self, fresh_start: u64) -> Result<u64, LogError> {
-        let db = self.db();
+        let db = self.db()?;
         let txn = db.begin_write()?;
         let epoch = {
             let mut meta = txn.open_table(META)?;
@@ -313,9 +363,22 @@ impl Log {
         Ok(epoch)
     }
 
-    /// Appends `commit` in one fsynced transaction, applying retention first.
+    /// Appends `commit` in one fsynced transaction, applying retention first. After a
+    /// storage error the database is opened again (redb refuses all work after one until
+    /// then) and the error returned: the commit did not happen, or it is not known whether
+    /// it did (a failed fsync leaves the written data unknown).
     pub fn commit(&self, commit: &Commit, now_unix_ms: u64) -> Result<Committed, LogError> {
-        let db = self.db();
+        let result = self.write_commit(commit, now_unix_ms);
+        if matches!(result, Err(LogError::Storage(_)))
+            && let Err(error) = self.reopen()
+        {
+            tracing::error!(%error, "cannot reopen the log");
+        }
+        result
+    }
+
+    fn write_commit(&self, commit: &Commit, now_unix_ms: u64) -> Result<Committed, LogError> {
+        let db = self.db()?;
         let mut txn = db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         let committed = {
@@ -398,10 +461,7 @@ impl Log {
         if freed_bytes >= needed {
             return Ok(());
         }
-        let Ok(stats) = nix::sys::statvfs::statvfs(&self.path) else { return Ok(()) };
-        // Both are u64 here, narrower on 32-bit targets.
-        #[allow(clippy::useless_conversion)]
-        let available = u64::from(stats.blocks_available()).saturating_mul(u64::from(stats.fragment_size()));
+        let Some(available) = self.storage.available_bytes() else { return Ok(()) };
         if available < needed {
             return Err(LogError::NoSpace { available, needed });
         }
@@ -428,7 +488,7 @@ impl Log {
         max_blocks: usize,
         mut visit: impl FnMut(BlockRef<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
-        let db = self.db();
+        let db = self.db()?;
         let txn = db.begin_read().map_err(LogError::from)?;
         let table = txn.open_table(BLOCKS).map_err(LogError::from)?;
         // The block holding `offset` starts at or before it.
@@ -449,7 +509,7 @@ impl Log {
         max_blocks: usize,
         mut visit: impl FnMut(BlockRef<'_>, &dyn StateStore) -> Result<(), E>,
     ) -> Result<(), E> {
-        let db = self.db();
+        let db = self.db()?;
         let txn = db.begin_read().map_err(LogError::from)?;
         let store = TxnStore { txn: &txn };
         let table = txn.open_table(BLOCKS).map_err(LogError::from)?;
@@ -464,7 +524,7 @@ impl Log {
 
     /// The stored window state, read in its own transaction.
     pub fn with_window_state<T>(&self, read: impl FnOnce(&dyn StateStore) -> T) -> Result<T, LogError> {
-        let db = self.db();
+        let db = self.db()?;
         let txn = db.begin_read()?;
         Ok(read(&TxnStore { txn: &txn }))
     }
@@ -480,7 +540,7 @@ impl Log {
     }
 
     pub fn stats(&self) -> Result<LogStats, LogError> {
-        let db = self.db();
+        let db = self.db()?;
         let txn = db.begin_read()?;
         let meta = txn.open_table(META)?;
         let blocks = txn.open_table(BLOCKS)?;
@@ -490,13 +550,13 @@ impl Log {
             next_offset,
             held_bytes: meta.get(HELD_BYTES)?.map_or(0, |v| v.value()),
             blocks: blocks.len()?,
-            file_bytes: std::fs::metadata(&self.path).map_or(0, |m| m.len()),
+            file_bytes: self.storage.file_bytes(),
         })
     }
 
     /// Every stored clock model, `(device, epoch)` → postcard bytes.
     pub fn clocks(&self) -> Result<Vec<StoredClockModel>, LogError> {
-        let db = self.db();
+        let db = self.db()?;
         let txn = db.begin_read()?;
         let table = txn.open_table(CLOCKS)?;
         let mut out = Vec::new();
@@ -509,7 +569,7 @@ impl Log {
 
     /// A processor's last checkpoint: the offset it has read up to and its state.
     pub fn checkpoint(&self, reader: &str) -> Result<Option<(u64, Vec<u8>)>, LogError> {
-        let db = self.db();
+        let db = self.db()?;
         let txn = db.begin_read()?;
         let readers = txn.open_table(READERS)?;
         let checkpoints = txn.open_table(CHECKPOINTS)?;
@@ -519,7 +579,7 @@ impl Log {
     }
 
     pub fn reader_offset(&self, name: &str) -> Result<Option<u64>, LogError> {
-        let db = self.db();
+        let db = self.db()?;
         let txn = db.begin_read()?;
         let readers = txn.open_table(READERS)?;
         Ok(readers.get(name)?.map(|v| v.value()))
@@ -528,7 +588,7 @@ impl Log {
     /// Stores a reader's offset (the next offset it will read), fsynced. A forwarder stores
     /// only offsets its destination has acknowledged, so a crash makes it resend, never skip.
     pub fn set_reader_offset(&self, name: &str, offset: u64) -> Result<(), LogError> {
-        let db = self.db();
+        let db = self.db()?;
         let txn = db.begin_write()?;
         txn.open_table(READERS)?.insert(name, offset)?;
         txn.commit()?;

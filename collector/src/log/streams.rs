@@ -40,7 +40,7 @@ impl StreamCensus {
 impl Log {
     /// One stream's committed state, if the log has it.
     pub fn stream_state(&self, stream: &StreamKey) -> Result<Option<(KeyId, Dedup)>, LogError> {
-        let db = self.db();
+        let db = self.db()?;
         let txn = db.begin_read()?;
         let table = txn.open_table(STREAMS)?;
         let Some(value) = table.get((stream.device, stream.stream, stream.epoch))? else { return Ok(None) };
@@ -50,7 +50,7 @@ impl Log {
 
     /// Counts the states per device (keys only) and reads the floors.
     pub fn stream_census(&self) -> Result<StreamCensus, LogError> {
-        let db = self.db();
+        let db = self.db()?;
         let txn = db.begin_read()?;
         let mut census = StreamCensus::default();
         for entry in txn.open_table(STREAMS)?.iter()? {

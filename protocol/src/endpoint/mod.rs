@@ -379,6 +379,24 @@ impl<K: Keyring> Endpoint<K> {
         }
     }
 
+    /// The commit of the uncommitted state failed and may still have reached the log (a
+    /// storage error: after a failed fsync the written data is unknown): every receiver with
+    /// uncommitted state leaves memory, and its stream's next frame restores what the log
+    /// holds through the caller's [`StreamStore`]. Rolling back to the state last known
+    /// durable would admit again what the log may already hold.
+    pub fn forget_uncommitted(&mut self) {
+        let dirty = core::mem::take(&mut self.dirty);
+        for stream in dirty {
+            if let Some(slot) = self.slots.remove(&stream) {
+                if let Some(deadline) = slot.deadline {
+                    self.timers.remove(&(deadline, stream));
+                }
+                self.forget_device_slot(stream.device);
+                self.stats.streams_evicted += 1;
+            }
+        }
+    }
+
     /// The commit of the uncommitted state failed (disk full, log at its bound): every
     /// receiver forgets what it admitted since its last durable state, so the retransmissions
     /// the devices will send are admitted again instead of being taken for duplicates.
@@ -430,7 +448,12 @@ impl<K: Keyring> Endpoint<K> {
             if at > now {
                 return None;
             }
-            let control = self.slots.get_mut(&stream).and_then(|slot| slot.receiver.poll_transmit(now));
+            let Some(slot) = self.slots.get_mut(&stream) else {
+                // A receiver that left memory takes its timer with it; never spin on one left.
+                self.timers.remove(&(at, stream));
+                continue;
+            };
+            let control = slot.receiver.poll_transmit(now);
             self.reschedule(stream);
             let Some(control) = control else { continue };
             let slot = self.slots.get(&stream)?;

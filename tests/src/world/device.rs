@@ -147,7 +147,7 @@ impl World {
         for bytes in outgoing {
             let arrivals: Vec<u64> = self.devices[index].uplink.transmit(now_true, bytes.len()).collect();
             for at in arrivals {
-                self.schedule(at, Action::ToCollector { bytes: bytes.clone() });
+                self.schedule(at, Action::ToCollector { from: index, bytes: bytes.clone() });
             }
         }
         if let Some(deadline) = self.devices[index].sender.poll_timeout() {

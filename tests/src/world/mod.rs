@@ -1,7 +1,11 @@
 //! The simulated world: devices, links and the collector in virtual time.
 
+mod collector;
 mod device;
 mod stats;
+
+pub use collector::CollectorStats;
+use collector::SimCollector;
 
 use stats::{add_disk_stats, add_link_stats, add_sender_stats};
 
@@ -10,14 +14,14 @@ use crate::checker::Checker;
 use crate::clock::SimClock;
 use crate::disk::{DiskStats, SimDisk};
 use crate::link::{LinkStats, SimLink};
+use crate::log_disk::SimLogDisk;
 use crate::scenario::{Scenario, Storage};
 use driftlog_agent::outbox::{OutboxConfig, OutboxError, OutboxStats};
-use driftlog_protocol::endpoint::{Delivery, Endpoint, EndpointConfig};
+use driftlog_collector::config::CollectorConfig;
+use driftlog_collector::keys::Keys;
 use driftlog_protocol::sender::{Item, MemoryBacklog, SenderStats};
-use driftlog_protocol::wire::{DataWriter, DropReason, MacKey, ReplayGuard, Sealer};
-use driftlog_protocol::{
-    Backlog, DeviceId, Epoch, Instant, KeyId, Position, Sender, SenderConfig, Seq, SeqRange, SplitMix64,
-};
+use driftlog_protocol::wire::{DataWriter, MacKey, ReplayGuard, Sealer};
+use driftlog_protocol::{Backlog, DeviceId, Epoch, KeyId, Position, Sender, SenderConfig, Seq, SeqRange, SplitMix64};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
@@ -40,6 +44,7 @@ enum Action {
     Tick(usize),
     DeviceWake(usize),
     ToCollector {
+        from: usize,
         bytes: Vec<u8>,
     },
     ToDevice {
@@ -47,7 +52,12 @@ enum Action {
         bytes: Vec<u8>,
     },
     CollectorWake,
-    CollectorCommit,
+    /// The simulated committer finished writing the core's commit.
+    CommitDone,
+    CollectorCrash,
+    CollectorStart,
+    CollectorDiskFull,
+    CollectorDiskRoom,
 }
 
 struct Device {
@@ -90,6 +100,9 @@ pub struct Outcome {
     pub uplink: LinkStats,
     pub downlink: LinkStats,
     pub rejected_frames: u64,
+    pub collector: CollectorStats,
+    /// The collector's log disk.
+    pub log_disk: crate::log_disk::LogDiskStats,
     /// Summed over the devices on a simulated disk (all zero without one).
     pub disk: DiskStats,
     pub outbox: OutboxStats,
@@ -128,9 +141,7 @@ pub struct World {
     queue: BinaryHeap<Reverse<(u64, u64, Action)>>,
     devices: Vec<Device>,
     device_by_id: BTreeMap<DeviceId, usize>,
-    endpoint: Endpoint<BTreeMap<KeyId, (DeviceId, MacKey)>>,
-    commit_scheduled: bool,
-    collector_wake_at: Option<u64>,
+    collector: SimCollector,
     checker: Checker,
     trace: u64,
     steps: u64,
@@ -187,7 +198,7 @@ impl World {
     pub fn new(scenario: Scenario) -> World {
         let seed = scenario.seed;
         let mut rng = SplitMix64::new(seed);
-        let mut keyring = BTreeMap::new();
+        let mut keys = Keys::default();
         let mut devices = Vec::new();
         let mut device_by_id = BTreeMap::new();
         for (index, device) in scenario.devices.iter().enumerate() {
@@ -196,7 +207,7 @@ impl World {
             let mut secret = [0u8; 32];
             secret[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
             let key = MacKey::new(&secret);
-            keyring.insert(key_id, (id, key.clone()));
+            keys.insert(key_id, id, &secret);
             let mut backlog = match &device.storage {
                 Storage::Memory => {
                     DeviceBuffer::Memory(MemoryBacklog::new(1, device.backlog_capacity_events, device.drop_policy))
@@ -230,19 +241,20 @@ impl World {
             });
             device_by_id.insert(id, index);
         }
-        let mut endpoint_config = EndpointConfig::new(1, rng.next_u64());
-        endpoint_config.max_datagram_bytes = MAX_DATAGRAM_BYTES;
-        endpoint_config.max_streams = 64;
+        let mut config = CollectorConfig::default();
+        config.log.flush_interval_ms = (scenario.commit_interval_micros / 1_000).max(1);
+        config.limits.max_datagram_bytes = MAX_DATAGRAM_BYTES;
+        config.limits.max_streams = 64;
+        let log_disk = SimLogDisk::new(rng.next_u64(), scenario.collector.sync_failure);
+        let collector = SimCollector::new(config, keys, log_disk, scenario.collector.commit_latency_micros);
         let mut world = World {
-            endpoint: Endpoint::new(endpoint_config, keyring),
+            collector,
             scenario,
             now: 0,
             order: 0,
             queue: BinaryHeap::new(),
             devices,
             device_by_id,
-            commit_scheduled: false,
-            collector_wake_at: None,
             checker: Checker::default(),
             trace: 0xCBF2_9CE4_8422_2325,
             steps: 0,
@@ -271,6 +283,15 @@ impl World {
                 world.schedule(start + TICK_MICROS, Action::Tick(index));
             }
         }
+        let collector = world.scenario.collector.clone();
+        for at in collector.crashes {
+            world.schedule(at, Action::CollectorCrash);
+        }
+        for (from, to) in collector.full {
+            world.schedule(from, Action::CollectorDiskFull);
+            world.schedule(to, Action::CollectorDiskRoom);
+        }
+        world.collector_start();
         world
     }
 
@@ -326,7 +347,11 @@ impl World {
                     (!d.backlog.is_drained()).then(|| format!("device {} holds {}", d.id, d.backlog.describe_held()))
                 })
                 .collect();
-            self.checker.violation(format!("did not converge by t={}µs: {pending:?}", self.now));
+            self.checker.violation(format!(
+                "did not converge by t={}µs: {pending:?}; collector: {}",
+                self.now,
+                self.collector.describe()
+            ));
         }
         let (mut dropped, mut disk, mut outbox) = (0, DiskStats::default(), OutboxStats::default());
         for device in &self.devices {
@@ -352,6 +377,7 @@ impl World {
                 violation_count: self.checker.violation_count(),
             });
         }
+        let collector = self.collector.finish_stats();
         let mut latencies = self.checker.latencies_micros().to_vec();
         latencies.sort_unstable();
         let mut sender = SenderStats::default();
@@ -377,7 +403,9 @@ impl World {
             sender,
             uplink,
             downlink,
-            rejected_frames: self.endpoint.stats().rejects.total(),
+            rejected_frames: collector.rejected_frames,
+            collector,
+            log_disk: self.collector.disk.stats(),
             disk,
             outbox,
             failed_pushes: self.failed_pushes,
@@ -429,77 +457,23 @@ impl World {
                     self.pump_device(index);
                 }
             }
-            Action::ToCollector { bytes } => self.collector_receive(&bytes),
+            Action::ToCollector { from, bytes } => self.collector_receive(from, &bytes),
             Action::ToDevice { index, bytes } => self.device_receive(index, &bytes),
             Action::CollectorWake => {
-                if self.collector_wake_at == Some(self.now) {
-                    self.collector_wake_at = None;
-                    self.pump_collector();
+                if self.collector.wake_at == Some(self.now) {
+                    self.collector.wake_at = None;
+                    self.collector_wake();
                 }
             }
-            Action::CollectorCommit => {
-                self.commit_scheduled = false;
-                self.checker.commit();
-                self.endpoint.commit_all(Instant::from_micros(self.now));
-                self.pump_collector();
-            }
-        }
-    }
-
-    fn collector_receive(&mut self, bytes: &[u8]) {
-        let now = Instant::from_micros(self.now);
-        let Ok(received) = self.endpoint.handle_datagram(now, bytes) else {
-            // Rejections are counted by the endpoint; the simulator sends nothing forged, so
-            // the only expected reason is a duplicated datagram caught by the replay window.
-            return;
-        };
-        let stream = received.stream;
-        match &received.delivery {
-            Delivery::Events { .. } => {
-                for (seq, event) in received.new_events() {
-                    self.checker.deliver(stream, seq, &event, self.now);
-                    self.trace = fnv(self.trace, seq);
+            Action::CommitDone => self.collector_commit_done(),
+            Action::CollectorCrash => self.collector_crash(),
+            Action::CollectorStart => {
+                if !self.collector.is_up() {
+                    self.collector_start();
                 }
             }
-            Delivery::Tombstone { new, reason } => {
-                for range in new {
-                    self.checker.tombstone(stream, *range, false);
-                    if *reason == DropReason::StorageFailure {
-                        self.checker.storage_failure(range.len());
-                    }
-                }
-            }
-            Delivery::Heartbeat { unrecoverable, .. } => {
-                for range in unrecoverable {
-                    self.checker.tombstone(stream, *range, true);
-                }
-            }
-        }
-        if !self.commit_scheduled {
-            self.commit_scheduled = true;
-            let at = self.now + self.scenario.commit_interval_micros;
-            self.schedule(at, Action::CollectorCommit);
-        }
-        self.pump_collector();
-    }
-
-    fn pump_collector(&mut self) {
-        let now = Instant::from_micros(self.now);
-        let mut buf = [0u8; MAX_DATAGRAM_BYTES];
-        while let Some(transmit) = self.endpoint.poll_transmit(now, &mut buf) {
-            let Some(&index) = self.device_by_id.get(&transmit.device) else { continue };
-            let bytes = buf[..transmit.len].to_vec();
-            let arrivals: Vec<u64> = self.devices[index].downlink.transmit(self.now, bytes.len()).collect();
-            for at in arrivals {
-                self.schedule(at, Action::ToDevice { index, bytes: bytes.clone() });
-            }
-        }
-        if let Some(deadline) = self.endpoint.poll_timeout() {
-            let at = deadline.as_micros().max(self.now + 1);
-            if self.collector_wake_at.is_none_or(|current| at < current || current < self.now) {
-                self.collector_wake_at = Some(at);
-                self.schedule(at, Action::CollectorWake);
-            }
+            Action::CollectorDiskFull => self.collector.disk.fill(self.rng.below_inclusive(8 * 1024)),
+            Action::CollectorDiskRoom => self.collector.disk.make_room(),
         }
     }
 }
@@ -514,9 +488,13 @@ fn action_tag(action: &Action) -> u64 {
         Action::BitFlip(i) => 11 << 32 | *i as u64,
         Action::Tick(i) => 12 << 32 | *i as u64,
         Action::DeviceWake(i) => 3 << 32 | *i as u64,
-        Action::ToCollector { bytes } => 4 << 32 | bytes.len() as u64,
+        Action::ToCollector { from, bytes } => 4 << 32 | (*from as u64) << 16 | bytes.len() as u64,
         Action::ToDevice { index, bytes } => 5 << 32 | (*index as u64) << 16 | bytes.len() as u64,
         Action::CollectorWake => 6 << 32,
-        Action::CollectorCommit => 7 << 32,
+        Action::CommitDone => 7 << 32,
+        Action::CollectorCrash => 13 << 32,
+        Action::CollectorStart => 14 << 32,
+        Action::CollectorDiskFull => 15 << 32,
+        Action::CollectorDiskRoom => 16 << 32,
     }
 }
