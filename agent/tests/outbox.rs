@@ -387,6 +387,26 @@ fn block_refuses_without_assigning_sequence_numbers() {
     assert_eq!(outbox.next_seq(0), 300 - stats.refused);
 }
 
+/// Every policy keeps room for the `storage_failure` tombstones damage needs: under `block`
+/// an outbox filled to its bound passed it when a reopen found a damaged block (simulator
+/// seed 199).
+#[test]
+fn damage_found_in_a_full_outbox_stays_under_the_bound() {
+    for policy in [DropPolicy::Block, DropPolicy::DropNewest, DropPolicy::DropOldest] {
+        let (outbox, dir, max_bytes) = fill_past_the_bound(policy);
+        drop(outbox);
+        let path = dir.path().join("outbox");
+        let segment = segment_files(&path).pop().unwrap();
+        let mut bytes = std::fs::read(&segment).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x02;
+        std::fs::write(&segment, &bytes).unwrap();
+        let outbox = Outbox::open(&path, config(max_bytes, policy)).unwrap();
+        assert_eq!(outbox.stats().corrupt_events, 1, "{policy:?}");
+        assert!(outbox.held_bytes() <= max_bytes, "{policy:?}: held {} > bound {max_bytes}", outbox.held_bytes());
+    }
+}
+
 #[test]
 fn an_oversized_event_is_refused_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();

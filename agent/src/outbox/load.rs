@@ -4,7 +4,7 @@ use super::block::Kind;
 use super::index::{HeldIndex, Segment};
 use super::scan::{self, Found};
 use super::store::{SegmentStore, StoreFile};
-use super::{Outbox, OutboxError, TOMBSTONE_RESERVE_BYTES, damage, policy, sizing};
+use super::{Outbox, OutboxError, TOMBSTONE_RESERVE_BYTES, damage, sizing};
 use driftlog_protocol::{Epoch, Seq, StreamId};
 
 impl<S: SegmentStore> Outbox<S> {
@@ -102,10 +102,10 @@ impl<S: SegmentStore> Outbox<S> {
         self.pending_releases = pending;
         loaded?;
         self.delete_released_segments()?;
-        let reserve = policy::tombstone_reserve_bytes(self.config.policy, TOMBSTONE_RESERVE_BYTES);
         // From the configured bound, not the one in force: what is held grew since the last
         // failure only by writes that found room, and by tombstones, which need none.
-        self.max_bytes = sizing::bound_after_storage_error(self.config.max_bytes, self.held_bytes(), reserve);
+        self.max_bytes =
+            sizing::bound_after_storage_error(self.config.max_bytes, self.held_bytes(), TOMBSTONE_RESERVE_BYTES);
         Ok(())
     }
 

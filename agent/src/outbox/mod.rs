@@ -74,8 +74,9 @@ use tombstones::Tombstones;
 
 /// Largest stored event record. An event this large cannot fit a datagram anyway.
 pub const MAX_RECORD_BYTES: usize = MAX_PAYLOAD_BYTES;
-/// Room kept for new tombstones under the drop policies: four (one append starts at most
-/// two of its own; dropped segments mostly extend existing ones).
+/// Room kept for new tombstones under every policy: four (one append starts at most two of
+/// its own, dropped segments mostly extend existing ones; a failed append or damage found
+/// needs `storage_failure` ones, `block` included).
 const TOMBSTONE_RESERVE_BYTES: u64 = 4 * tombstones::TOMBSTONE_DISK_BYTES;
 /// Release records kept in memory before they are written out without waiting for a commit.
 const MAX_PENDING_RELEASES: usize = 256;
