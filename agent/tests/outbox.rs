@@ -281,6 +281,47 @@ fn a_sealed_segment_damaged_while_open_tombstones_what_it_lost() {
     assert_eq!(outbox.stats().corrupt_segments, 1);
 }
 
+/// A flipped bit in synced data of the newest segment (the one a crashed process was writing)
+/// was cut off at open as if it were a torn tail: the damaged event and every acknowledged
+/// one after it vanished without a tombstone. Now it is damage: the damaged event is
+/// tombstoned and counted, and the ones after it are still sent. Bits in the middle block's
+/// payload and length field, and in the last block's payload, length and checksum.
+#[test]
+fn a_flipped_bit_in_the_newest_segment_is_damage_not_a_torn_tail() {
+    const BLOCK_LEN_BYTE: u64 = 5; // a byte of a block's length field (offset 4..8)
+    for (damaged, at_in_block) in
+        [(5u64, None), (5, Some(BLOCK_LEN_BYTE)), (9, None), (9, Some(BLOCK_LEN_BYTE)), (9, Some(1))]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox");
+        let mut outbox = Outbox::open(&path, config(1 << 30, DropPolicy::DropOldest)).unwrap();
+        // Single-event commits; where each block starts.
+        let mut offsets = vec![0u64];
+        for i in 0..10u64 {
+            outbox.append(0, &[gauge(i, i as f64)]).unwrap();
+            offsets.push(std::fs::metadata(segment_files(&path).pop().unwrap()).unwrap().len());
+        }
+        let epoch = outbox.epoch();
+        drop(outbox);
+        let segment = segment_files(&path).pop().unwrap();
+        let mut bytes = std::fs::read(&segment).unwrap();
+        let (start, end) = (offsets[damaged as usize], offsets[damaged as usize + 1]);
+        let at = at_in_block.map_or((start + end) / 2 + 3, |byte| start + byte);
+        bytes[at as usize] ^= 0x02;
+        std::fs::write(&segment, &bytes).unwrap();
+
+        let mut outbox = Outbox::open(&path, config(1 << 30, DropPolicy::DropOldest)).unwrap();
+        let case = format!("block {damaged}, byte {at}");
+        assert_eq!((outbox.stats().corrupt_segments, outbox.stats().corrupt_events), (1, 1), "{case}");
+        assert_eq!(outbox.held_events(), 9, "{case}");
+        let (delivered, tombstoned) = drain(&mut outbox);
+        let expected: Vec<(u64, u64, f64)> =
+            (0..10).filter(|&seq| seq != damaged).map(|seq| (epoch, seq, seq as f64)).collect();
+        assert_eq!(delivered, expected, "{case}");
+        assert_eq!(tombstoned, BTreeSet::from([(epoch, damaged)]), "{case}");
+    }
+}
+
 #[test]
 fn a_reopen_starts_a_new_epoch_and_keeps_unacknowledged_events() {
     let dir = tempfile::tempdir().unwrap();
@@ -344,6 +385,26 @@ fn block_refuses_without_assigning_sequence_numbers() {
     assert!(stats.refused > 200);
     assert_eq!(stats.dropped, 0);
     assert_eq!(outbox.next_seq(0), 300 - stats.refused);
+}
+
+/// Every policy keeps room for the `storage_failure` tombstones damage needs: under `block`
+/// an outbox filled to its bound passed it when a reopen found a damaged block (simulator
+/// seed 199).
+#[test]
+fn damage_found_in_a_full_outbox_stays_under_the_bound() {
+    for policy in [DropPolicy::Block, DropPolicy::DropNewest, DropPolicy::DropOldest] {
+        let (outbox, dir, max_bytes) = fill_past_the_bound(policy);
+        drop(outbox);
+        let path = dir.path().join("outbox");
+        let segment = segment_files(&path).pop().unwrap();
+        let mut bytes = std::fs::read(&segment).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x02;
+        std::fs::write(&segment, &bytes).unwrap();
+        let outbox = Outbox::open(&path, config(max_bytes, policy)).unwrap();
+        assert_eq!(outbox.stats().corrupt_events, 1, "{policy:?}");
+        assert!(outbox.held_bytes() <= max_bytes, "{policy:?}: held {} > bound {max_bytes}", outbox.held_bytes());
+    }
 }
 
 #[test]

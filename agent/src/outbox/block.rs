@@ -13,8 +13,9 @@
 //! 40  payload         events: an event chain (`EventChainWriter`); release: empty
 //! ```
 //!
-//! All integers are little-endian. A header that does not check out (a torn write, zeros
-//! from a crash after the file grew) ends the readable part of a segment.
+//! All integers are little-endian. A block that does not check out is either a torn write
+//! (zeros from a crash after the file grew, a write cut short) or damage; [`Header::repair`]
+//! tells a single flipped bit, which a torn write does not look like, from the rest.
 
 use driftlog_protocol::{Epoch, Seq, StreamId};
 
@@ -96,6 +97,63 @@ impl Header {
     pub(super) fn block_bytes(&self) -> u64 {
         HEADER_BYTES as u64 + u64::from(self.len)
     }
+
+    /// The true header of a block that fails its checksum because exactly one of its bits
+    /// flipped, in the header (its length included) or the payload; `bytes` runs from the
+    /// block's start to (at most) the end of the file. `None` when no single flipped bit
+    /// explains it: a torn write, or wider damage.
+    ///
+    /// A flip outside the length field is located from the checksum alone: CRC-32 is linear,
+    /// so flipping bit `j` of an `n`-bit message changes it by a value that depends only on
+    /// `n - j` (its syndrome), and for messages up to 91,607 bits no two positions share one
+    /// (Hamming distance 3), so the position is unique. A flip in the length is found by
+    /// trying the 32 lengths one bit away. A block that is not damaged matches neither
+    /// (checked by the caller first).
+    pub(super) fn repair(bytes: &[u8]) -> Option<Header> {
+        let header: [u8; HEADER_BYTES] = bytes.get(..HEADER_BYTES)?.try_into().expect("header length");
+        let stored_len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+        for bit in 0..32 {
+            let mut fixed = header;
+            fixed[4..8].copy_from_slice(&(stored_len ^ (1 << bit)).to_le_bytes());
+            if let Some(fixed_header) = Header::decode(&fixed)
+                && let Some(payload) = bytes.get(HEADER_BYTES..fixed_header.block_bytes() as usize)
+                && Header::verify(&fixed, payload)
+            {
+                return Some(fixed_header);
+            }
+        }
+        let payload = bytes.get(HEADER_BYTES..HEADER_BYTES.checked_add(stored_len as usize)?)?;
+        let stored = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
+        let syndrome = stored ^ checksum(&header[4..], payload);
+        if syndrome.count_ones() == 1 {
+            // The flip is in the stored checksum itself.
+            return Header::decode(&header).filter(|found| found.len == stored_len);
+        }
+        let message_bits = (HEADER_BYTES - 4 + payload.len()) * 8;
+        let flipped = flipped_bit(syndrome, message_bits)?;
+        let mut fixed = header;
+        if flipped < (HEADER_BYTES - 4) * 8 {
+            fixed[4 + flipped / 8] ^= 1 << (flipped % 8);
+        }
+        // A flip in the length would have changed the payload's extent: found above.
+        Header::decode(&fixed).filter(|found| found.len == stored_len)
+    }
+}
+
+/// The bit (from the message's start, least significant bit of each byte first, as CRC-32
+/// reads them) whose flip changes the checksum of an `message_bits`-bit message by
+/// `syndrome`, if one does.
+fn flipped_bit(syndrome: u32, message_bits: usize) -> Option<usize> {
+    // The syndrome of the bit with `after` bits following it is the reflected CRC register,
+    // started at 1, stepped `after + 1` times over zero bits.
+    let mut register = 1u32;
+    for after in 0..message_bits {
+        register = if register & 1 == 1 { (register >> 1) ^ 0xEDB8_8320 } else { register >> 1 };
+        if register == syndrome {
+            return Some(message_bits - 1 - after);
+        }
+    }
+    None
 }
 
 fn checksum(header_rest: &[u8], payload: &[u8]) -> u32 {
@@ -125,5 +183,36 @@ mod tests {
         }
         assert!(!Header::verify(&bytes, &[1, 2, 4]));
         assert_eq!(Header::decode(&[0u8; HEADER_BYTES]), None, "zeros are not a block");
+    }
+
+    #[test]
+    fn any_single_flipped_bit_is_repaired_and_a_torn_block_is_not() {
+        let header = Header {
+            len: 200,
+            kind: Kind::Events,
+            commit_end: true,
+            stream: 3,
+            epoch: 9 << 32 | 1,
+            start: 64,
+            end: 100,
+        };
+        let payload: Vec<u8> = (0..200u32).map(|i| (i * 7 + 3) as u8).collect();
+        let mut block = header.encode(&payload).to_vec();
+        block.extend_from_slice(&payload);
+        assert_eq!(Header::repair(&block), None, "an intact block has nothing to repair");
+        for bit in 0..block.len() * 8 {
+            let mut flipped = block.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            // More bytes after the block (the next one) change nothing.
+            flipped.extend_from_slice(&[0xA5; 300]);
+            assert_eq!(Header::repair(&flipped), Some(header), "bit {bit}");
+        }
+        // Torn: a prefix of the block, alone or followed by the zeros of a file that grew.
+        for keep in [0, 10, HEADER_BYTES, HEADER_BYTES + 1, HEADER_BYTES + 150, block.len() - 1] {
+            assert_eq!(Header::repair(&block[..keep]), None, "{keep} bytes kept");
+            let mut zeros = block[..keep].to_vec();
+            zeros.resize(block.len() + 4096, 0);
+            assert_eq!(Header::repair(&zeros), None, "{keep} bytes kept, then zeros");
+        }
     }
 }

@@ -1,20 +1,22 @@
-//! Which events a damaged segment lost, worked out while the outbox loads.
+//! Which events damage cost, worked out while the outbox loads.
 //!
-//! A segment other than the last one was sealed (fsynced) before the next one was opened, so
-//! if it stops checking out part way, that is damage, not a torn write: everything it held
-//! after the first bad block is gone, and the block headers that would say which sequence
-//! numbers those were are gone with it. They can still be inferred, because each
-//! `(stream, epoch)` numbers its events consecutively in the order they are written: what a
-//! damaged segment lost of a stream lies between that stream's last readable run up to the
-//! damage and its first run in a later segment. (Segments are deleted oldest first only, so
-//! no other gap between two runs still on disk exists.) Releases written after the damage are
-//! taken out (those events had reached the collector), and what remains gets a
+//! Damage ([`super::scan`]) makes blocks unreadable, and the block headers that would say
+//! which sequence numbers those were can be gone with them. They can still be inferred,
+//! because each `(stream, epoch)` numbers its events consecutively in the order they are
+//! written, and the load reads the segments in that order: what damage cost a stream lies
+//! between that stream's last readable block before the damage and its first readable block
+//! after it. (Segments are deleted oldest first only, so no other gap between two readable
+//! blocks exists but what tombstones cover.) Where a single flipped bit explains the damage,
+//! the damaged block's own header says exactly what it held. Releases read after the damage
+//! are taken out (those events had reached the collector), and what remains gets a
 //! `storage_failure` tombstone, so the collector records a gap instead of waiting forever
 //! for events no one can send.
 //!
-//! A stream with no run in a later segment cannot be bounded this way (how many events
-//! followed is unknown); the collector learns of that loss only from the sender's held range.
+//! Damage of unknown extent after a stream's last readable block cannot be bounded this way
+//! (how many events it held is unknown); the collector learns of that loss only from the
+//! sender's held range.
 
+use super::block::{Header, Kind};
 use super::ranges::SeqSet;
 use super::store::SegmentStore;
 use super::{Outbox, OutboxError};
@@ -22,53 +24,56 @@ use driftlog_protocol::wire::DropReason;
 use driftlog_protocol::{Epoch, Seq, StreamId};
 use std::collections::BTreeMap;
 
-/// The outbox's run index: `(stream, epoch, run start)` → `(run end, segment id)`.
-pub(super) type Runs = BTreeMap<(StreamId, Epoch, Seq), (Seq, u64)>;
-
 #[derive(Debug, Default)]
 pub(super) struct DamageTracker {
-    /// Damaged segments, in the (ascending) order the load meets them.
-    damaged: Vec<u64>,
+    /// Damage met so far, in the order the load reads the segments (the order of writing).
+    damage: u64,
+    /// Per `(stream, epoch)`: one past its last block read so far, and `damage` then.
+    last: BTreeMap<(StreamId, Epoch), (Seq, u64)>,
+    /// What the damage met so far cost.
+    lost: BTreeMap<(StreamId, Epoch), SeqSet>,
     /// Releases read after the first damage.
     released_after: BTreeMap<(StreamId, Epoch), SeqSet>,
 }
 
 impl DamageTracker {
-    /// Segment `id` stops checking out part way.
-    pub(super) fn damaged(&mut self, id: u64) {
-        self.damaged.push(id);
+    /// A readable block of events, in the order the load meets them.
+    pub(super) fn events(&mut self, stream: StreamId, epoch: Epoch, start: Seq, end: Seq) {
+        let last = self.last.entry((stream, epoch)).or_insert((start, self.damage));
+        if last.1 < self.damage && last.0 < start {
+            self.lost.entry((stream, epoch)).or_default().insert(last.0, start);
+        }
+        *last = (last.0.max(end), self.damage);
     }
 
     /// A readable release record, in the order the load meets them.
     pub(super) fn release(&mut self, stream: StreamId, epoch: Epoch, start: Seq, end: Seq) {
-        if !self.damaged.is_empty() {
+        if self.damage > 0 {
             self.released_after.entry((stream, epoch)).or_default().insert(start, end);
         }
     }
 
-    /// The ranges lost and not released since, given every readable run: `(stream, epoch,
-    /// start, end)`, in order.
-    pub(super) fn lost(&self, runs: &Runs) -> Vec<(StreamId, Epoch, Seq, Seq)> {
-        let mut out = Vec::new();
-        if self.damaged.is_empty() {
-            return out;
+    /// Damage, in the order the load meets it; `header` is the damaged block's, when known.
+    pub(super) fn damaged(&mut self, header: Option<Header>) {
+        if let Some(header) = header.filter(|header| header.kind == Kind::Events) {
+            // In its place in the order of writing, before the damage it is.
+            self.events(header.stream, header.epoch, header.start, header.end);
+            self.lost.entry((header.stream, header.epoch)).or_default().insert(header.start, header.end);
         }
-        let mut previous: Option<((StreamId, Epoch), Seq, u64)> = None;
-        for (&(stream, epoch, start), &(end, segment)) in runs {
-            if let Some((key, previous_end, previous_segment)) = previous
-                && key == (stream, epoch)
-                && self.damaged.iter().any(|&damaged| previous_segment <= damaged && damaged < segment)
-            {
-                let mut lost = SeqSet::default();
-                lost.insert(previous_end, start);
-                if let Some(released) = self.released_after.get(&key) {
-                    for (from, to) in released.ranges_in(previous_end, start) {
-                        lost.remove(from, to);
-                    }
+        self.damage += 1;
+    }
+
+    /// The ranges lost and not released since: `(stream, epoch, start, end)`, in order.
+    pub(super) fn lost(&self) -> Vec<(StreamId, Epoch, Seq, Seq)> {
+        let mut out = Vec::new();
+        for (&(stream, epoch), lost) in &self.lost {
+            let mut lost = lost.clone();
+            if let Some(released) = self.released_after.get(&(stream, epoch)) {
+                for (from, to) in released.ranges_in(0, Seq::MAX) {
+                    lost.remove(from, to);
                 }
-                out.extend(lost.ranges_in(previous_end, start).into_iter().map(|(from, to)| (stream, epoch, from, to)));
             }
-            previous = Some(((stream, epoch), end, segment));
+            out.extend(lost.ranges_in(0, Seq::MAX).into_iter().map(|(from, to)| (stream, epoch, from, to)));
         }
         out
     }
@@ -147,35 +152,46 @@ impl<S: SegmentStore> Outbox<S> {
 mod tests {
     use super::*;
 
-    /// Runs of `(stream, start, end, segment)`, all in epoch 1.
-    fn runs(list: &[(StreamId, Seq, Seq, u64)]) -> Runs {
-        list.iter().map(|&(stream, start, end, segment)| ((stream, 1, start), (end, segment))).collect()
+    fn events_header(stream: StreamId, start: Seq, end: Seq) -> Header {
+        Header { len: 10, kind: Kind::Events, commit_end: true, stream, epoch: 1, start, end }
     }
 
     #[test]
-    fn the_gap_between_the_damage_and_the_next_run_is_lost_less_what_was_released() {
+    fn the_gap_across_damage_is_lost_less_what_was_released_after_it() {
         let mut tracker = DamageTracker::default();
+        tracker.events(0, 1, 0, 10);
+        tracker.events(1, 1, 0, 5);
+        tracker.events(2, 1, 0, 3);
         tracker.release(0, 1, 0, 5); // before the damage: cannot concern what it lost
-        tracker.damaged(1);
+        tracker.damaged(None);
         tracker.release(0, 1, 12, 14);
         // Stream 0 lost 10..20, of which 12..14 reached the collector; stream 1 lost
         // nothing; stream 2 has nothing after the damage, stream 3 nothing before it.
-        let runs = runs(&[
-            (0, 0, 10, 1),
-            (0, 20, 30, 2),
-            (0, 30, 40, 3),
-            (1, 0, 5, 0),
-            (1, 5, 9, 2),
-            (2, 0, 3, 1),
-            (3, 7, 9, 2),
-        ]);
-        assert_eq!(tracker.lost(&runs), vec![(0, 1, 10, 12), (0, 1, 14, 20)]);
+        tracker.events(0, 1, 20, 30);
+        tracker.events(1, 1, 5, 9);
+        tracker.events(3, 1, 7, 9);
+        tracker.events(0, 1, 30, 40);
+        assert_eq!(tracker.lost(), vec![(0, 1, 10, 12), (0, 1, 14, 20)]);
     }
 
     #[test]
-    fn nothing_is_lost_without_damage() {
+    fn a_repaired_header_bounds_damage_after_the_last_readable_block() {
         let mut tracker = DamageTracker::default();
-        tracker.release(0, 1, 10, 12);
-        assert!(tracker.lost(&runs(&[(0, 0, 10, 0), (0, 12, 20, 1)])).is_empty());
+        tracker.events(0, 1, 0, 10);
+        tracker.damaged(Some(events_header(0, 10, 12)));
+        tracker.events(1, 1, 0, 4);
+        // The first block of a stream, damaged: nothing before it to go by but its header.
+        tracker.damaged(Some(events_header(2, 0, 1)));
+        assert_eq!(tracker.lost(), vec![(0, 1, 10, 12), (2, 1, 0, 1)]);
+    }
+
+    #[test]
+    fn gaps_before_the_damage_or_without_damage_are_not_lost() {
+        let mut tracker = DamageTracker::default();
+        tracker.events(0, 1, 0, 10);
+        tracker.events(0, 1, 12, 20); // a tombstone covers 10..12, say
+        tracker.damaged(Some(events_header(0, 20, 25)));
+        tracker.events(0, 1, 25, 30);
+        assert_eq!(tracker.lost(), vec![(0, 1, 20, 25)]);
     }
 }

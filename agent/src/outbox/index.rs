@@ -3,10 +3,12 @@
 //! every segment. No event bytes: those are read from the segments when sent, so memory
 //! stays flat however large the backlog.
 
-use super::damage::Runs;
 use super::ranges::SeqSet;
 use driftlog_protocol::{Epoch, Position, Seq, StreamId};
 use std::collections::{BTreeMap, VecDeque};
+
+/// The run index: `(stream, epoch, run start)` → `(run end, segment id)`.
+type Runs = BTreeMap<(StreamId, Epoch, Seq), (Seq, u64)>;
 
 /// A run of consecutive sequence numbers one segment stores for one stream and epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,10 +43,6 @@ pub(super) struct HeldIndex {
 impl HeldIndex {
     pub(super) fn segments(&self) -> &VecDeque<Segment> {
         &self.segments
-    }
-
-    pub(super) fn runs(&self) -> &Runs {
-        &self.runs
     }
 
     /// Bytes of every segment's complete commits.

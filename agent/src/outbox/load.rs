@@ -2,8 +2,9 @@
 
 use super::block::Kind;
 use super::index::{HeldIndex, Segment};
+use super::scan::{self, Found};
 use super::store::{SegmentStore, StoreFile};
-use super::{Outbox, OutboxError, TOMBSTONE_RESERVE_BYTES, damage, policy, segment, sizing};
+use super::{Outbox, OutboxError, TOMBSTONE_RESERVE_BYTES, damage, sizing};
 use driftlog_protocol::{Epoch, Seq, StreamId};
 
 impl<S: SegmentStore> Outbox<S> {
@@ -19,44 +20,49 @@ impl<S: SegmentStore> Outbox<S> {
         let mut damage = damage::DamageTracker::default();
         for (position, &id) in ids.iter().enumerate() {
             let file = self.store.open_segment(id)?;
-            let scan = segment::scan(&file)?;
+            let scan = scan::scan(&file)?;
             let mut len = scan.file_len;
-            let mut damaged = false;
-            if scan.committed_len < scan.file_len {
-                if position + 1 == ids.len() {
-                    // An append that did not finish: it was never reported accepted.
-                    file.set_len(scan.committed_len)?;
-                    file.sync_all()?;
-                    len = scan.committed_len;
-                } else {
-                    damaged = true;
-                    self.note_damaged(id);
-                    tracing::error!(
-                        segment = %self.store.segment_name(id),
-                        readable_bytes = scan.committed_len,
-                        file_bytes = scan.file_len,
-                        "outbox segment damaged; keeping its readable part"
-                    );
-                }
+            // What follows the readable part looks torn. In the segment a crashed process
+            // was writing, that is an append that did not finish (never reported accepted);
+            // in any other (sealed, synced before the next one was made), it is damage.
+            let torn_tail = scan.readable_len < scan.file_len;
+            let is_last = position + 1 == ids.len();
+            if torn_tail && is_last {
+                file.set_len(scan.readable_len)?;
+                file.sync_all()?;
+                len = scan.readable_len;
             }
-            self.index.push_segment(Segment { id, len, blocks: scan.blocks.len() as u32, runs: Vec::new() });
-            for (header, _) in &scan.blocks {
-                match header.kind {
-                    Kind::Events => self.index.store(header.stream, header.epoch, header.start, header.end),
-                    Kind::Release => {
+            if scan.is_damaged() || (torn_tail && !is_last) {
+                self.note_damaged(id);
+                tracing::error!(
+                    segment = %self.store.segment_name(id),
+                    readable_bytes = scan.readable_len,
+                    file_bytes = scan.file_len,
+                    "outbox segment damaged; keeping what still reads"
+                );
+            }
+            self.index.push_segment(Segment { id, len, blocks: scan.blocks().count() as u32, runs: Vec::new() });
+            for found in &scan.found {
+                match *found {
+                    Found::Block(header, _) if header.kind == Kind::Events => {
+                        damage.events(header.stream, header.epoch, header.start, header.end);
+                        self.index.store(header.stream, header.epoch, header.start, header.end);
+                    }
+                    Found::Block(header, _) => {
                         damage.release(header.stream, header.epoch, header.start, header.end);
                         self.index.unhold(header.stream, header.epoch, header.start, header.end);
                         tombstones_changed |=
                             self.tombstones.release(header.stream, header.epoch, header.start, header.end);
                     }
+                    Found::Damage { header, .. } => damage.damaged(header),
                 }
             }
-            if damaged {
-                damage.damaged(id);
+            if torn_tail && !is_last {
+                damage.damaged(None);
             }
             self.next_segment_id = id + 1;
         }
-        for (stream, epoch, start, end) in damage.lost(self.index.runs()) {
+        for (stream, epoch, start, end) in damage.lost() {
             tombstones_changed |= self.tombstone_unreadable(stream, epoch, start, end) > 0;
         }
         // A crash between saving tombstones and deleting the segments they cover.
@@ -96,10 +102,10 @@ impl<S: SegmentStore> Outbox<S> {
         self.pending_releases = pending;
         loaded?;
         self.delete_released_segments()?;
-        let reserve = policy::tombstone_reserve_bytes(self.config.policy, TOMBSTONE_RESERVE_BYTES);
         // From the configured bound, not the one in force: what is held grew since the last
         // failure only by writes that found room, and by tombstones, which need none.
-        self.max_bytes = sizing::bound_after_storage_error(self.config.max_bytes, self.held_bytes(), reserve);
+        self.max_bytes =
+            sizing::bound_after_storage_error(self.config.max_bytes, self.held_bytes(), TOMBSTONE_RESERVE_BYTES);
         Ok(())
     }
 

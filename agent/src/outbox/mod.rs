@@ -33,7 +33,9 @@
 //! before the events it releases.
 //!
 //! Damage (a block that no longer checks out) costs the events it makes unreadable, never a
-//! stream: found when the outbox opens ([`damage`]) or when a block is read to be sent,
+//! stream nor the blocks after it, and is never mistaken for a torn tail when one flipped
+//! bit explains it ([`scan`]): found when the outbox opens ([`damage`]) or when a block is
+//! read to be sent,
 //! those events get a `storage_failure` tombstone and are counted (`corrupt_events`), so the
 //! collector records a gap and everything after it still flows.
 
@@ -48,6 +50,7 @@ mod load;
 mod policy;
 mod ranges;
 mod read;
+mod scan;
 mod segment;
 mod sizing;
 mod store;
@@ -71,8 +74,9 @@ use tombstones::Tombstones;
 
 /// Largest stored event record. An event this large cannot fit a datagram anyway.
 pub const MAX_RECORD_BYTES: usize = MAX_PAYLOAD_BYTES;
-/// Room kept for new tombstones under the drop policies: four (one append starts at most
-/// two of its own; dropped segments mostly extend existing ones).
+/// Room kept for new tombstones under every policy: four (one append starts at most two of
+/// its own, dropped segments mostly extend existing ones; a failed append or damage found
+/// needs `storage_failure` ones, `block` included).
 const TOMBSTONE_RESERVE_BYTES: u64 = 4 * tombstones::TOMBSTONE_DISK_BYTES;
 /// Release records kept in memory before they are written out without waiting for a commit.
 const MAX_PENDING_RELEASES: usize = 256;
@@ -112,11 +116,12 @@ pub struct OutboxStats {
     pub commits: u64,
     /// Writes that failed (disk full, I/O errors); each made the outbox reload from disk.
     pub storage_errors: u64,
-    /// Segments found damaged, when the outbox was opened (their readable prefix is kept) or
-    /// when a block failed its checksum as it was read to be sent.
+    /// Segments found damaged, when the outbox was opened (every block that still checks
+    /// out is kept) or when a block failed its checksum as it was read to be sent.
     pub corrupt_segments: u64,
     /// Events lost to that damage (each covered by a `storage_failure` tombstone). Not
-    /// counted: events after the damage of a stream that has none in a later segment.
+    /// counted: events of damage whose extent is unknown (more than one flipped bit) after a
+    /// stream's last readable block.
     pub corrupt_events: u64,
     /// Tombstones forgotten at their bound (the collector sees those ranges as gaps).
     pub tombstones_forgotten: u64,

@@ -2,6 +2,7 @@
 //! from the segments block by block, damage found on the way quarantined.
 
 use super::block::{HEADER_BYTES, Header};
+use super::scan;
 use super::segment::{self, BlockIndex, BlockRef};
 use super::store::{SegmentStore, StoreFile};
 use super::{Outbox, OutboxError};
@@ -30,7 +31,7 @@ impl<S: SegmentStore> Outbox<S> {
         }
         if self.read_cache.as_ref().is_none_or(|(cached, _, _)| *cached != id) {
             let file = self.store.open_segment(id)?;
-            let index = segment::index_of(&segment::scan(&file)?);
+            let index = segment::index_of(&scan::scan(&file)?);
             self.read_cache = Some((id, index, file));
         }
         Ok(&self.read_cache.as_ref().expect("just filled").1)
@@ -56,10 +57,12 @@ impl<S: SegmentStore> Outbox<S> {
         let mut seq = from.seq;
         while seq < end {
             let Some((run_end, id)) = self.index.run_at(stream, epoch, seq) else { break };
-            let Some(block) = self.index_of(id)?.find(stream, epoch, seq) else {
-                // The segment was read again and now stops checking out before `seq`: the
-                // rest of this run in it is out of reach.
-                self.quarantine(id, stream, epoch, seq, run_end)?;
+            let blocks = self.index_of(id)?;
+            let Some(block) = blocks.find(stream, epoch, seq) else {
+                // The segment was read again and the block holding `seq` no longer checks
+                // out: what of this run it held, up to the next block that does, is lost.
+                let lost_end = blocks.next_start(stream, epoch, seq).map_or(run_end, |next| next.min(run_end));
+                self.quarantine(id, stream, epoch, seq, lost_end)?;
                 return Err(OutboxError::Corrupt { segment: id, offset: 0 });
             };
             let block_bytes = HEADER_BYTES + block.len as usize;
