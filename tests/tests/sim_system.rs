@@ -60,8 +60,9 @@ fn the_whole_system_survives_crashes_of_either_side_failed_fsyncs_and_full_disks
     }
     println!("{} distinct crash points in log commits (operation, index since the last sync)", crash_points.len());
     anyhow::ensure!(failures.is_empty(), "{} of {} seeds failed: {failures:?}", failures.len(), seeds.len());
-    // The sweep must exercise what it claims to cover.
-    if std::env::var("SIM_SEED").is_err() {
+    // The sweep must exercise what it claims to cover (the rarest, a full log disk, hits
+    // about 5 % of runs: a hundred seeds are enough to ask).
+    if seeds.len() >= 100 {
         for (kind, runs) in &runs_with {
             anyhow::ensure!(*runs > 0, "no run had a {kind}");
         }
