@@ -172,3 +172,40 @@ fn a_finished_epoch_is_all_duplicates_and_acknowledged_in_full() {
     assert_eq!((ack.epoch, ack.cumulative), (3, u64::MAX), "the device may free all of that epoch");
     assert_eq!(endpoint.stats().streams_finished, 1);
 }
+
+/// A commit that failed on a storage error may have reached the log anyway (a failed fsync
+/// leaves the data unknown). Rolled back to the state last known durable, the receiver would
+/// admit the retransmission again: the event twice in the log. Forgotten instead, it comes
+/// back from the log on its next frame, and whatever the log holds is a duplicate. Its timer
+/// goes with it: no transmit is ever polled for a receiver that left.
+#[test]
+fn receivers_of_a_commit_with_an_unknown_outcome_come_back_from_the_log() {
+    let mut endpoint = endpoint(4, 16);
+    let mut log = Log::default();
+    let now = Instant::from_micros(1_000_000);
+    assert_eq!(deliver(&mut endpoint, &mut log, now, &frame(1, 0, 9, 0, 10)), Ok(1));
+    // The commit's outcome is unknown to the endpoint, but it reached the log.
+    for (stream, state) in endpoint.uncommitted() {
+        log.states.insert(stream, state);
+    }
+    endpoint.forget_uncommitted();
+    assert_eq!(endpoint.stream_count(), 0);
+    let later = now + Duration::from_secs(5);
+    assert_eq!(endpoint.poll_timeout(), None, "the receiver's timer left with it");
+    assert!(endpoint.poll_transmit(later, &mut [0u8; 1_500]).is_none());
+    assert_eq!(deliver(&mut endpoint, &mut log, later, &frame(1, 0, 9, 0, 20)), Ok(0), "a duplicate, from the log");
+    assert_eq!(deliver(&mut endpoint, &mut log, later, &frame(1, 0, 9, 1, 30)), Ok(1));
+}
+
+/// The rollback the outcome-unknown case must not use: had the commit reached the log, the
+/// rolled-back receiver takes the retransmission as new (this is what the collector did
+/// before `forget_uncommitted`).
+#[test]
+fn a_rolled_back_receiver_admits_again_what_it_admitted_before() {
+    let mut endpoint = endpoint(4, 16);
+    let mut log = Log::default();
+    let now = Instant::from_micros(1_000_000);
+    assert_eq!(deliver(&mut endpoint, &mut log, now, &frame(1, 0, 9, 0, 10)), Ok(1));
+    endpoint.rollback_uncommitted();
+    assert_eq!(deliver(&mut endpoint, &mut log, now, &frame(1, 0, 9, 0, 20)), Ok(1));
+}
