@@ -408,6 +408,25 @@ fn a_drop_whose_tombstone_does_not_fit_is_refused_across_reboots() {
     assert_eq!((delivered.len() as u64, tombstoned.len() as u64), (300 - filled_dropped, dropped));
 }
 
+/// Release records never take the room kept for tombstones: written into it (they only
+/// spare the collector duplicates), they left a full `drop_newest` outbox no room for a
+/// reboot's own tombstone (simulator seeds 173 and 201, 40 to 360 bytes of them).
+#[test]
+fn release_records_leave_the_room_for_a_reboots_tombstone() {
+    let (mut outbox, dir, max_bytes) = fill_past_the_bound(DropPolicy::DropNewest);
+    let epoch = outbox.epoch();
+    // Four releases that free no segment: four 40-byte records.
+    for seq in [1, 3, 5, 7] {
+        outbox.backlog(0).release(epoch, driftlog_protocol::SeqRange::new(seq, seq + 1)).unwrap();
+    }
+    outbox.write_pending_releases(true).unwrap();
+    drop(outbox);
+    let mut outbox = Outbox::open(&dir.path().join("outbox"), config(max_bytes, DropPolicy::DropNewest)).unwrap();
+    let appended = outbox.append(0, &[gauge(0, 0.0)]).unwrap();
+    assert_eq!((appended.accepted, appended.refused, outbox.stats().dropped), (1, 0, 1));
+    assert!(outbox.held_bytes() <= max_bytes, "held {} > bound {max_bytes}", outbox.held_bytes());
+}
+
 #[test]
 fn block_refuses_without_assigning_sequence_numbers() {
     let (outbox, _dir, _) = fill_past_the_bound(DropPolicy::Block);

@@ -494,9 +494,11 @@ impl<S: SegmentStore> Outbox<S> {
 
     /// Writes the release records not yet written (without fsync unless `durable`).
     ///
-    /// Not past the byte bound: there they wait for the next append, which makes room for
-    /// them under the drop policy, and beyond [`MAX_PENDING_RELEASES`] the oldest are
-    /// forgotten. A release record only spares the collector duplicates after a restart.
+    /// Not into the room kept for tombstones (nor past the byte bound): there they wait for
+    /// the next append, which makes room for them under the drop policy, and beyond
+    /// [`MAX_PENDING_RELEASES`] the oldest are forgotten. A release record only spares the
+    /// collector duplicates after a restart; written into that room, they left a full
+    /// `drop_newest` outbox none for a new boot's first tombstone.
     pub fn write_pending_releases(&mut self, durable: bool) -> Result<(), OutboxError> {
         if self.pending_releases.is_empty() || self.index.segments().is_empty() {
             // With no segment left there is nothing a release record could still free.
@@ -504,7 +506,7 @@ impl<S: SegmentStore> Outbox<S> {
             return Ok(());
         }
         let bytes = (self.pending_releases.len() * HEADER_BYTES) as u64;
-        if self.held_bytes() + bytes > self.max_bytes {
+        if self.held_bytes() + bytes + TOMBSTONE_RESERVE_BYTES > self.max_bytes {
             let excess = self.pending_releases.len().saturating_sub(MAX_PENDING_RELEASES);
             self.pending_releases.drain(..excess);
             return Ok(());
