@@ -111,10 +111,14 @@ fn the_real_outbox_with_flipped_bits() -> anyhow::Result<()> {
 ///   that never drained (28), 27 events lost without a tombstone (40), 2 sequence numbers
 ///   declared unrecoverable (67);
 /// - 199 (bit flips): under `block` no room was kept for tombstones, so the `storage_failure`
-///   tombstone of a damaged block found at open passed the byte bound (12842 > 12784).
+///   tombstone of a damaged block found at open passed the byte bound (12842 > 12784);
+/// - 272 (bit flips): under `drop_newest`, with the room for tombstones gone to damage and
+///   earlier boots, a new boot's first drop added its own tombstone and passed the bound by
+///   43 bytes; such an append is now refused (found before the collector joined the
+///   simulator, which changed this seed's run: it no longer reaches that state).
 #[test]
 fn seeds_that_found_outbox_bugs() -> anyhow::Result<()> {
-    sweep(&[1, 10, 28, 40, 67, 199], DiskFaultMix::ALL)?;
+    sweep(&[1, 10, 28, 40, 67, 199, 272], DiskFaultMix::ALL)?;
     sweep(&[12], DiskFaultMix::FULL_DISKS)?;
     Ok(())
 }

@@ -299,7 +299,9 @@ impl<S: SegmentStore> Outbox<S> {
             segment_bytes: &segment_bytes,
             release_bytes: (self.pending_releases.len() * HEADER_BYTES) as u64,
         };
-        let plan = policy::plan(&budget, &sizes);
+        let plan = policy::plan(&budget, &sizes, |plan| {
+            self.tombstones.bytes_to_add(&self.planned_drops(stream, first_seq, plan))
+        });
         let assigned = plan.assigned();
         // Until it completes; if it fails, what of it reached the disk decides which of its
         // sequence numbers may be given again (see `settle_failed_append`).
@@ -307,24 +309,14 @@ impl<S: SegmentStore> Outbox<S> {
 
         // 1. Tombstones for everything dropped, durable before any segment goes.
         let mut dropped = 0u64;
-        for position in 0..plan.doomed_segments {
-            let runs = self.index.segments()[position].runs.clone();
-            for run in runs {
-                for (start, end) in self.index.held_in(run.stream, run.epoch, run.start, run.end) {
-                    self.tombstones.add(run.stream, run.epoch, start, end, DropReason::BufferFull);
-                    dropped += self.index.unhold(run.stream, run.epoch, start, end);
-                }
-            }
+        for (drop_stream, epoch, start, end, reason) in self.planned_drops(stream, first_seq, &plan) {
+            self.tombstones.add(drop_stream, epoch, start, end, reason);
+            // The append's own dropped events are not held: this frees only the doomed ones.
+            dropped += self.index.unhold(drop_stream, epoch, start, end);
         }
-        if plan.dropped_before > 0 {
-            self.tombstones.add(stream, self.epoch, first_seq, first_seq + plan.dropped_before, DropReason::BufferFull);
-        }
-        if plan.dropped_after > 0 {
-            let start = first_seq + plan.dropped_before + plan.kept;
-            self.tombstones.add(stream, self.epoch, start, start + plan.dropped_after, DropReason::RejectedNew);
-        }
+        dropped += plan.dropped_before + plan.dropped_after;
         // Counted before the save: if it fails part way, these tombstones may be on disk.
-        self.stats.dropped += dropped + plan.dropped_before + plan.dropped_after;
+        self.stats.dropped += dropped;
         if plan.doomed_segments > 0 || plan.dropped_before + plan.dropped_after > 0 {
             self.tombstones.save(true).inspect_err(|_| self.mark_failed_append_unknown())?;
         }
@@ -343,6 +335,31 @@ impl<S: SegmentStore> Outbox<S> {
         self.stats.appended += assigned;
         self.stats.refused += plan.refused;
         Ok(Appended { first_seq, accepted: assigned as usize, refused: plan.refused as usize })
+    }
+
+    /// The ranges `plan` drops, each to be covered by a tombstone: what the doomed segments
+    /// hold, then the append's own dropped events (`[first_seq, ..)` of `stream`).
+    fn planned_drops(&self, stream: StreamId, first_seq: Seq, plan: &policy::Plan) -> Vec<tombstones::Dropped> {
+        let mut drops = Vec::new();
+        for segment in self.index.segments().iter().take(plan.doomed_segments) {
+            for run in &segment.runs {
+                for (start, end) in self.index.held_in(run.stream, run.epoch, run.start, run.end) {
+                    drops.push((run.stream, run.epoch, start, end, DropReason::BufferFull));
+                }
+            }
+        }
+        let (kept_from, dropped_after_from) =
+            (first_seq + plan.dropped_before, first_seq + plan.dropped_before + plan.kept);
+        drops.push((stream, self.epoch, first_seq, kept_from, DropReason::BufferFull));
+        drops.push((
+            stream,
+            self.epoch,
+            dropped_after_from,
+            dropped_after_from + plan.dropped_after,
+            DropReason::RejectedNew,
+        ));
+        drops.retain(|&(_, _, start, end, _)| start < end);
+        drops
     }
 
     /// Writes the pending release records and `blocks` (events `first_seq..` of `stream`) as
@@ -477,9 +494,11 @@ impl<S: SegmentStore> Outbox<S> {
 
     /// Writes the release records not yet written (without fsync unless `durable`).
     ///
-    /// Not past the byte bound: there they wait for the next append, which makes room for
-    /// them under the drop policy, and beyond [`MAX_PENDING_RELEASES`] the oldest are
-    /// forgotten. A release record only spares the collector duplicates after a restart.
+    /// Not into the room kept for tombstones (nor past the byte bound): there they wait for
+    /// the next append, which makes room for them under the drop policy, and beyond
+    /// [`MAX_PENDING_RELEASES`] the oldest are forgotten. A release record only spares the
+    /// collector duplicates after a restart; written into that room, they left a full
+    /// `drop_newest` outbox none for a new boot's first tombstone.
     pub fn write_pending_releases(&mut self, durable: bool) -> Result<(), OutboxError> {
         if self.pending_releases.is_empty() || self.index.segments().is_empty() {
             // With no segment left there is nothing a release record could still free.
@@ -487,7 +506,7 @@ impl<S: SegmentStore> Outbox<S> {
             return Ok(());
         }
         let bytes = (self.pending_releases.len() * HEADER_BYTES) as u64;
-        if self.held_bytes() + bytes > self.max_bytes {
+        if self.held_bytes() + bytes + TOMBSTONE_RESERVE_BYTES > self.max_bytes {
             let excess = self.pending_releases.len().saturating_sub(MAX_PENDING_RELEASES);
             self.pending_releases.drain(..excess);
             return Ok(());

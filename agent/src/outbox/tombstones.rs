@@ -35,6 +35,8 @@ const SLOT_BYTES: u64 = (SLOT_HEADER_BYTES + MAX_TOMBSTONES * ENTRY_BYTES) as u6
 const ENTRIES_AHEAD: usize = 64;
 
 pub(super) type Key = (StreamId, Epoch, Seq);
+/// One dropped range: `(stream, epoch, start, end, reason)`.
+pub(super) type Dropped = (StreamId, Epoch, Seq, Seq, DropReason);
 
 #[derive(Debug)]
 pub(super) struct Tombstones<F> {
@@ -95,30 +97,21 @@ impl<F: StoreFile> Tombstones<F> {
     /// Records `[start, end)` of `(stream, epoch)` as dropped, extending a tombstone with the
     /// same reason that ends at `start`. In memory only until [`Tombstones::save`].
     pub(super) fn add(&mut self, stream: StreamId, epoch: Epoch, start: Seq, end: Seq, reason: DropReason) {
-        if start >= end {
-            return;
-        }
-        let mut start = start;
-        let mut end = end;
-        if let Some((&key, &(previous_end, previous_reason))) =
-            self.map.range((stream, epoch, 0)..(stream, epoch, start)).next_back()
-            && previous_end == start
-            && previous_reason == reason
-        {
-            self.map.remove(&key);
-            start = key.2;
-        }
-        if let Some(&(next_end, next_reason)) = self.map.get(&(stream, epoch, end))
-            && next_reason == reason
-        {
-            self.map.remove(&(stream, epoch, end));
-            end = next_end;
-        }
-        self.map.insert((stream, epoch, start), (end, reason));
+        insert(&mut self.map, (stream, epoch, start, end, reason));
         while self.map.len() > MAX_TOMBSTONES {
             self.map.pop_first();
             self.forgotten += 1;
         }
+    }
+
+    /// What adding `drops` would add to [`Tombstones::disk_bytes`], or `None` if one would
+    /// be forgotten at [`MAX_TOMBSTONES`]. Changes nothing.
+    pub(super) fn bytes_to_add(&self, drops: &[Dropped]) -> Option<u64> {
+        let mut map = self.map.clone();
+        for &drop in drops {
+            insert(&mut map, drop);
+        }
+        (map.len() <= MAX_TOMBSTONES).then(|| 2 * (map.len().saturating_sub(self.map.len()) * ENTRY_BYTES) as u64)
     }
 
     /// Forgets the tombstones lying wholly inside `[start, end)`: the collector has them.
@@ -189,6 +182,31 @@ impl<F: StoreFile> Tombstones<F> {
     pub(super) fn disk_bytes(&self) -> u64 {
         2 * (self.map.len() * ENTRY_BYTES) as u64
     }
+}
+
+/// Inserts one dropped range into `map`, merged with the tombstones of the same reason that
+/// end where it starts or start where it ends.
+fn insert(map: &mut BTreeMap<Key, (Seq, DropReason)>, (stream, epoch, start, end, reason): Dropped) {
+    if start >= end {
+        return;
+    }
+    let mut start = start;
+    let mut end = end;
+    if let Some((&key, &(previous_end, previous_reason))) =
+        map.range((stream, epoch, 0)..(stream, epoch, start)).next_back()
+        && previous_end == start
+        && previous_reason == reason
+    {
+        map.remove(&key);
+        start = key.2;
+    }
+    if let Some(&(next_end, next_reason)) = map.get(&(stream, epoch, end))
+        && next_reason == reason
+    {
+        map.remove(&(stream, epoch, end));
+        end = next_end;
+    }
+    map.insert((stream, epoch, start), (end, reason));
 }
 
 fn slot_checksum(bytes: &[u8]) -> u32 {
