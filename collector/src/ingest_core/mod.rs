@@ -181,9 +181,15 @@ impl IngestCore {
     }
 
     /// The latest time to call [`IngestCore::handle_timeout`] and poll again: a block's flush,
-    /// a probe, or a receiver's retransmission timer.
+    /// a probe, or a receiver's retransmission timer. A flush waits for the commit in flight
+    /// (its outcome, [`IngestCore::handle_committed`], is the next event), so while one is in
+    /// flight an overdue flush is no deadline: a driver would wake for nothing, at once and
+    /// again (the simulator's collector woke a million times in one run).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let flush = self.filling.started.map(|started| started + self.config.flush_interval);
+        let flush = match self.in_flight {
+            None => self.filling.started.map(|started| started + self.config.flush_interval),
+            Some(_) => None,
+        };
         let probe = (!self.accepting && self.in_flight.is_none()).then_some(self.next_probe);
         [flush, probe, self.endpoint.poll_timeout()].into_iter().flatten().min()
     }

@@ -146,6 +146,28 @@ fn nothing_is_acknowledged_before_its_commit_succeeds() {
     assert_eq!(core.counters().events_committed, 3);
 }
 
+/// While a commit is in flight the next block's flush cannot start, so it is no deadline:
+/// an overdue one made `poll_timeout` return the past, and a driver that waits until then
+/// woke at once, again and again, until the commit finished (the simulator's collector
+/// woke 1.2 million times in one 29-second run, seed 14 of `random_system`).
+#[test]
+fn an_overdue_flush_is_no_deadline_while_a_commit_is_in_flight() {
+    let mut core = core();
+    core.handle_batch(at(0), &frame(0, 2, 500));
+    let _commit = core.poll_commit(at(5)).expect("due");
+    core.handle_batch(at(6), &frame(2, 1, 600));
+    for now in [at(11), at(50), at(4_000)] {
+        core.handle_timeout(now);
+        assert!(core.poll_commit(now).is_none(), "one commit in flight at a time");
+        let _ = acks(&mut core, now);
+        assert!(core.poll_timeout().is_none_or(|deadline| deadline > now), "a deadline in the past at {now:?}");
+    }
+    // Once the commit is done, the overdue flush is due at once.
+    core.handle_committed(at(4_001), Ok(Committed::default()));
+    assert!(core.poll_timeout().is_some_and(|deadline| deadline <= at(4_001)));
+    assert!(core.poll_commit(at(4_001)).is_some());
+}
+
 #[test]
 fn a_failed_commit_rolls_back_and_refuses_until_a_probe_passes() {
     let mut core = core();
