@@ -3,7 +3,7 @@
 
 use crate::config::AgentConfig;
 use crate::config::TransportKind;
-use crate::driver::{Driver, DriverConfig};
+use crate::driver::{CoreConfig, Driver, DriverConfig};
 use crate::key::{DEVELOPMENT_KEY_ID, DEVELOPMENT_SECRET};
 use crate::outbox::{Outbox, OutboxConfig};
 use crate::transport::{AnyTransport, UdpTransport, ZmqTransport};
@@ -74,11 +74,13 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     sender.backlog_events_per_second = config.sender.backlog_events_per_second;
     sender.heartbeat_interval = Duration::from_millis(config.sender.heartbeat_interval_ms);
     let driver_config = DriverConfig {
-        sender,
-        flush_interval: Duration::from_millis(config.outbox.flush_interval_ms),
-        flush_max_events: config.outbox.flush_max_events,
-        key_id,
-        key,
+        core: CoreConfig {
+            sender,
+            flush_interval: Duration::from_millis(config.outbox.flush_interval_ms),
+            flush_max_events: config.outbox.flush_max_events,
+            key_id,
+            key,
+        },
         status_path: Some(config.status_path()),
         statsd: statsd_counters.clone(),
     };

@@ -7,7 +7,8 @@
 //! - [`config`]: `agent.toml`, every field with its default and unit.
 //! - [`clock`]: `CLOCK_BOOTTIME` and the wall clock with its quality.
 //! - [`outbox`]: the bounded buffer (append-only segment files), the protocol's `Backlog`.
-//! - [`driver`]: the loop that commits, sends, and handles ACKs and NAKs.
+//! - [`agent_core`]: the sans-IO core that commits, sends, and handles ACKs and NAKs.
+//! - [`driver`]: the IO shell that runs the core on tokio (clocks, channels, transport).
 //! - [`transport`]: UDP unicast and multicast.
 //! - [`ingest`]: the line format and the Unix socket that applications write to.
 //! - [`host`]: CPU, memory, load, disk, network and thermal readings.
@@ -20,6 +21,7 @@
 //!   and the collector.
 
 pub mod agent;
+pub mod agent_core;
 pub mod bridge;
 pub mod clock;
 pub mod config;

@@ -9,7 +9,7 @@
 
 use crate::clock::{Clock, SkewedClock};
 use crate::config::{TransportKind, UplinkSection};
-use crate::driver::{Driver, DriverConfig, STREAM_APPLICATIONS, Submission};
+use crate::driver::{CoreConfig, Driver, DriverConfig, STREAM_APPLICATIONS, Submission};
 use crate::outbox::{DropPolicy, Outbox, OutboxConfig};
 use crate::status::Status;
 use crate::transport::{Transport, UdpTransport};
@@ -137,11 +137,13 @@ pub fn run_fleet(options: &SimulateOptions, keys: &[FleetKey]) -> anyhow::Result
         sender.backlog_events_per_second = options.backlog_events_per_second;
         let status_path = dir.join("status.json");
         let config = DriverConfig {
-            sender,
-            flush_interval: Duration::from_millis(20),
-            flush_max_events: 1_024,
-            key_id: key.key_id,
-            key: MacKey::new(&key.secret),
+            core: CoreConfig {
+                sender,
+                flush_interval: Duration::from_millis(20),
+                flush_max_events: 1_024,
+                key_id: key.key_id,
+                key: MacKey::new(&key.secret),
+            },
             status_path: Some(status_path),
             statsd: None,
         };

@@ -8,7 +8,7 @@ mod support;
 
 use driftlog_agent::clock::{Clock, SystemClock};
 use driftlog_agent::config::{TransportKind, UplinkSection};
-use driftlog_agent::driver::{Driver, DriverConfig, STREAM_APPLICATIONS, Submission};
+use driftlog_agent::driver::{CoreConfig, Driver, DriverConfig, STREAM_APPLICATIONS, Submission};
 use driftlog_agent::outbox::{DropPolicy, Outbox, OutboxConfig};
 use driftlog_agent::simulate::{FleetKey, fleet_keys_from, write_keys_file};
 use driftlog_agent::status::Status;
@@ -59,11 +59,13 @@ impl Device {
         let mut sender = SenderConfig::new(0);
         sender.heartbeat_interval = Duration::from_millis(200);
         let config = DriverConfig {
-            sender,
-            flush_interval: Duration::from_millis(5),
-            flush_max_events: 1_024,
-            key_id: key.key_id,
-            key: MacKey::new(&key.secret),
+            core: CoreConfig {
+                sender,
+                flush_interval: Duration::from_millis(5),
+                flush_max_events: 1_024,
+                key_id: key.key_id,
+                key: MacKey::new(&key.secret),
+            },
             status_path: Some(status_path.clone()),
             statsd: None,
         };

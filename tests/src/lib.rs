@@ -12,7 +12,7 @@
 //! delivery or a tombstone for every enqueued event, bounded buffers, and a device never
 //! freeing an event the collector has not committed.
 
-pub mod buffer;
+pub mod agent_node;
 pub mod checker;
 pub mod clock;
 pub mod disk;

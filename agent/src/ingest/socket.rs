@@ -2,7 +2,7 @@
 
 use super::line::{MAX_LINE_BYTES, parse_line, stamp};
 use crate::clock::{mono_now, wall_now};
-use crate::driver::{Accepted, STREAM_APPLICATIONS, Submission};
+use crate::driver::{Accepted, NotAccepted, STREAM_APPLICATIONS, Submission};
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -12,7 +12,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 const REPLIES_IN_FLIGHT: usize = 1_024;
 
 enum Reply {
-    Pending(oneshot::Receiver<Result<Accepted, String>>),
+    Pending(oneshot::Receiver<Result<Accepted, NotAccepted>>),
     Refused(String),
 }
 
@@ -64,7 +64,7 @@ async fn handle(stream: UnixStream, submissions: mpsc::Sender<Submission>, mut s
             let line = match reply {
                 Reply::Pending(receiver) => match receiver.await {
                     Ok(Ok(accepted)) => format!("ok {}/{}/{}\n", accepted.stream, accepted.epoch, accepted.first_seq),
-                    Ok(Err(message)) => format!("error {message}\n"),
+                    Ok(Err(refusal)) => format!("error {refusal}\n"),
                     Err(_) => "error the agent is shutting down\n".to_string(),
                 },
                 Reply::Refused(message) => format!("error {message}\n"),

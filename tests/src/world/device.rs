@@ -1,15 +1,65 @@
-//! The device side of the [`World`]: inputs, reboots and power cuts, the sender pumped over
-//! the device's buffer, frames from the collector.
+//! The device side of the [`World`]: inputs, reboots and power cuts, frames to and from
+//! the collector. A device is either the protocol alone (a [`Sender`] over an in-memory
+//! backlog) or the real agent ([`AgentNode`]: its core over the outbox on a simulated disk).
 
-use super::{Action, CheckedBacklog, World, fnv};
-use crate::buffer::{DeviceBuffer, Pushed};
-use driftlog_agent::outbox::OutboxError;
-use driftlog_protocol::sender::{OwnedEvent, OwnedPayload, SendError};
-use driftlog_protocol::wire::{Body, Direction, ReplayGuard, Sealer, open};
-use driftlog_protocol::{Backlog, ClockQuality, Instant, Sender};
+use super::{Action, CheckedBacklog, FRAMES, MAX_DATAGRAM_BYTES, World, fnv};
+use crate::agent_node::{AgentNode, STREAM, Submitted};
+use driftlog_agent::agent_core::{NotAccepted, Received};
+use driftlog_protocol::sender::{MemoryBacklog, OwnedEvent, OwnedPayload, SenderStats};
+use driftlog_protocol::wire::{Body, Direction, MacKey, ReplayGuard, Sealer, open};
+use driftlog_protocol::{Backlog, ClockQuality, Instant, KeyId, Sender, SenderConfig, WallTime};
 
-use super::stats::sum_stats;
-use super::{FRAMES, MAX_DATAGRAM_BYTES};
+/// The protocol alone: what the agent's core does, minus the outbox and the group commit.
+pub(super) struct MemoryNode {
+    pub sender: Sender<FRAMES>,
+    pub backlog: MemoryBacklog,
+    pub sealer: Sealer,
+    pub collector_replay: ReplayGuard<2, 64>,
+    /// Sender counters of earlier boots (a reboot starts a fresh sender).
+    pub past_stats: SenderStats,
+}
+
+pub(super) enum Node {
+    Memory(Box<MemoryNode>),
+    Agent(Box<AgentNode>),
+}
+
+impl MemoryNode {
+    pub(super) fn new(config: &SenderConfig, backlog: MemoryBacklog, key_id: KeyId, key: &MacKey) -> MemoryNode {
+        let epoch = backlog.head().epoch;
+        MemoryNode {
+            sender: Sender::new(config.clone(), &backlog),
+            backlog,
+            sealer: Sealer::new(key_id, key.clone(), epoch),
+            collector_replay: ReplayGuard::new(60_000_000),
+            past_stats: SenderStats::default(),
+        }
+    }
+}
+
+impl Node {
+    pub(super) fn is_drained(&mut self) -> bool {
+        match self {
+            Node::Memory(node) => node.backlog.tail() == node.backlog.head(),
+            Node::Agent(node) => node.is_drained(),
+        }
+    }
+
+    pub(super) fn describe_held(&mut self) -> String {
+        match self {
+            Node::Memory(node) => format!("from {:?} to {:?}", node.backlog.tail(), node.backlog.head()),
+            Node::Agent(node) => node.describe_held(),
+        }
+    }
+
+    /// Sender counters over every boot.
+    pub(super) fn sender_stats(&self) -> SenderStats {
+        match self {
+            Node::Memory(node) => super::stats::sum_stats(&node.past_stats, &node.sender.stats()),
+            Node::Agent(node) => node.sender_stats(),
+        }
+    }
+}
 
 impl World {
     pub(super) fn device_now(&self, index: usize) -> Instant {
@@ -26,20 +76,22 @@ impl World {
             tags.push(("room".into(), format!("r{}", index % 3)));
         }
         let event = event.with_wall(device.clock.wall(now), ClockQuality::Unsynchronized);
-        let pushed = device.backlog.push(event);
         device.generated += 1;
         let device_id = device.id;
-        match pushed {
-            Pushed::Ok(position) => {
-                self.checker.enqueue(device_id, position.epoch, position.seq, now, value, mono.as_micros())
+        match &mut device.node {
+            Node::Memory(node) => {
+                let position = node.backlog.push(event);
+                self.checker.enqueue(device_id, position.epoch, position.seq, now, value, mono.as_micros());
             }
-            Pushed::Failed(position) => {
-                self.failed_pushes += 1;
-                self.checker.attempt(device_id, position.epoch, position.seq, now, value, mono.as_micros());
-            }
-            Pushed::Refused => self.refused_pushes += 1,
+            Node::Agent(node) => match node.core_mut() {
+                Some(core) => {
+                    let submitted = Submitted { at: now, value, mono: mono.as_micros() };
+                    core.handle_submission(mono, STREAM, vec![event], submitted);
+                }
+                // The agent is down: the input's connection is refused.
+                None => self.refused_pushes += 1,
+            },
         }
-        self.check_bounds(index);
         let scenario = &self.scenario.devices[index];
         if self.devices[index].generated < scenario.events {
             let interval = scenario.interval_micros;
@@ -49,15 +101,33 @@ impl World {
         self.pump_device(index);
     }
 
-    pub(super) fn reboot(&mut self, index: usize) {
+    /// The agent's answers to its inputs, as the inputs were told them.
+    fn take_answers(&mut self, index: usize) {
         let device = &mut self.devices[index];
-        match &mut device.backlog {
-            DeviceBuffer::Memory(backlog) => {
-                let epoch = backlog.head().epoch + 1;
-                backlog.start_epoch(epoch);
+        let Node::Agent(node) = &mut device.node else { return };
+        let Some(core) = node.core_mut() else { return };
+        while let Some((submitted, answer)) = core.poll_reply() {
+            let Submitted { at, value, mono } = submitted;
+            match answer {
+                Ok(accepted) => self.checker.enqueue(device.id, accepted.epoch, accepted.first_seq, at, value, mono),
+                // The write failed: the input was told so, but the event may still be on
+                // disk at this position (a failed fsync leaves the data unknown).
+                Err(NotAccepted::Failed { epoch, first_seq, .. }) => {
+                    self.failed_pushes += 1;
+                    self.checker.attempt(device.id, epoch, first_seq, at, value, mono);
+                }
+                Err(NotAccepted::Full) => self.refused_pushes += 1,
             }
-            // A power cut: what was not synced is torn or gone.
-            DeviceBuffer::Disk(buffer) => buffer.disk.crash(),
+        }
+    }
+
+    pub(super) fn reboot(&mut self, index: usize) {
+        match &mut self.devices[index].node {
+            Node::Memory(node) => {
+                let epoch = node.backlog.head().epoch + 1;
+                node.backlog.start_epoch(epoch);
+            }
+            Node::Agent(node) => node.power_cut(),
         }
         self.restart(index);
     }
@@ -66,37 +136,45 @@ impl World {
     pub(super) fn restart(&mut self, index: usize) {
         let now = self.now;
         let device = &mut self.devices[index];
-        if let DeviceBuffer::Disk(buffer) = &mut device.backlog
-            && !buffer.start()
-        {
-            // The outbox would not open (a full disk, a failing fsync): the agent exits and
-            // its supervisor starts it again a little later.
-            self.schedule(now + 100_000, Action::Restart(index));
-            return;
-        }
-        device.past_stats = sum_stats(&device.past_stats, &device.sender.stats());
         device.clock.boot_at = now;
-        let epoch = device.backlog.epoch();
+        let mono = Instant::from_micros(device.clock.mono(now));
+        let epoch = match &mut device.node {
+            Node::Memory(node) => {
+                node.past_stats = super::stats::sum_stats(&node.past_stats, &node.sender.stats());
+                let epoch = node.backlog.head().epoch;
+                node.sender = Sender::new(device.config.clone(), &node.backlog);
+                node.sealer = Sealer::new(device.key_id, device.key.clone(), epoch);
+                node.collector_replay = ReplayGuard::new(60_000_000);
+                epoch
+            }
+            Node::Agent(node) => {
+                if !node.start(mono) {
+                    // The outbox would not open (a full disk, a failing fsync): the agent
+                    // exits and its supervisor starts it again a little later.
+                    self.schedule(now + 100_000, Action::Restart(index));
+                    return;
+                }
+                node.epoch()
+            }
+        };
         self.trace = fnv(self.trace, epoch);
-        device.sender = Sender::new(device.config.clone(), &device.backlog.backlog().expect("up"));
-        device.sealer = Sealer::new(device.key_id, device.key.clone(), epoch);
-        device.collector_replay = ReplayGuard::new(60_000_000);
-        device.wake_at = None;
+        self.devices[index].wake_at = None;
         self.pump_device(index);
     }
 
     /// The buffer's bound: events for the in-memory backlog, bytes for the outbox.
     pub(super) fn check_bounds(&mut self, index: usize) {
         let device = &self.devices[index];
-        let violation = match &device.backlog {
-            DeviceBuffer::Memory(backlog) => {
+        let violation = match &device.node {
+            Node::Memory(node) => {
                 let capacity = self.scenario.devices[index].backlog_capacity_events;
-                let held = backlog.held_events();
+                let held = node.backlog.held_events();
                 (held > capacity).then(|| format!("device {} holds {held} events, bound {capacity}", device.id))
             }
-            DeviceBuffer::Disk(buffer) => buffer.outbox().and_then(|outbox| {
+            Node::Agent(node) => node.core().and_then(|core| {
+                let outbox = core.outbox();
                 let (held, bound) = (outbox.held_bytes(), outbox.max_bytes());
-                (held > bound || bound > buffer.configured_max_bytes())
+                (held > bound || bound > node.configured_max_bytes())
                     .then(|| format!("device {} outbox holds {held} bytes, bound {bound}", device.id))
             }),
         };
@@ -105,44 +183,67 @@ impl World {
         }
     }
 
-    /// Sends whatever the device's sender has, then arms its timer.
-    pub(super) fn pump_device(&mut self, index: usize) {
-        let now_true = self.now;
+    /// A device timer fired: the agent's core runs what is due (group commit,
+    /// housekeeping, the sender's timers); the bare sender its timers.
+    pub(super) fn device_wake(&mut self, index: usize) {
         let now = self.device_now(index);
-        let mut buf = [0u8; MAX_DATAGRAM_BYTES];
-        let mut outgoing = Vec::new();
-        if !self.devices[index].backlog.is_up() {
-            return;
-        }
-        {
-            let World { devices, checker, corrupt_reads, .. } = self;
-            let device = &mut devices[index];
-            let inner = device.backlog.backlog().expect("up");
-            let mut backlog = CheckedBacklog { inner, checker, device: device.id };
-            // Bounded: each transmit consumes window or backlog; the cap guards a bug.
-            for _ in 0..10_000 {
-                match device.sender.poll_transmit(now, &mut backlog, &mut device.sealer, &mut buf) {
-                    Ok(Some(transmit)) => outgoing.push(buf[..transmit.len].to_vec()),
-                    Ok(None) => break,
-                    // A damaged block, quarantined as it was read: the driver logs it and
-                    // the next pass goes on past it.
-                    Err(SendError::Backlog(OutboxError::Corrupt { .. })) => {
-                        *corrupt_reads += 1;
-                        break;
-                    }
-                    Err(SendError::Backlog(OutboxError::Storage(_))) if device.backlog.is_up() => break,
-                    Err(error) => {
-                        checker.violation(format!("device {}: sender failed: {error}", device.id));
-                        break;
-                    }
+        match &mut self.devices[index].node {
+            Node::Memory(node) => node.sender.handle_timeout(now),
+            Node::Agent(node) => {
+                if let Some(core) = node.core_mut() {
+                    core.handle_timeout(now);
                 }
             }
-            let stats = device.sender.stats();
-            if stats.in_flight_frames > FRAMES as u64
-                || stats.in_flight_bytes > device.config.max_in_flight_bytes as u64
-            {
-                checker.violation(format!("device {}: in flight {stats:?} beyond its bounds", device.id));
+        }
+        self.pump_device(index);
+    }
+
+    /// Answers the inputs, sends whatever the device has, checks the bounds, then arms the
+    /// device's timer.
+    pub(super) fn pump_device(&mut self, index: usize) {
+        self.take_answers(index);
+        let now_true = self.now;
+        let now = self.device_now(index);
+        let wall =
+            WallTime { unix_micros: self.devices[index].clock.wall(now_true), quality: ClockQuality::Unsynchronized };
+        let mut buf = [0u8; MAX_DATAGRAM_BYTES];
+        let mut outgoing = Vec::new();
+        let World { devices, checker, .. } = self;
+        let device = &mut devices[index];
+        let (stats, deadline) = match &mut device.node {
+            Node::Memory(node) => {
+                let mut backlog =
+                    CheckedBacklog { inner: &mut node.backlog, checker: &mut *checker, device: device.id };
+                // Bounded: each transmit consumes window or backlog; the cap guards a bug.
+                for _ in 0..10_000 {
+                    match node.sender.poll_transmit(now, &mut backlog, &mut node.sealer, &mut buf) {
+                        Ok(Some(transmit)) => outgoing.push(buf[..transmit.len].to_vec()),
+                        Ok(None) => break,
+                        Err(error) => {
+                            checker.violation(format!("device {}: sender failed: {error}", device.id));
+                            break;
+                        }
+                    }
+                }
+                (node.sender.stats(), node.sender.poll_timeout())
             }
+            Node::Agent(node) => {
+                let Some(core) = node.core_mut() else { return };
+                for _ in 0..10_000 {
+                    match core.poll_transmit(now, wall, &mut buf) {
+                        Some(len) => outgoing.push(buf[..len].to_vec()),
+                        None => break,
+                    }
+                }
+                if core.stats().encode_errors > 0 {
+                    checker.violation(format!("device {}: a frame could not be encoded", device.id));
+                }
+                let stats = core.sender_stats(STREAM).unwrap_or_default();
+                (stats, Some(core.poll_timeout()))
+            }
+        };
+        if stats.in_flight_frames > FRAMES as u64 || stats.in_flight_bytes > device.config.max_in_flight_bytes as u64 {
+            checker.violation(format!("device {}: in flight {stats:?} beyond its bounds", device.id));
         }
         for bytes in outgoing {
             let arrivals: Vec<u64> = self.devices[index].uplink.transmit(now_true, bytes.len()).collect();
@@ -150,7 +251,8 @@ impl World {
                 self.schedule(at, Action::ToCollector { from: index, bytes: bytes.clone() });
             }
         }
-        if let Some(deadline) = self.devices[index].sender.poll_timeout() {
+        self.check_bounds(index);
+        if let Some(deadline) = deadline {
             let device = &self.devices[index];
             let at = device.clock.true_time_of(deadline.as_micros()).max(now_true + 1);
             if device.wake_at.is_none_or(|current| at < current || current < now_true) {
@@ -162,39 +264,53 @@ impl World {
 
     pub(super) fn device_receive(&mut self, index: usize, bytes: &[u8]) {
         let now = self.device_now(index);
-        if !self.devices[index].backlog.is_up() {
-            return;
-        }
-        {
-            let World { devices, checker, .. } = self;
-            let device = &mut devices[index];
-            let key = &device.key;
-            let key_id = device.key_id;
-            let Ok(opened) =
-                open(bytes, Direction::FromCollector, MAX_DATAGRAM_BYTES, |id| (id == key_id).then_some(key))
-            else {
-                checker.violation(format!("device {}: collector frame rejected", device.id));
-                return;
-            };
-            let header = opened.header;
-            if device.collector_replay.check(header.epoch, header.sent_at.as_micros()).is_err() {
-                // A duplicated datagram: dropped, exactly as a real device would.
-                return;
+        let World { devices, checker, .. } = self;
+        let device = &mut devices[index];
+        match &mut device.node {
+            Node::Memory(node) => {
+                let (key, key_id) = (&device.key, device.key_id);
+                let Ok(opened) =
+                    open(bytes, Direction::FromCollector, MAX_DATAGRAM_BYTES, |id| (id == key_id).then_some(key))
+                else {
+                    checker.violation(format!("device {}: collector frame rejected", device.id));
+                    return;
+                };
+                let header = opened.header;
+                if node.collector_replay.check(header.epoch, header.sent_at.as_micros()).is_err() {
+                    // A duplicated datagram: dropped, exactly as a real device would.
+                    return;
+                }
+                node.collector_replay.accept(header.epoch, header.sent_at.as_micros());
+                let mut backlog =
+                    CheckedBacklog { inner: &mut node.backlog, checker: &mut *checker, device: device.id };
+                match opened.body {
+                    Body::Ack(ack) => {
+                        if let Err(error) = node.sender.handle_ack(now, &header, &ack, &mut backlog) {
+                            checker.violation(format!("device {}: ack failed: {error}", device.id));
+                        }
+                    }
+                    Body::Nak(nak) => node.sender.handle_nak(now, &nak, &backlog),
+                    other => checker.violation(format!("device {}: unexpected frame {other:?}", device.id)),
+                }
             }
-            device.collector_replay.accept(header.epoch, header.sent_at.as_micros());
-            let inner = device.backlog.backlog().expect("up");
-            let mut backlog = CheckedBacklog { inner, checker, device: device.id };
-            match opened.body {
-                Body::Ack(ack) => {
-                    match device.sender.handle_ack(now, &header, &ack, &mut backlog) {
-                        Ok(()) => {}
-                        // The release could not be recorded: the driver reloads the outbox.
-                        Err(SendError::Backlog(OutboxError::Storage(_))) => device.backlog.recover(),
-                        Err(error) => checker.violation(format!("device {}: ack failed: {error}", device.id)),
+            Node::Agent(node) => {
+                // Powered off: the datagram is lost.
+                let Some(core) = node.core_mut() else { return };
+                match core.handle_datagram(now, bytes) {
+                    // Every range the agent frees must be committed at the collector.
+                    Received::Ack { released, .. } => {
+                        for (epoch, range) in released {
+                            checker.release(device.id, epoch, range);
+                        }
+                    }
+                    Received::Nak { .. } | Received::Replayed => {}
+                    Received::Rejected(reason) => {
+                        checker.violation(format!("device {}: collector frame rejected: {reason}", device.id))
+                    }
+                    Received::Unexpected => {
+                        checker.violation(format!("device {}: unexpected frame from the collector", device.id))
                     }
                 }
-                Body::Nak(nak) => device.sender.handle_nak(now, &nak, &backlog),
-                other => checker.violation(format!("device {}: unexpected frame {other:?}", device.id)),
             }
         }
         self.pump_device(index);

@@ -7,29 +7,35 @@ mod stats;
 pub use collector::CollectorStats;
 use collector::SimCollector;
 
+pub(crate) use stats::sum_stats as sum_sender_stats;
 use stats::{add_disk_stats, add_link_stats, add_sender_stats};
 
-use crate::buffer::{BufferRef, DeviceBuffer, DiskBuffer};
+use crate::agent_node::AgentNode;
 use crate::checker::Checker;
 use crate::clock::SimClock;
 use crate::disk::{DiskStats, SimDisk};
 use crate::link::{LinkStats, SimLink};
 use crate::log_disk::SimLogDisk;
 use crate::scenario::{Scenario, Storage};
-use driftlog_agent::outbox::{OutboxConfig, OutboxError, OutboxStats};
+use device::{MemoryNode, Node};
+use driftlog_agent::agent_core::CoreConfig;
+use driftlog_agent::outbox::{OutboxConfig, OutboxStats};
 use driftlog_collector::config::CollectorConfig;
 use driftlog_collector::keys::Keys;
 use driftlog_protocol::sender::{Item, MemoryBacklog, SenderStats};
-use driftlog_protocol::wire::{DataWriter, MacKey, ReplayGuard, Sealer};
-use driftlog_protocol::{Backlog, DeviceId, Epoch, KeyId, Position, Sender, SenderConfig, Seq, SeqRange, SplitMix64};
+use driftlog_protocol::wire::{DataWriter, MacKey};
+use driftlog_protocol::{Backlog, DeviceId, Epoch, Instant, KeyId, Position, SenderConfig, Seq, SeqRange, SplitMix64};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
+use std::time::Duration;
 
 const MAX_DATAGRAM_BYTES: usize = 1_200;
 /// Frames in flight per device; the checker asserts the sender never exceeds it.
 const FRAMES: usize = 64;
-/// How often the agent's driver writes release records out (its status interval).
-const TICK_MICROS: u64 = 1_000_000;
+/// The agent's group commit in the simulator: a commit waits this long for company, or
+/// starts at once with this many events pending (`agent.toml` defaults: 100 ms, 1024).
+const FLUSH_INTERVAL: Duration = Duration::from_millis(2);
+const FLUSH_MAX_EVENTS: usize = 8;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Action {
@@ -40,8 +46,6 @@ enum Action {
     DiskFull(usize),
     DiskRoom(usize),
     BitFlip(usize),
-    /// The driver's once-a-second housekeeping (release records written out).
-    Tick(usize),
     DeviceWake(usize),
     ToCollector {
         from: usize,
@@ -65,17 +69,13 @@ struct Device {
     key_id: KeyId,
     key: MacKey,
     clock: SimClock,
+    /// The sender's settings (the agent's core uses them for its one stream).
     config: SenderConfig,
-    sender: Sender<FRAMES>,
-    backlog: DeviceBuffer,
-    sealer: Sealer,
-    collector_replay: ReplayGuard<2, 64>,
+    node: Node,
     uplink: SimLink,
     downlink: SimLink,
     generated: u64,
     wake_at: Option<u64>,
-    /// Sender counters of earlier boots (a reboot starts a fresh sender).
-    past_stats: SenderStats,
 }
 
 /// The result of a run that passed every checker.
@@ -149,7 +149,6 @@ pub struct World {
     calm: bool,
     failed_pushes: u64,
     refused_pushes: u64,
-    corrupt_reads: u64,
 }
 
 fn fnv(hash: u64, value: u64) -> u64 {
@@ -164,13 +163,13 @@ fn fnv(hash: u64, value: u64) -> u64 {
 /// The simulator's view of a device buffer: every `release` is checked against what the
 /// collector committed, so a sender that frees too early fails the run.
 struct CheckedBacklog<'a> {
-    inner: BufferRef<'a>,
+    inner: &'a mut MemoryBacklog,
     checker: &'a mut Checker,
     device: DeviceId,
 }
 
 impl Backlog for CheckedBacklog<'_> {
-    type Error = OutboxError;
+    type Error = <MemoryBacklog as Backlog>::Error;
 
     fn head(&self) -> Position {
         self.inner.head()
@@ -208,36 +207,39 @@ impl World {
             secret[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
             let key = MacKey::new(&secret);
             keys.insert(key_id, id, &secret);
-            let mut backlog = match &device.storage {
-                Storage::Memory => {
-                    DeviceBuffer::Memory(MemoryBacklog::new(1, device.backlog_capacity_events, device.drop_policy))
-                }
-                Storage::Disk(disk) => {
-                    let sim_disk = SimDisk::new(rng.next_u64(), disk.faults);
-                    let config = OutboxConfig { max_bytes: disk.max_bytes, policy: disk.policy };
-                    DeviceBuffer::Disk(Box::new(DiskBuffer::new(sim_disk, config, rng.next_u64())))
-                }
-            };
-            let epoch = backlog.epoch();
             let mut config = SenderConfig::new(0);
             config.max_datagram_bytes = MAX_DATAGRAM_BYTES;
             config.backlog_events_per_second = device.backlog_events_per_second;
-            let sender = Sender::new(config.clone(), &backlog.backlog().expect("a fresh disk opens"));
+            let node = match &device.storage {
+                Storage::Memory => {
+                    let backlog = MemoryBacklog::new(1, device.backlog_capacity_events, device.drop_policy);
+                    Node::Memory(Box::new(MemoryNode::new(&config, backlog, key_id, &key)))
+                }
+                Storage::Disk(disk) => {
+                    let sim_disk = SimDisk::new(rng.next_u64(), disk.faults);
+                    let outbox = OutboxConfig { max_bytes: disk.max_bytes, policy: disk.policy };
+                    let core = CoreConfig {
+                        sender: config.clone(),
+                        flush_interval: FLUSH_INTERVAL,
+                        flush_max_events: FLUSH_MAX_EVENTS,
+                        key_id,
+                        key: key.clone(),
+                    };
+                    let boot = Instant::from_micros(device.clock.mono(0));
+                    Node::Agent(Box::new(AgentNode::new(sim_disk, outbox, core, rng.next_u64(), boot)))
+                }
+            };
             devices.push(Device {
                 id,
                 key_id,
-                sealer: Sealer::new(key_id, key.clone(), epoch),
                 key,
                 clock: device.clock.clone(),
                 config,
-                sender,
-                backlog,
-                collector_replay: ReplayGuard::new(60_000_000),
+                node,
                 uplink: SimLink::new(device.uplink.clone(), rng.next_u64()),
                 downlink: SimLink::new(device.downlink.clone(), rng.next_u64()),
                 generated: 0,
                 wake_at: None,
-                past_stats: SenderStats::default(),
             });
             device_by_id.insert(id, index);
         }
@@ -262,7 +264,6 @@ impl World {
             calm: false,
             failed_pushes: 0,
             refused_pushes: 0,
-            corrupt_reads: 0,
         };
         for index in 0..world.devices.len() {
             let device = &world.scenario.devices[index];
@@ -280,7 +281,6 @@ impl World {
                 for at in bit_flips {
                     world.schedule(at, Action::BitFlip(index));
                 }
-                world.schedule(start + TICK_MICROS, Action::Tick(index));
             }
         }
         let collector = world.scenario.collector.clone();
@@ -344,7 +344,7 @@ impl World {
                 .devices
                 .iter_mut()
                 .filter_map(|d| {
-                    (!d.backlog.is_drained()).then(|| format!("device {} holds {}", d.id, d.backlog.describe_held()))
+                    (!d.node.is_drained()).then(|| format!("device {} holds {}", d.id, d.node.describe_held()))
                 })
                 .collect();
             self.checker.violation(format!(
@@ -354,14 +354,16 @@ impl World {
             ));
         }
         let (mut dropped, mut disk, mut outbox) = (0, DiskStats::default(), OutboxStats::default());
+        let mut corrupt_reads = 0;
         for device in &self.devices {
-            match &device.backlog {
-                DeviceBuffer::Memory(backlog) => dropped += backlog.stats().dropped,
-                DeviceBuffer::Disk(buffer) => {
-                    let stats = buffer.stats();
+            match &device.node {
+                Node::Memory(node) => dropped += node.backlog.stats().dropped,
+                Node::Agent(node) => {
+                    let stats = node.outbox_stats();
                     dropped += stats.dropped + stats.corrupt_events + stats.failed_append_events;
-                    crate::buffer::add_stats(&mut outbox, &stats);
-                    add_disk_stats(&mut disk, &buffer.disk.stats());
+                    crate::agent_node::add_stats(&mut outbox, &stats);
+                    add_disk_stats(&mut disk, &node.disk.stats());
+                    corrupt_reads += node.driver_stats().corrupt_reads;
                 }
             }
         }
@@ -383,8 +385,7 @@ impl World {
         let mut sender = SenderStats::default();
         let (mut uplink, mut downlink) = (LinkStats::default(), LinkStats::default());
         for device in &self.devices {
-            add_sender_stats(&mut sender, &device.past_stats);
-            add_sender_stats(&mut sender, &device.sender.stats());
+            add_sender_stats(&mut sender, &device.node.sender_stats());
             add_link_stats(&mut uplink, &device.uplink.stats());
             add_link_stats(&mut downlink, &device.downlink.stats());
         }
@@ -410,7 +411,7 @@ impl World {
             outbox,
             failed_pushes: self.failed_pushes,
             refused_pushes: self.refused_pushes,
-            corrupt_reads: self.corrupt_reads,
+            corrupt_reads,
         })
     }
 
@@ -419,7 +420,7 @@ impl World {
     }
 
     fn converged(&mut self) -> bool {
-        self.all_generated() && self.devices.iter_mut().all(|d| d.backlog.is_drained())
+        self.all_generated() && self.devices.iter_mut().all(|d| d.node.is_drained())
     }
 
     fn step(&mut self, action: Action) {
@@ -428,33 +429,24 @@ impl World {
             Action::Reboot(index) => self.reboot(index),
             Action::Restart(index) => self.restart(index),
             Action::DiskFull(index) => {
-                if let DeviceBuffer::Disk(buffer) = &self.devices[index].backlog {
-                    buffer.disk.fill(self.rng.below_inclusive(16 * 1024));
+                if let Node::Agent(node) = &self.devices[index].node {
+                    node.disk.fill(self.rng.below_inclusive(16 * 1024));
                 }
             }
             Action::DiskRoom(index) => {
-                if let DeviceBuffer::Disk(buffer) = &self.devices[index].backlog {
-                    buffer.disk.make_room();
+                if let Node::Agent(node) = &self.devices[index].node {
+                    node.disk.make_room();
                 }
             }
             Action::BitFlip(index) => {
-                if let DeviceBuffer::Disk(buffer) = &self.devices[index].backlog {
-                    buffer.disk.flip_bit();
+                if let Node::Agent(node) = &self.devices[index].node {
+                    node.disk.flip_bit();
                 }
-            }
-            Action::Tick(index) => {
-                self.devices[index].backlog.tick();
-                if !self.calm || !self.devices[index].backlog.is_drained() {
-                    self.schedule(self.now + TICK_MICROS, Action::Tick(index));
-                }
-                self.check_bounds(index);
             }
             Action::DeviceWake(index) => {
                 if self.devices[index].wake_at == Some(self.now) {
                     self.devices[index].wake_at = None;
-                    let now = self.device_now(index);
-                    self.devices[index].sender.handle_timeout(now);
-                    self.pump_device(index);
+                    self.device_wake(index);
                 }
             }
             Action::ToCollector { from, bytes } => self.collector_receive(from, &bytes),
@@ -486,7 +478,6 @@ fn action_tag(action: &Action) -> u64 {
         Action::DiskFull(i) => 9 << 32 | *i as u64,
         Action::DiskRoom(i) => 10 << 32 | *i as u64,
         Action::BitFlip(i) => 11 << 32 | *i as u64,
-        Action::Tick(i) => 12 << 32 | *i as u64,
         Action::DeviceWake(i) => 3 << 32 | *i as u64,
         Action::ToCollector { from, bytes } => 4 << 32 | (*from as u64) << 16 | bytes.len() as u64,
         Action::ToDevice { index, bytes } => 5 << 32 | (*index as u64) << 16 | bytes.len() as u64,

@@ -8,7 +8,7 @@ pub(super) fn add_sender_stats(total: &mut SenderStats, add: &SenderStats) {
     *total = sum_stats(total, add);
 }
 
-pub(super) fn sum_stats(a: &SenderStats, b: &SenderStats) -> SenderStats {
+pub(crate) fn sum_stats(a: &SenderStats, b: &SenderStats) -> SenderStats {
     SenderStats {
         data_frames_sent: a.data_frames_sent + b.data_frames_sent,
         events_sent: a.events_sent + b.events_sent,
