@@ -86,6 +86,8 @@ pub enum Received {
 /// Counters for `status` and the shutdown log line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DriverStats {
+    /// Datagrams `poll_transmit` gave and the caller sent (it reports a failed send with
+    /// [`AgentCore::handle_send_error`], which moves it to `send_errors`).
     pub datagrams_sent: u64,
     pub send_errors: u64,
     pub datagrams_received: u64,

@@ -54,6 +54,8 @@ pub struct Driver<T: Transport, C: Clock> {
     /// Where the status goes for readers in this process (the metrics endpoint, the
     /// progress bar); `status.json` is for `driftlog-agent status`, another process.
     published: watch::Sender<Option<crate::status::Status>>,
+    /// The datagram `poll_transmit` writes, reused.
+    out: Vec<u8>,
 }
 
 impl<T: Transport, C: Clock> std::fmt::Debug for Driver<T, C> {
@@ -72,6 +74,7 @@ impl<T: Transport, C: Clock> Driver<T, C> {
             status_path: config.status_path,
             statsd: config.statsd,
             published: watch::Sender::new(None),
+            out: vec![0u8; driftlog_protocol::wire::MAX_DATAGRAM_BYTES],
         })
     }
 
@@ -122,7 +125,13 @@ impl<T: Transport, C: Clock> Driver<T, C> {
                     }
                     Err(error) => tracing::debug!(%error, "receive failed"),
                 },
-                _ = tokio::time::sleep_until(wake) => self.core.handle_timeout(self.clock.mono()),
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+            // Whatever woke the loop: a busy channel or socket must not starve the timers
+            // (the branches above are polled first).
+            let now = self.clock.mono();
+            if self.core.poll_timeout() <= now {
+                self.core.handle_timeout(now);
             }
         }
     }
@@ -144,11 +153,14 @@ impl<T: Transport, C: Clock> Driver<T, C> {
 
     /// Sends everything the core has to send now.
     async fn pump(&mut self) {
-        let mut buf = vec![0u8; driftlog_protocol::wire::MAX_DATAGRAM_BYTES];
+        // One reading of the clocks per pass (the wall clock's quality is a file check).
+        let (now, wall) = (self.clock.mono(), self.clock.wall());
         // Bounded: the senders' windows limit what one pass can send.
         for _ in 0..4_096 {
-            let Some(len) = self.core.poll_transmit(self.clock.mono(), self.clock.wall(), &mut buf) else { break };
-            if let Err(error) = self.transport.send(&buf[..len]).await {
+            let Some(len) = self.core.poll_transmit(now, wall, &mut self.out) else {
+                break;
+            };
+            if let Err(error) = self.transport.send(&self.out[..len]).await {
                 // Unreachable collector or no route: the sender's timers retry.
                 self.core.handle_send_error();
                 tracing::debug!(%error, "send failed");
