@@ -2,8 +2,9 @@
 //! quinn's `Pair`).
 //!
 //! A [`World`] steps N devices (each a real [`driftlog_protocol::Sender`] over an in-memory
-//! backlog) and one collector (the real [`driftlog_protocol::endpoint::Endpoint`]) in virtual
-//! time: no tokio, no sleeps, no wall clock. Links lose (independently or in Gilbert-Elliott
+//! backlog, or the agent's real core over its real outbox on a simulated disk:
+//! [`agent_node`]) and one collector (the real ingest core and redb log on a simulated disk)
+//! in virtual time: no tokio, no sleeps, no wall clock. Links lose (independently or in Gilbert-Elliott
 //! bursts), duplicate, reorder through jittered delay, delay asymmetrically and partition;
 //! every device clock has its own offset and drift. Every random choice comes from one seed,
 //! so a seed replays a run exactly and two runs of one seed end with the same trace hash.
