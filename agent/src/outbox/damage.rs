@@ -193,5 +193,11 @@ mod tests {
         tracker.damaged(Some(events_header(0, 20, 25)));
         tracker.events(0, 1, 25, 30);
         assert_eq!(tracker.lost(), vec![(0, 1, 20, 25)]);
+        // Without damage a gap (here 10..12) is nobody's loss.
+        let mut undamaged = DamageTracker::default();
+        undamaged.events(0, 1, 0, 10);
+        undamaged.release(0, 1, 10, 12);
+        undamaged.events(0, 1, 12, 20);
+        assert!(undamaged.lost().is_empty());
     }
 }
